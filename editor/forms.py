@@ -1,0 +1,52 @@
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import UserCreationForm
+
+from editor.models import SHAREABLE_ROLES, Document, Membership
+
+ROLE_CHOICES = [(role.value, role.label) for role in SHAREABLE_ROLES]
+
+
+class SignupForm(UserCreationForm):
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username",)
+
+
+class DocumentForm(forms.ModelForm):
+    class Meta:
+        model = Document
+        fields = ("title",)
+        widgets = {"title": forms.TextInput(attrs={"placeholder": "Untitled document"})}
+
+    def clean_title(self) -> str:
+        title = self.cleaned_data["title"].strip()
+        if not title:
+            raise forms.ValidationError("Give the document a title.")
+        return title
+
+
+class ShareForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial="editor")
+
+    def __init__(self, *args, document: Document, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.document = document
+
+    def clean_username(self):
+        username = self.cleaned_data["username"].strip()
+        user = get_user_model().objects.filter(username__iexact=username).first()
+        if user is None:
+            raise forms.ValidationError(f"There is no user called “{username}”.")
+        if user.pk == self.document.owner_id:
+            raise forms.ValidationError(f"{user.username} owns this document already.")
+        if Membership.objects.filter(document=self.document, user=user).exists():
+            raise forms.ValidationError(
+                f"{user.username} is already a member; change their role in the list below."
+            )
+        return user
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=ROLE_CHOICES)

@@ -1,0 +1,82 @@
+"""`manage.py serve`: the one way collab's server is started (make run, tests, docker).
+
+Every daphne flag the project depends on lives here, so no deployment can forget one. When
+REDIS_URL is unset an embedded Valkey server is started first and lives as long as this command.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from collab.embedded import EmbeddedRedis
+
+
+def daphne_command(host: str, port: int) -> list[str]:
+    options = settings.SERVE
+    command = [
+        sys.executable,
+        "-m",
+        "daphne",
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--ping-interval",
+        str(options["PING_INTERVAL"]),
+        "--ping-timeout",
+        str(options["PING_TIMEOUT"]),
+        "--websocket-max-message-size",
+        str(options["MAX_MESSAGE_SIZE"]),
+        "--websocket-max-frame-size",
+        str(options["MAX_MESSAGE_SIZE"]),
+    ]
+    if options["PROXY_HEADERS"]:
+        command.append("--proxy-headers")
+    command.append(settings.ASGI_APPLICATION.replace(".application", ":application"))
+    return command
+
+
+class Command(BaseCommand):
+    help = "Runs collab under daphne with the project's options (and an embedded Redis if needed)."
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1", help="Address to bind (127.0.0.1).")
+        parser.add_argument("--port", type=int, default=8000, help="Port to listen on (8000).")
+
+    def handle(self, *args, host: str, port: int, **options):
+        env = os.environ.copy()
+        embedded = None
+        if not settings.REDIS_URL:
+            embedded = EmbeddedRedis(data_dir=settings.VAR_DIR / "valkey")
+            env["REDIS_URL"] = embedded.start()
+            self.stdout.write(f"REDIS_URL is unset: started embedded Valkey at {env['REDIS_URL']}")
+        shown_host = f"[{host}]" if ":" in host else host
+        self.stdout.write(
+            self.style.SUCCESS(f"collab is starting on http://{shown_host}:{port}/")
+            + "\nCreate an admin account with: .venv/bin/python manage.py createsuperuser"
+            + "\nStop with Ctrl-C.",
+        )
+        self.stdout.flush()
+        child = subprocess.Popen(daphne_command(host, port), env=env)
+
+        def forward(signum, frame):
+            child.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            returncode = child.wait()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if child.poll() is None:
+                child.terminate()
+                child.wait(timeout=10)
+            if embedded is not None:
+                embedded.stop()
+        if returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
+            sys.exit(returncode)

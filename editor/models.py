@@ -1,0 +1,111 @@
+"""Documents, who may open them, and the durable state the sync core keeps for each.
+
+A document's text lives in Yjs updates, not in a column: ``DocumentUpdate`` is the append-only
+log and ``Document.snapshot`` the log merged up to ``snapshot_seq``. Only
+``editor/realtime/store.py`` writes those (docs/architecture.md).
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Q
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    EDITOR = "editor", "Editor"
+    VIEWER = "viewer", "Viewer"
+
+
+# Roles a member can be given from the share page; ownership is not handed out there.
+SHAREABLE_ROLES = (Role.EDITOR, Role.VIEWER)
+
+
+class DocumentQuerySet(models.QuerySet):
+    def visible_to(self, user) -> "DocumentQuerySet":
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(Q(owner=user) | Q(memberships__user=user)).distinct()
+
+
+class DocumentManager(models.Manager.from_queryset(DocumentQuerySet)):
+    def create_for(self, owner, title: str) -> "Document":
+        """Creates a document and its owner membership together, so neither exists alone."""
+        with transaction.atomic():
+            document = self.create(owner=owner, title=title)
+            Membership.objects.create(document=document, user=owner, role=Role.OWNER)
+        return document
+
+
+class Document(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    title = models.CharField(max_length=200)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_documents"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Yjs state merged from the update log up to and including update id ``snapshot_seq``.
+    snapshot = models.BinaryField(default=b"", editable=False)
+    snapshot_seq = models.BigIntegerField(default=0, editable=False)
+
+    objects = DocumentManager()
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("document-detail", args=[self.id])
+
+    def role_of(self, user) -> str | None:
+        """The user's role here, or None. The owner is always owner, membership row or not."""
+        if not user.is_authenticated:
+            return None
+        if user.pk == self.owner_id:
+            return Role.OWNER
+        membership = self.memberships.filter(user=user).only("role").first()
+        return membership.role if membership else None
+
+
+class Membership(models.Model):
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["document", "user"], name="one_membership_per_user"),
+        ]
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.document}"
+
+
+class DocumentUpdate(models.Model):
+    """One Yjs update as received, kept until compaction folds it into the snapshot."""
+
+    id = models.BigAutoField(primary_key=True)
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="updates")
+    data = models.BinaryField()
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["document", "id"])]
+
+    def __str__(self) -> str:
+        return f"update {self.id} of {self.document_id}"

@@ -1,0 +1,3 @@
+"""WebSocket routes. The document consumer arrives with the sync core (docs/protocol.md)."""
+
+websocket_urlpatterns: list = []

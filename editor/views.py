@@ -1,0 +1,196 @@
+"""Pages. Each view checks access through editor/access.py, calls one model method, renders."""
+
+import logging
+
+import redis
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db import connection, transaction
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from editor.access import can_edit, can_manage, get_viewable_document
+from editor.forms import DocumentForm, MemberRoleForm, ShareForm, SignupForm
+from editor.models import Document, Membership, Role
+
+logger = logging.getLogger("editor.views")
+
+
+def home(request):
+    if request.user.is_authenticated:
+        return redirect("document-list")
+    return render(request, "home.html")
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("document-list")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome, {user.username}. Create your first document below.")
+        return redirect("document-list")
+    status = 400 if form.is_bound else 200
+    return render(request, "registration/signup.html", {"form": form}, status=status)
+
+
+@login_required
+@require_GET
+def document_list(request):
+    documents = Document.objects.visible_to(request.user).select_related("owner")
+    memberships = dict(
+        Membership.objects.filter(user=request.user).values_list("document_id", "role")
+    )
+    rows = [
+        (doc, Role.OWNER if doc.owner_id == request.user.pk else memberships.get(doc.pk))
+        for doc in documents
+    ]
+    return render(request, "editor/document_list.html", {"rows": rows, "form": DocumentForm()})
+
+
+@login_required
+@require_POST
+def document_create(request):
+    form = DocumentForm(request.POST)
+    if not form.is_valid():
+        documents = Document.objects.visible_to(request.user).select_related("owner")
+        rows = [(doc, doc.role_of(request.user)) for doc in documents]
+        return render(
+            request, "editor/document_list.html", {"rows": rows, "form": form}, status=400
+        )
+    document = Document.objects.create_for(request.user, form.cleaned_data["title"])
+    return redirect(document)
+
+
+@login_required
+@require_GET
+def document_detail(request, document_id):
+    document, role = get_viewable_document(request.user, document_id)
+    return render(
+        request,
+        "editor/document_detail.html",
+        {
+            "document": document,
+            "role": role,
+            "can_edit": role in (Role.OWNER, Role.EDITOR),
+            "can_manage": role == Role.OWNER,
+        },
+    )
+
+
+@login_required
+@require_POST
+def document_rename(request, document_id):
+    document, _ = get_viewable_document(request.user, document_id)
+    if not can_edit(request.user, document):
+        raise PermissionDenied("Viewers cannot rename a document.")
+    form = DocumentForm(request.POST, instance=document)
+    if form.is_valid():
+        form.save()
+        messages.success(request, "Renamed.")
+    else:
+        messages.error(request, " ".join(form.errors["title"]))
+        return redirect(document)
+    next_url = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+        return redirect(next_url)
+    return redirect(document)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def document_delete(request, document_id):
+    document, _ = get_viewable_document(request.user, document_id)
+    if not can_manage(request.user, document):
+        raise PermissionDenied("Only the owner can delete a document.")
+    if request.method == "POST":
+        title = document.title
+        document.delete()
+        messages.success(request, f"Deleted “{title}”.")
+        return redirect("document-list")
+    return render(request, "editor/document_delete.html", {"document": document})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def document_share(request, document_id):
+    document, _ = get_viewable_document(request.user, document_id)
+    if not can_manage(request.user, document):
+        raise PermissionDenied("Only the owner can share this document.")
+    form = ShareForm(request.POST or None, document=document)
+    if request.method == "POST" and form.is_valid():
+        user, role = form.cleaned_data["username"], form.cleaned_data["role"]
+        Membership.objects.create(document=document, user=user, role=role)
+        messages.success(request, f"Shared with {user.username} as {role}.")
+        return redirect("document-share", document_id=document.id)
+    members = document.memberships.select_related("user").order_by("created_at")
+    return render(
+        request,
+        "editor/document_share.html",
+        {"document": document, "form": form, "members": members},
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+@require_POST
+def member_update(request, document_id, membership_id):
+    document, _ = get_viewable_document(request.user, document_id)
+    if not can_manage(request.user, document):
+        raise PermissionDenied("Only the owner can change who has access.")
+    membership = get_object_or_404(Membership, pk=membership_id, document=document)
+    if membership.user_id == document.owner_id:
+        messages.error(request, "The owner's access cannot be changed.")
+        return redirect("document-share", document_id=document.id)
+    if request.POST.get("action") == "remove":
+        membership.delete()
+        messages.success(request, f"Removed {membership.user.username}.")
+        return redirect("document-share", document_id=document.id)
+    form = MemberRoleForm(request.POST)
+    if form.is_valid():
+        with transaction.atomic():
+            membership.role = form.cleaned_data["role"]
+            membership.save(update_fields=["role"])
+        messages.success(request, f"{membership.user.username} is now {membership.role}.")
+    else:
+        messages.error(request, "Choose a role: editor or viewer.")
+    return redirect("document-share", document_id=document.id)
+
+
+@never_cache
+@require_GET
+def healthz(request):
+    """Says whether the database and Redis answer; 503 names whatever did not."""
+    checks = {"database": "ok", "redis": "ok"}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # any failure means "down"; the message says which
+        logger.warning("healthz: database check failed: %s", exc)
+        checks["database"] = f"error: {exc.__class__.__name__}: {exc}"
+    try:
+        client = redis.Redis.from_url(
+            settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0],
+            socket_timeout=settings.HEALTHCHECK_TIMEOUT,
+            socket_connect_timeout=settings.HEALTHCHECK_TIMEOUT,
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:
+        logger.warning("healthz: redis check failed: %s", exc)
+        checks["redis"] = f"error: {exc.__class__.__name__}: {exc}"
+    failed = [name for name, state in checks.items() if state != "ok"]
+    body = {"status": "ok" if not failed else "error", "checks": checks}
+    if failed:
+        body["failed"] = failed
+    return JsonResponse(body, status=503 if failed else 200)
