@@ -18,6 +18,7 @@ class DocumentForm(forms.ModelForm):
         model = Document
         fields = ("title",)
         widgets = {"title": forms.TextInput(attrs={"placeholder": "Untitled document"})}
+        error_messages = {"title": {"required": "Give the document a title."}}
 
     def clean_title(self) -> str:
         title = self.cleaned_data["title"].strip()

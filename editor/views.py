@@ -148,7 +148,7 @@ def member_update(request, document_id, membership_id):
         raise PermissionDenied("Only the owner can change who has access.")
     membership = get_object_or_404(Membership, pk=membership_id, document=document)
     if membership.user_id == document.owner_id:
-        messages.error(request, "The owner's access cannot be changed.")
+        messages.error(request, "The owner’s access cannot be changed.")
         return redirect("document-share", document_id=document.id)
     if request.POST.get("action") == "remove":
         membership.delete()

@@ -1,0 +1,64 @@
+"""Shared fixtures: one document and the four kinds of people who may knock on it."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from editor.models import Document, Membership, Role
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # PBKDF2 at full strength costs ~0.3 s a user on these machines; tests need no strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def make_user(username: str, **extra):
+    return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
+
+
+@pytest.fixture
+def owner(db):
+    return make_user("olive")
+
+
+@pytest.fixture
+def editor_user(db):
+    return make_user("eddie")
+
+
+@pytest.fixture
+def viewer(db):
+    return make_user("vera")
+
+
+@pytest.fixture
+def stranger(db):
+    return make_user("sam")
+
+
+@pytest.fixture
+def document(owner, editor_user, viewer):
+    document = Document.objects.create_for(owner, "Meeting notes")
+    Membership.objects.create(document=document, user=editor_user, role=Role.EDITOR)
+    Membership.objects.create(document=document, user=viewer, role=Role.VIEWER)
+    return document
+
+
+@pytest.fixture
+def people(owner, editor_user, viewer, stranger):
+    """Maps a role name used in parametrised tests to the user who has it."""
+    return {"owner": owner, "editor": editor_user, "viewer": viewer, "stranger": stranger}
+
+
+@pytest.fixture
+def login_as(client, people):
+    """Logs the test client in as the person with the given role; "anonymous" logs nobody in."""
+
+    def login(who: str):
+        if who != "anonymous":
+            client.force_login(people[who])
+        return client
+
+    return login

@@ -1,0 +1,85 @@
+"""`manage.py serve`: the command behind `make run`, exercised as a user runs it."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from editor.management.commands.serve import daphne_command
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_for_health(url: str, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return json.load(response)
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_it_passes_the_project_options_to_daphne(settings):
+    command = daphne_command("0.0.0.0", 9000)
+
+    assert command[1:3] == ["-m", "daphne"]
+    assert command[command.index("--port") + 1] == "9000"
+    assert command[command.index("--ping-interval") + 1] == str(settings.SERVE["PING_INTERVAL"])
+    assert command[command.index("--ping-timeout") + 1] == str(settings.SERVE["PING_TIMEOUT"])
+    size = str(settings.SERVE["MAX_MESSAGE_SIZE"])
+    assert command[command.index("--websocket-max-message-size") + 1] == size
+    assert "--proxy-headers" in command
+    assert command[-1] == "collab.asgi:application"
+
+
+def test_it_serves_with_an_embedded_redis_and_stops_it_on_exit(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env["COLLAB_VAR_DIR"] = str(tmp_path)
+    with open(tmp_path / "serve.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        health = wait_for_health(f"http://127.0.0.1:{port}/healthz")
+        assert health == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+        output = (tmp_path / "serve.log").read_text()
+        assert f"collab is starting on http://127.0.0.1:{port}/" in output
+        assert "createsuperuser" in output
+        redis_url = next(
+            line.split(" at ")[1] for line in output.splitlines() if "embedded Valkey at" in line
+        )
+        redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        assert accepts(redis_port)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+    assert not accepts(port)
+    assert not accepts(redis_port), "the embedded Redis outlived the server"
