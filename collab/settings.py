@@ -9,7 +9,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from collab.env import env_bool, env_int, env_list, env_str
+from collab.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("COLLAB_VAR_DIR", str(BASE_DIR / "var")))
@@ -91,6 +91,8 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # A file, not Django's in-memory default, so live tests' server processes share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
     # WAL lets page reads go on while the sync core writes; the timeout rides out short locks.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
@@ -182,4 +184,23 @@ SERVE = {
     # daphne >= 4.2.2 caps WebSocket messages at 1 MiB; a large document's first sync is bigger.
     "MAX_MESSAGE_SIZE": env_int("WS_SERVER_MAX_MESSAGE_SIZE", 64 * 1024 * 1024),
     "PROXY_HEADERS": env_bool("PROXY_HEADERS", True),
+}
+
+# The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.
+COLLAB = {
+    # Updates are written in batches: one INSERT for everything received in this window, so
+    # an update is durable within ~this + one commit, never one query per keystroke.
+    "STORE_FLUSH_INTERVAL": env_float("STORE_FLUSH_INTERVAL", 0.05),
+    "STORE_MAX_BATCH": env_int("STORE_MAX_BATCH", 1000),
+    # Past this many log rows a document's log is folded into its snapshot.
+    "COMPACT_THRESHOLD": env_int("COMPACT_THRESHOLD", 500),
+    # A room stays loaded this long after its last local connection leaves.
+    "ROOM_GRACE": env_float("ROOM_GRACE", 30.0),
+    # Every this often each process re-reads recent log rows of its rooms, to recover group
+    # messages the channel layer lost (Redis blips; channels_redis#406).
+    "CATCHUP_INTERVAL": env_float("CATCHUP_INTERVAL", 5.0),
+    # Largest frame a client may send; larger ones close the socket with 4413.
+    "MAX_INCOMING_FRAME": env_int("WS_MAX_INCOMING_FRAME", 1024 * 1024),
+    # Lifetime of a WebSocket ticket from POST /api/documents/<id>/ticket/.
+    "TICKET_TTL": env_int("WS_TICKET_TTL", 300),
 }

@@ -9,5 +9,6 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("editor.api.urls")),
     path("", include("editor.urls")),
 ]
