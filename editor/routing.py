@@ -1,3 +1,12 @@
-"""WebSocket routes. The document consumer arrives with the sync core (docs/protocol.md)."""
+"""WebSocket routes (docs/protocol.md)."""
 
-websocket_urlpatterns: list = []
+from django.urls import re_path
+
+from editor.realtime.consumer import DocumentConsumer, NotFoundConsumer
+
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+websocket_urlpatterns = [
+    re_path(rf"^ws/documents/(?P<document_id>{_UUID})/?$", DocumentConsumer.as_asgi()),
+    re_path(r"", NotFoundConsumer.as_asgi()),
+]

@@ -1,0 +1,258 @@
+"""DocumentConsumer: one WebSocket speaking y-websocket for one document. Transport only.
+
+It authenticates and authorises before any document byte, hands decoded messages to the room,
+enforces the frame cap, and cleans up. The close codes and their reasons are listed in
+docs/protocol.md. Closing *before* accept() would turn into a bare HTTP 403 and the client
+would never learn why, so refusals accept, send a y-websocket permission-denied message with
+the reason, then close with a 44xx code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlparse
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.security.websocket import AllowedHostsOriginValidator
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from editor.models import Document, Role
+from editor.realtime import protocol, store, tickets
+from editor.realtime.room import InvalidUpdate, get_rooms
+
+logger = logging.getLogger("collab.ws")
+
+CLOSE_MALFORMED = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_LARGE = 4413
+CLOSE_INTERNAL = 1011
+
+
+@dataclass(frozen=True)
+class Access:
+    user: object
+    document_id: str
+    role: str
+    via: str
+
+    @property
+    def can_edit(self) -> bool:
+        return self.role in (Role.OWNER, Role.EDITOR)
+
+
+class Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+# Channels' own origin rules (ALLOWED_HOSTS), applied only to cookie-authenticated sockets.
+_origin_validator = AllowedHostsOriginValidator(None)
+
+
+def _origin_allowed(scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"origin":
+            try:
+                return _origin_validator.valid_origin(urlparse(value.decode("latin1")))
+            except (UnicodeDecodeError, ValueError):
+                return False
+    return False
+
+
+@database_sync_to_async
+def authorize(scope, document_id: str) -> Access:
+    """Decides who this socket is and what it may do, from a ticket or the session cookie.
+
+    A ticket is a bearer credential and needs no origin check; a cookie is sent by the browser
+    to any page's socket, so cookie sockets must come from one of our own origins.
+    """
+    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
+    token = query.get("ticket", [None])[0]
+    if token:
+        try:
+            ticket = tickets.read(token)
+        except tickets.TicketError as exc:
+            raise Refused(CLOSE_UNAUTHENTICATED, str(exc)) from None
+        if ticket.document_id != document_id:
+            raise Refused(CLOSE_FORBIDDEN, "ticket is for another document")
+        user = get_user_model().objects.filter(pk=ticket.user_id, is_active=True).first()
+        if user is None:
+            raise Refused(CLOSE_UNAUTHENTICATED, "ticket user no longer exists")
+        via = "ticket"
+    else:
+        user = scope.get("user")
+        if user is None or not user.is_authenticated:
+            raise Refused(CLOSE_UNAUTHENTICATED, "log in, or pass ?ticket=")
+        if not _origin_allowed(scope):
+            raise Refused(CLOSE_FORBIDDEN, "origin not allowed")
+        via = "session"
+    document = Document.objects.filter(pk=document_id).first()
+    role = document.role_of(user) if document else None
+    if role is None:
+        # The same answer for "does not exist" and "not yours": nothing leaks.
+        raise Refused(CLOSE_FORBIDDEN, "no access to this document")
+    return Access(user=user, document_id=document_id, role=role, via=via)
+
+
+class DocumentConsumer(AsyncWebsocketConsumer):
+    """Serves /ws/documents/<uuid> with the y-websocket protocol."""
+
+    async def connect(self) -> None:
+        self.opened = time.monotonic()
+        self.bytes_in = self.bytes_out = 0
+        self.room = None
+        self.access: Access | None = None
+        self.client_ids: set[int] = set()
+        self.close_code_sent: int | None = None
+        # The route admits either case; tickets and rooms use the canonical lower-case form.
+        self.document_id = str(uuid.UUID(self.scope["url_route"]["kwargs"]["document_id"]))
+        await self.accept()
+        try:
+            self.access = await authorize(self.scope, self.document_id)
+        except Refused as refused:
+            logger.warning(
+                "ws refused document=%s code=%s reason=%s client=%s",
+                self.document_id,
+                refused.code,
+                refused.reason,
+                _client(self.scope),
+            )
+            await self.refuse(refused.code, refused.reason)
+            return
+        try:
+            self.room = await get_rooms().join(self.document_id, self)
+        except Exception:
+            logger.exception("ws could not load document=%s", self.document_id)
+            await self.refuse(CLOSE_INTERNAL, "document could not be loaded; retry shortly")
+            return
+        store.install_shutdown_flush()
+        logger.info(
+            "ws open user=%s document=%s role=%s via=%s client=%s",
+            self.access.user,
+            self.document_id,
+            self.access.role,
+            self.access.via,
+            _client(self.scope),
+        )
+        await self.send_frame(protocol.sync_step1(self.room.doc))
+        presence = self.room.awareness_frame()
+        if presence is not None:
+            await self.send_frame(presence)
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.room is None or self.close_code_sent is not None:
+            return  # refused or closing: nothing more is read
+        if bytes_data is None:
+            await self.fail(CLOSE_MALFORMED, "text frames are not part of the protocol")
+            return
+        self.bytes_in += len(bytes_data)
+        limit = settings.COLLAB["MAX_INCOMING_FRAME"]
+        if len(bytes_data) > limit:
+            await self.fail(CLOSE_TOO_LARGE, f"frame of {len(bytes_data)} bytes exceeds {limit}")
+            return
+        try:
+            message = protocol.parse_message(bytes_data)
+        except protocol.ProtocolError as exc:
+            await self.fail(CLOSE_MALFORMED, f"malformed frame: {exc}")
+            return
+        await self.dispatch_message(message)
+
+    async def dispatch_message(self, message: protocol.Message) -> None:
+        if isinstance(message, protocol.SyncStep1):
+            try:
+                reply = protocol.sync_step2(self.room.doc, message.state_vector)
+            except protocol.ProtocolError as exc:
+                await self.fail(CLOSE_MALFORMED, f"bad state vector: {exc}")
+                return
+            await self.send_frame(reply)
+        elif isinstance(message, protocol.SyncStep2 | protocol.SyncUpdate):
+            await self.apply_update(message.update)
+        elif isinstance(message, protocol.Awareness):
+            self.track_client_ids(message.entries)
+            await self.room.relay_awareness(message)
+        elif isinstance(message, protocol.QueryAwareness):
+            presence = self.room.awareness_frame()
+            if presence is not None:
+                await self.send_frame(presence)
+        # Auth messages flow from server to client only; one from a client is ignored.
+
+    async def apply_update(self, update: bytes) -> None:
+        if not self.access.can_edit:
+            # A viewer's client answers our sync step 1 with an empty step 2: that is no write.
+            if update != b"\x00\x00":
+                await self.send_frame(protocol.permission_denied("view only"))
+            return
+        try:
+            await self.room.apply_client_update(update, origin=self, author_id=self.access.user.pk)
+        except InvalidUpdate as exc:
+            await self.fail(CLOSE_MALFORMED, f"update does not apply: {exc}")
+
+    def track_client_ids(self, entries) -> None:
+        for entry in entries:
+            if entry.state is None:
+                self.client_ids.discard(entry.client_id)
+            else:
+                self.client_ids.add(entry.client_id)
+
+    async def disconnect(self, code) -> None:
+        if self.room is not None:
+            try:
+                await self.room.remove_awareness(self.client_ids)
+            finally:
+                get_rooms().leave(self.room, self)
+        if self.access is not None:
+            logger.info(
+                "ws close user=%s document=%s duration=%.1fs code=%s bytes_in=%d bytes_out=%d",
+                self.access.user,
+                self.document_id,
+                time.monotonic() - self.opened,
+                self.close_code_sent or code,
+                self.bytes_in,
+                self.bytes_out,
+            )
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send_frame(self, frame: bytes) -> None:
+        self.bytes_out += len(frame)
+        await self.send(bytes_data=frame)
+
+    async def refuse(self, code: int, reason: str) -> None:
+        """Tells the client why in a y-websocket auth message, then closes with ``code``."""
+        self.close_code_sent = code
+        await self.send(bytes_data=protocol.permission_denied(reason))
+        await self.close(code=code)
+
+    async def fail(self, code: int, reason: str) -> None:
+        logger.warning(
+            "ws closing user=%s document=%s code=%s reason=%s",
+            self.access.user if self.access else None,
+            self.document_id,
+            code,
+            reason,
+        )
+        self.close_code_sent = code
+        await self.close(code=code)
+
+
+class NotFoundConsumer(AsyncWebsocketConsumer):
+    """Answers WebSocket paths that are not a document with 4404 instead of a dropped socket."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send(bytes_data=protocol.permission_denied("no such endpoint"))
+        await self.close(code=CLOSE_NOT_FOUND)
+
+
+def _client(scope) -> str:
+    client = scope.get("client") or ("?", 0)
+    return f"{client[0]}:{client[1]}"

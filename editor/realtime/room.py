@@ -1,0 +1,346 @@
+"""The live state of one document in this process: a room.
+
+One pycrdt ``Doc`` per document per process, shared by every local connection (never one per
+connection). The room, not each consumer, is the process's member of the document's channel
+group, through a layer channel of its own: an update fans out to local connections directly and
+crosses to other processes as ONE group message, which each other process's room applies once
+and fans out locally (docs/architecture.md has the measurements behind this).
+
+The channel layer is lossy (channels_redis#406, capacity drops), so correctness does not rest
+on it: every room re-reads its document's recent log rows every CATCHUP_INTERVAL and applies
+the ones it never saw, and clients re-sync with the Yjs handshake when they reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+from pycrdt import Doc
+
+from editor.realtime import protocol, store
+
+logger = logging.getLogger("collab.room")
+
+EMPTY_UPDATE = b"\x00\x00"
+# How long a client's awareness state counts as present without a renewal. Clients renew every
+# 15 s (y-protocols' outdatedTimeout is 30 s), so this matches what browsers assume.
+AWARENESS_TIMEOUT = 30.0
+
+
+class Connection(Protocol):
+    """What a room needs of a connection: a way to send it one frame."""
+
+    async def send_frame(self, frame: bytes) -> None: ...
+
+
+class InvalidUpdate(ValueError):
+    """The bytes are not a Yjs update this document can apply; nothing was changed."""
+
+
+@dataclass
+class _Presence:
+    entry: protocol.AwarenessEntry
+    seen: float
+
+
+def group_name(document_id: str) -> str:
+    return f"doc.{document_id}"
+
+
+def _digest(update: bytes) -> bytes:
+    return hashlib.blake2b(update, digest_size=16).digest()
+
+
+class Room:
+    def __init__(self, document_id: str) -> None:
+        self.document_id = str(document_id)
+        self.group = group_name(self.document_id)
+        self.doc = Doc()
+        self.connections: set[Connection] = set()
+        self.channel: str | None = None
+        self.awareness: dict[int, _Presence] = {}
+        # Digests of updates already applied, so catch-up re-sends only what was really missed.
+        self._seen: dict[bytes, float] = {}
+        self._listener: asyncio.Task | None = None
+        self._evict_timer: asyncio.TimerHandle | None = None
+
+    async def open(self) -> None:
+        """Joins the document group first, then loads: anything sent meanwhile is applied too
+        (Yjs updates commute and are idempotent), so no update falls between the two."""
+        layer = get_channel_layer()
+        self.channel = await layer.new_channel("room.")
+        await layer.group_add(self.group, self.channel)
+        self._listener = asyncio.ensure_future(self._listen())
+        updates, _ = await database_sync_to_async(store.load)(self.document_id)
+        for update in updates:
+            self.doc.apply_update(update)
+            self._remember(update)
+        logger.info("room %s loaded (%d stored updates)", self.document_id, len(updates))
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+        layer = get_channel_layer()
+        if self.channel is not None:
+            try:
+                await layer.group_discard(self.group, self.channel)
+            except Exception:  # Redis down: the subscription dies with the connection anyway
+                logger.warning("room %s: could not leave its group", self.document_id)
+        logger.info("room %s evicted", self.document_id)
+
+    # -- document updates -----------------------------------------------------------------
+
+    async def apply_client_update(self, update: bytes, origin: Connection, author_id) -> None:
+        """Validates an update from a local client by applying it, makes it durable, and sends
+        it to every other connection of the document, here and in other processes."""
+        if update == EMPTY_UPDATE:
+            return
+        try:
+            self.doc.apply_update(update)
+        except ValueError as exc:
+            raise InvalidUpdate(str(exc)) from exc
+        self._remember(update)
+        store.get_writer().append(self.document_id, update, author_id)
+        await self._send_local(protocol.sync_update(update), exclude=origin)
+        await self._publish({"type": "doc.update", "update": update})
+
+    def _apply_remote(self, update: bytes) -> bool:
+        """Applies an update from another process or the log; says whether it was new here."""
+        digest = _digest(update)
+        if digest in self._seen:
+            return False
+        try:
+            self.doc.apply_update(update)
+        except ValueError:
+            logger.error("room %s: dropped an update that does not apply", self.document_id)
+            return False
+        self._seen[digest] = time.monotonic()
+        return True
+
+    def _remember(self, update: bytes) -> None:
+        self._seen[_digest(update)] = time.monotonic()
+
+    async def catch_up(self, rows: list[bytes]) -> int:
+        """Applies log rows this room may have missed and forwards the new ones locally."""
+        missed = 0
+        for update in rows:
+            if self._apply_remote(update):
+                missed += 1
+                await self._send_local(protocol.sync_update(update))
+        cutoff = time.monotonic() - _seen_ttl()
+        self._seen = {d: t for d, t in self._seen.items() if t >= cutoff}
+        if missed:
+            logger.warning(
+                "room %s: recovered %d missed updates from the log", self.document_id, missed
+            )
+        return missed
+
+    # -- awareness --------------------------------------------------------------------------
+
+    async def relay_awareness(self, message: protocol.Awareness) -> None:
+        """Records awareness states and sends them to everyone, the sender included: the
+        stock client reconnects after 30 s of silence, and this echo is what it hears."""
+        self._record_awareness(message.entries)
+        frame = protocol.awareness(message.payload)
+        await self._send_local(frame)
+        await self._publish({"type": "doc.awareness", "payload": message.payload})
+
+    async def remove_awareness(self, client_ids: set[int]) -> None:
+        """Announces that these clients left (state null), as y-protocols does on timeout."""
+        entries = []
+        for client_id in client_ids:
+            known = self.awareness.pop(client_id, None)
+            clock = known.entry.clock + 1 if known else 0
+            entries.append(protocol.AwarenessEntry(client_id=client_id, clock=clock, state=None))
+        if not entries:
+            return
+        payload = protocol.encode_awareness(entries)
+        await self._send_local(protocol.awareness(payload))
+        await self._publish({"type": "doc.awareness", "payload": payload})
+
+    def awareness_frame(self) -> bytes | None:
+        """Every live awareness state known here, as one frame for a newcomer."""
+        cutoff = time.monotonic() - AWARENESS_TIMEOUT
+        self.awareness = {cid: p for cid, p in self.awareness.items() if p.seen >= cutoff}
+        if not self.awareness:
+            return None
+        entries = [presence.entry for presence in self.awareness.values()]
+        return protocol.awareness(protocol.encode_awareness(entries))
+
+    def _record_awareness(self, entries) -> None:
+        now = time.monotonic()
+        for entry in entries:
+            if entry.state is None:
+                self.awareness.pop(entry.client_id, None)
+            else:
+                self.awareness[entry.client_id] = _Presence(entry, now)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _send_local(self, frame: bytes, exclude: Connection | None = None) -> None:
+        for connection in list(self.connections):
+            if connection is not exclude:
+                await connection.send_frame(frame)
+
+    async def _publish(self, message: dict) -> None:
+        message["origin"] = self.channel
+        try:
+            await get_channel_layer().group_send(self.group, message)
+        except Exception:
+            # Durability does not depend on the layer: other processes catch up from the log.
+            logger.exception("room %s: group_send failed", self.document_id)
+
+    async def _listen(self) -> None:
+        layer = get_channel_layer()
+        while True:
+            try:
+                message = await layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("room %s: channel layer receive failed", self.document_id)
+                await asyncio.sleep(1)
+                continue
+            if message.get("origin") == self.channel:
+                continue
+            try:
+                await self._dispatch(message)
+            except Exception:
+                logger.exception(
+                    "room %s: could not handle %s", self.document_id, message.get("type")
+                )
+
+    async def _dispatch(self, message: dict) -> None:
+        if message["type"] == "doc.update":
+            update = message["update"]
+            if self._apply_remote(update):
+                await self._send_local(protocol.sync_update(update))
+        elif message["type"] == "doc.awareness":
+            payload = message["payload"]
+            try:
+                entries = protocol.decode_awareness(payload)
+            except protocol.ProtocolError:
+                logger.error("room %s: bad awareness from the group", self.document_id)
+                return
+            self._record_awareness(entries)
+            await self._send_local(protocol.awareness(payload))
+
+
+def _seen_ttl() -> float:
+    return 4 * settings.COLLAB["CATCHUP_INTERVAL"] + 10
+
+
+class Rooms:
+    """This process's rooms. A document is loaded at most once at a time (a shared load task),
+    and evicted ROOM_GRACE seconds after its last local connection leaves."""
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Future] = {}
+        self._catchup: asyncio.Task | None = None
+
+    def get(self, document_id: str) -> Room | None:
+        return self._rooms.get(str(document_id))
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    async def join(self, document_id, connection: Connection) -> Room:
+        document_id = str(document_id)
+        room = self._rooms.get(document_id)
+        if room is None:
+            loading = self._loading.get(document_id)
+            if loading is None:
+                loading = asyncio.ensure_future(self._open(document_id))
+                self._loading[document_id] = loading
+            room = await asyncio.shield(loading)
+        if room._evict_timer is not None:
+            room._evict_timer.cancel()
+            room._evict_timer = None
+        room.connections.add(connection)
+        return room
+
+    async def _open(self, document_id: str) -> Room:
+        room = Room(document_id)
+        try:
+            await room.open()
+        except BaseException:
+            self._loading.pop(document_id, None)
+            await room.close()
+            raise
+        self._rooms[document_id] = room
+        self._loading.pop(document_id, None)
+        if self._catchup is None or self._catchup.done():
+            self._catchup = asyncio.ensure_future(self._catch_up_forever())
+        return room
+
+    def leave(self, room: Room, connection: Connection) -> None:
+        room.connections.discard(connection)
+        if room.connections or room._evict_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        room._evict_timer = loop.call_later(
+            settings.COLLAB["ROOM_GRACE"], lambda: asyncio.ensure_future(self._evict(room))
+        )
+
+    async def _evict(self, room: Room) -> None:
+        room._evict_timer = None
+        if room.connections or self._rooms.get(room.document_id) is not room:
+            return
+        del self._rooms[room.document_id]
+        await room.close()
+
+    async def catch_up_once(self) -> int:
+        """Re-reads recent log rows of every room here and applies what was missed."""
+        if not self._rooms:
+            return 0
+        window = timedelta(seconds=2 * settings.COLLAB["CATCHUP_INTERVAL"] + 2)
+        rows = await database_sync_to_async(store.updates_since)(
+            list(self._rooms), timezone.now() - window
+        )
+        by_document: dict[str, list[bytes]] = {}
+        for document_id, _id, data in rows:
+            by_document.setdefault(str(document_id), []).append(bytes(data))
+        missed = 0
+        for document_id, updates in by_document.items():
+            room = self._rooms.get(document_id)
+            if room is not None:
+                missed += await room.catch_up(updates)
+        return missed
+
+    async def _catch_up_forever(self) -> None:
+        while self._rooms:
+            await asyncio.sleep(settings.COLLAB["CATCHUP_INTERVAL"])
+            try:
+                await self.catch_up_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception(
+                    "catch-up failed; retrying in %ss", settings.COLLAB["CATCHUP_INTERVAL"]
+                )
+
+
+_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Rooms] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_rooms() -> Rooms:
+    """The rooms of this process (of this event loop, so tests with fresh loops stay apart)."""
+    loop = asyncio.get_running_loop()
+    rooms = _registries.get(loop)
+    if rooms is None:
+        rooms = _registries[loop] = Rooms()
+    return rooms

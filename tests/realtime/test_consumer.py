@@ -1,0 +1,352 @@
+"""DocumentConsumer through channels' WebsocketCommunicator, on real Redis and a real database."""
+
+import asyncio
+import logging
+import random
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import AnonymousUser
+from pycrdt import Doc, Text
+
+from editor.realtime import protocol, store, tickets
+from editor.realtime.room import get_rooms
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+async def stored_text(document_id) -> str:
+    await store.get_writer().flush()
+    updates, _ = await sync_to_async(store.load)(document_id)
+    doc = Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return str(doc.get("codemirror", type=Text))
+
+
+async def test_it_syncs_and_persists_an_editors_update(peer_for, document, owner):
+    peer = peer_for(owner, document.id)
+    assert await peer.connect()
+    await peer.handshake()
+
+    await peer.send(protocol.sync_update(peer.type("hello")))
+    await peer.settle()
+
+    assert await stored_text(document.id) == "hello"
+    await peer.close()
+
+
+async def test_it_relays_an_update_to_others_exactly_and_not_back(
+    peer_for, document, owner, editor_user
+):
+    alice, bob = peer_for(owner, document.id), peer_for(editor_user, document.id)
+    for peer in (alice, bob):
+        assert await peer.connect()
+        await peer.handshake()
+
+    update = alice.type("hi bob")
+    await alice.send(protocol.sync_update(update))
+
+    received = await bob.recv()
+    assert received == protocol.SyncUpdate(update)
+    assert await alice.ws.receive_nothing(timeout=0.3)
+    bob.doc.apply_update(received.update)
+    assert str(bob.text) == "hi bob"
+    await alice.close()
+    await bob.close()
+
+
+async def test_it_gives_a_late_joiner_the_whole_document(peer_for, document, owner, viewer):
+    writer = peer_for(owner, document.id)
+    assert await writer.connect()
+    await writer.handshake()
+    await writer.send(protocol.sync_update(writer.type("first ")))
+    await writer.send(protocol.sync_update(writer.type("second")))
+    await writer.settle()
+    await store.get_writer().flush()
+
+    late = peer_for(viewer, document.id)
+    assert await late.connect()
+    await late.handshake()
+
+    assert str(late.text) == "first second"
+    await writer.close()
+    await late.close()
+
+
+async def test_it_merges_edits_a_client_made_offline(peer_for, document, owner):
+    peer = peer_for(owner, document.id)
+    offline_update = peer.type("typed on a train")  # before connecting at all
+    assert offline_update
+    assert await peer.connect()
+    await peer.handshake()  # our step 2 carries what the server lacks
+    await peer.settle()
+
+    assert await stored_text(document.id) == "typed on a train"
+    await peer.close()
+
+
+# -- who may connect ------------------------------------------------------------------------
+
+
+async def refused(peer) -> tuple[protocol.Message, int]:
+    assert await peer.connect()  # accepted so that the reason can be sent
+    message = await peer.recv()
+    return message, await peer.expect_close()
+
+
+async def test_it_refuses_anonymous_sockets_with_4401(peer_for, document):
+    message, code = await refused(peer_for(AnonymousUser(), document.id))
+    assert message == protocol.Auth("log in, or pass ?ticket=")
+    assert code == 4401
+
+
+async def test_it_refuses_a_stranger_with_4403_before_any_document_byte(
+    peer_for, document, stranger
+):
+    message, code = await refused(peer_for(stranger, document.id))
+    assert isinstance(message, protocol.Auth)
+    assert code == 4403
+
+
+async def test_it_answers_a_missing_document_like_a_forbidden_one(peer_for, owner):
+    import uuid
+
+    message, code = await refused(peer_for(owner, uuid.uuid4()))
+    assert message == protocol.Auth("no access to this document")
+    assert code == 4403
+
+
+async def test_it_refuses_a_cookie_socket_from_a_foreign_origin(peer_for, document, owner):
+    peer = peer_for(owner, document.id, headers=[(b"origin", b"https://evil.example")])
+    message, code = await refused(peer)
+    assert message == protocol.Auth("origin not allowed")
+    assert code == 4403
+
+
+async def test_it_accepts_a_ticket_without_a_session_or_origin(peer_for, document, editor_user):
+    token, _ = tickets.issue(editor_user.pk, document.pk)
+    peer = peer_for(AnonymousUser(), document.id, query=f"ticket={token}", headers=())
+    assert await peer.connect()
+    await peer.handshake()
+    await peer.send(protocol.sync_update(peer.type("via ticket")))
+    await peer.settle()
+
+    assert await stored_text(document.id) == "via ticket"
+    await peer.close()
+
+
+async def test_it_refuses_a_ticket_for_another_document(peer_for, document, owner):
+    other = await sync_to_async(type(document).objects.create_for)(owner, "Other")
+    token, _ = tickets.issue(owner.pk, other.pk)
+    peer = peer_for(AnonymousUser(), document.id, query=f"ticket={token}", headers=())
+
+    message, code = await refused(peer)
+    assert message == protocol.Auth("ticket is for another document")
+    assert code == 4403
+
+
+async def test_it_refuses_a_forged_ticket(peer_for, document, owner):
+    token, _ = tickets.issue(owner.pk, document.pk)
+    forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    peer = peer_for(AnonymousUser(), document.id, query=f"ticket={forged}", headers=())
+
+    message, code = await refused(peer)
+    assert message == protocol.Auth("ticket signature invalid")
+    assert code == 4401
+
+
+async def test_it_refuses_an_expired_ticket(peer_for, document, owner, settings):
+    token, _ = tickets.issue(owner.pk, document.pk)
+    settings.COLLAB = {**settings.COLLAB, "TICKET_TTL": -1}
+    peer = peer_for(AnonymousUser(), document.id, query=f"ticket={token}", headers=())
+
+    message, code = await refused(peer)
+    assert message == protocol.Auth("ticket expired")
+    assert code == 4401
+
+
+async def test_it_refuses_a_ticket_of_someone_who_lost_access(peer_for, document, viewer):
+    token, _ = tickets.issue(viewer.pk, document.pk)
+    await sync_to_async(document.memberships.filter(user=viewer).delete)()
+    peer = peer_for(AnonymousUser(), document.id, query=f"ticket={token}", headers=())
+
+    _, code = await refused(peer)
+    assert code == 4403
+
+
+async def test_it_answers_an_unknown_path_with_4404(peer_for, owner):
+    peer = peer_for(owner, None, path="/ws/elsewhere")
+    _, code = await refused(peer)
+    assert code == 4404
+
+
+# -- viewers ----------------------------------------------------------------------------------
+
+
+async def test_it_lets_a_viewer_watch_but_not_write(peer_for, document, owner, viewer):
+    writer, watcher = peer_for(owner, document.id), peer_for(viewer, document.id)
+    for peer in (writer, watcher):
+        assert await peer.connect()
+        await peer.handshake()
+
+    await watcher.send(protocol.sync_update(watcher.type("vandalism")))
+    assert await watcher.settle() == [protocol.Auth("view only")]
+    assert await writer.ws.receive_nothing(timeout=0.3)
+
+    update = writer.type("real text")
+    await writer.send(protocol.sync_update(update))
+    await writer.settle()
+    assert await watcher.recv() == protocol.SyncUpdate(update)
+    assert await stored_text(document.id) == "real text"
+    await writer.close()
+    await watcher.close()
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+async def connected(peer_for, user, document):
+    peer = peer_for(user, document.id)
+    assert await peer.connect()
+    await peer.handshake()
+    return peer
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"\x09",
+        b"\x00\x07\x00",
+        b"\x00\x02\x05\x01",  # update announces 5 bytes, carries 1
+        b"\x00\x02\x03\xff\xff\xff",  # complete frame, bytes are no Yjs update
+        b"\x01\x05\x01\x01\x01\x03{x}",  # awareness with invalid JSON
+    ],
+)
+async def test_it_closes_on_a_malformed_frame_and_keeps_the_document(
+    peer_for, document, owner, frame
+):
+    good = await connected(peer_for, owner, document)
+    await good.send(protocol.sync_update(good.type("kept")))
+    await good.settle()
+    bad = await connected(peer_for, owner, document)
+
+    await bad.send(frame)
+
+    assert await bad.expect_close() == 4400
+    assert str(get_rooms().get(str(document.id)).doc.get("codemirror", type=Text)) == "kept"
+    assert await stored_text(document.id) == "kept"
+    await good.close()
+
+
+async def test_it_survives_random_frames(peer_for, document, owner):
+    rng = random.Random(1234)
+    for _ in range(20):
+        peer = await connected(peer_for, owner, document)
+        await peer.send(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))))
+        output = await peer.ws.receive_output(timeout=5)
+        # Either closed as malformed, or (rarely) the bytes were a harmless valid message.
+        assert output["type"] in ("websocket.close", "websocket.send")
+        if output["type"] == "websocket.close":
+            assert output["code"] == 4400
+        await peer.close()
+    survivor = await connected(peer_for, owner, document)
+    await survivor.send(protocol.sync_update(survivor.type("still fine")))
+    await survivor.settle()
+    assert "still fine" in str(get_rooms().get(str(document.id)).doc.get("codemirror", type=Text))
+
+
+async def test_it_closes_on_a_text_frame(peer_for, document, owner):
+    peer = await connected(peer_for, owner, document)
+    await peer.ws.send_to(text_data="hello")
+    assert await peer.expect_close() == 4400
+
+
+async def test_it_closes_on_an_oversized_frame(peer_for, document, owner, settings):
+    settings.COLLAB = {**settings.COLLAB, "MAX_INCOMING_FRAME": 1024}
+    peer = await connected(peer_for, owner, document)
+    await peer.send(protocol.sync_update(peer.type("x" * 4096)))
+
+    assert await peer.expect_close() == 4413
+    assert await stored_text(document.id) == ""
+
+
+# -- awareness and heartbeat ----------------------------------------------------------------
+
+
+def awareness_frame(client_id: int, clock: int, state):
+    entry = protocol.AwarenessEntry(client_id=client_id, clock=clock, state=state)
+    return protocol.awareness(protocol.encode_awareness([entry]))
+
+
+async def test_it_echoes_awareness_to_the_sender_and_relays_it(
+    peer_for, document, owner, editor_user
+):
+    alice = await connected(peer_for, owner, document)
+    bob = await connected(peer_for, editor_user, document)
+
+    frame = awareness_frame(11, 1, {"user": {"name": "olive"}, "cursor": None})
+    await alice.send(frame)
+
+    assert await alice.ws.receive_from(timeout=5) == frame  # keeps the stock client alive
+    assert await bob.ws.receive_from(timeout=5) == frame
+    await alice.close()
+    removal = await bob.recv()
+    assert isinstance(removal, protocol.Awareness)
+    assert removal.entries[0].client_id == 11
+    assert removal.entries[0].state is None
+    await bob.close()
+
+
+async def test_it_shows_a_late_joiner_who_is_here(peer_for, document, owner, viewer):
+    alice = await connected(peer_for, owner, document)
+    await alice.send(awareness_frame(21, 3, {"user": {"name": "olive"}}))
+    await alice.recv()  # the echo
+
+    late = peer_for(viewer, document.id)
+    assert await late.connect()
+    messages = [await late.recv(), await late.recv()]
+    presence = [m for m in messages if isinstance(m, protocol.Awareness)]
+    assert [(e.client_id, e.state) for e in presence[0].entries] == [
+        (21, {"user": {"name": "olive"}})
+    ]
+    await alice.close()
+    await late.close()
+
+
+# -- logs, rooms -----------------------------------------------------------------------------
+
+
+async def test_it_logs_one_line_at_connect_and_one_at_disconnect(peer_for, document, owner, caplog):
+    caplog.set_level(logging.INFO, logger="collab.ws")
+    peer = await connected(peer_for, owner, document)
+    await peer.send(protocol.sync_update(peer.type("abc")))
+    await peer.settle()
+    await peer.close()
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "collab.ws"]
+    assert any(line.startswith(f"ws open user=olive document={document.id}") for line in lines)
+    close = [line for line in lines if line.startswith("ws close")]
+    assert len(close) == 1
+    assert f"user=olive document={document.id}" in close[0]
+    assert "duration=" in close[0] and "code=1000" in close[0]
+    assert "bytes_in=" in close[0] and "bytes_in=0" not in close[0]
+
+
+async def test_it_shares_one_room_per_document_and_evicts_it_after_the_grace(
+    peer_for, document, owner, editor_user, settings
+):
+    settings.COLLAB = {**settings.COLLAB, "ROOM_GRACE": 0.1}
+    alice = await connected(peer_for, owner, document)
+    bob = await connected(peer_for, editor_user, document)
+    room = get_rooms().get(str(document.id))
+    assert len(room.connections) == 2
+
+    await alice.close()
+    await bob.close()
+    for _ in range(50):
+        if get_rooms().get(str(document.id)) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert get_rooms().get(str(document.id)) is None

@@ -1,0 +1,140 @@
+"""Rooms: one Doc per document per process, group fan-out across processes, catch-up.
+
+Two ``Rooms`` registries in one event loop stand for two processes: each room has its own
+layer channel in the document group, exactly as in two daphne processes sharing Redis.
+"""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from pycrdt import Doc, Text
+
+from editor.models import DocumentUpdate
+from editor.realtime import protocol, store
+from editor.realtime.room import InvalidUpdate, Rooms
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+class Sink:
+    """A connection that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def send_frame(self, frame: bytes) -> None:
+        await self.frames.put(frame)
+
+    async def next(self, timeout: float = 5) -> protocol.Message:
+        return protocol.parse_message(await asyncio.wait_for(self.frames.get(), timeout))
+
+
+def edit(text: str) -> bytes:
+    doc = Doc()
+    doc["codemirror"] = Text(text)
+    return doc.get_update()
+
+
+def text_of(room) -> str:
+    return str(room.doc.get("codemirror", type=Text))
+
+
+async def test_it_loads_a_document_once_for_concurrent_joins(document):
+    rooms = Rooms()
+    a, b = Sink(), Sink()
+    room_a, room_b = await asyncio.gather(rooms.join(document.id, a), rooms.join(document.id, b))
+
+    assert room_a is room_b
+    assert room_a.connections == {a, b}
+    await room_a.close()
+
+
+async def test_it_fans_out_to_another_process_once(document, owner):
+    here, there = Rooms(), Rooms()
+    sender, neighbour = Sink(), Sink()
+    far_1, far_2 = Sink(), Sink()
+    room = await here.join(document.id, sender)
+    await here.join(document.id, neighbour)
+    remote = await there.join(document.id, far_1)
+    await there.join(document.id, far_2)
+
+    update = edit("across processes")
+    await room.apply_client_update(update, origin=sender, author_id=owner.pk)
+
+    assert await neighbour.next() == protocol.SyncUpdate(update)
+    assert await far_1.next() == protocol.SyncUpdate(update)
+    assert await far_2.next() == protocol.SyncUpdate(update)
+    assert sender.frames.empty()
+    assert text_of(remote) == "across processes"
+    await room.close()
+    await remote.close()
+
+
+async def test_it_rejects_an_update_that_does_not_apply_without_changing_anything(document, owner):
+    rooms = Rooms()
+    sender, other = Sink(), Sink()
+    room = await rooms.join(document.id, sender)
+    await rooms.join(document.id, other)
+
+    with pytest.raises(InvalidUpdate):
+        await room.apply_client_update(b"\xff\xff\xff", origin=sender, author_id=owner.pk)
+
+    await store.get_writer().flush()
+    assert text_of(room) == ""
+    assert other.frames.empty()
+    assert await sync_to_async(DocumentUpdate.objects.count)() == 0
+    await room.close()
+
+
+async def test_it_recovers_an_update_the_channel_layer_lost(document, owner):
+    rooms = Rooms()
+    watcher = Sink()
+    room = await rooms.join(document.id, watcher)
+    # Another process committed this, but its group message never arrived (a Redis blip).
+    update = edit("from the log")
+    await sync_to_async(DocumentUpdate.objects.create)(document=document, data=update, author=owner)
+
+    assert await rooms.catch_up_once() == 1
+    assert await watcher.next() == protocol.SyncUpdate(update)
+    assert text_of(room) == "from the log"
+    assert await rooms.catch_up_once() == 0  # seen once, not sent twice
+    await room.close()
+
+
+async def test_it_does_not_resend_what_it_already_relayed(document, owner):
+    here, there = Rooms(), Rooms()
+    sender, far = Sink(), Sink()
+    room = await here.join(document.id, sender)
+    remote = await there.join(document.id, far)
+    update = edit("once")
+    await room.apply_client_update(update, origin=sender, author_id=owner.pk)
+    assert await far.next() == protocol.SyncUpdate(update)
+    await store.get_writer().flush()
+
+    assert await there.catch_up_once() == 0
+    assert far.frames.empty()
+    await room.close()
+    await remote.close()
+
+
+async def test_it_relays_awareness_across_processes_and_announces_removal(document):
+    here, there = Rooms(), Rooms()
+    local, far = Sink(), Sink()
+    room = await here.join(document.id, local)
+    remote = await there.join(document.id, far)
+    entry = protocol.AwarenessEntry(client_id=5, clock=2, state={"user": {"name": "olive"}})
+    payload = protocol.encode_awareness([entry])
+
+    await room.relay_awareness(protocol.parse_message(protocol.awareness(payload)))
+    assert (await local.next()).entries == (entry,)  # the echo
+    assert (await far.next()).entries == (entry,)
+    assert remote.awareness_frame() is not None
+
+    await room.remove_awareness({5})
+    await local.next()
+    removal = await far.next()
+    assert removal.entries == (protocol.AwarenessEntry(client_id=5, clock=3, state=None),)
+    assert remote.awareness_frame() is None
+    await room.close()
+    await remote.close()
