@@ -104,6 +104,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Valkey server and pass its URL to the processes they start (collab/embedded.py).
 REDIS_URL = env_str("REDIS_URL")
 _CHANNEL_REDIS_URL = REDIS_URL or "redis://127.0.0.1:6379/0"
+# Presence keys live in the same Redis as the channel layer, under this prefix.
+PRESENCE_REDIS_URL = _CHANNEL_REDIS_URL
+PRESENCE_PREFIX = env_str("PRESENCE_PREFIX", "collab:presence")
 
 # Always channels-redis, never the in-memory layer, so development, tests and production share
 # one code path. The pub/sub layer keeps one subscription per process (docs/architecture.md).
@@ -203,4 +206,11 @@ COLLAB = {
     "MAX_INCOMING_FRAME": env_int("WS_MAX_INCOMING_FRAME", 1024 * 1024),
     # Lifetime of a WebSocket ticket from POST /api/documents/<id>/ticket/.
     "TICKET_TTL": env_int("WS_TICKET_TTL", 300),
+    # Presence (editor/realtime/presence.py): a client's awareness state counts as present for
+    # PRESENCE_TTL after its last message (clients renew every 15 s); renewals are written to
+    # Redis in batches every PRESENCE_FLUSH_INTERVAL; each process sweeps expired entries every
+    # PRESENCE_SWEEP_INTERVAL, so a dead process's users vanish within TTL + sweep.
+    "PRESENCE_TTL": env_float("PRESENCE_TTL", 30.0),
+    "PRESENCE_FLUSH_INTERVAL": env_float("PRESENCE_FLUSH_INTERVAL", 0.5),
+    "PRESENCE_SWEEP_INTERVAL": env_float("PRESENCE_SWEEP_INTERVAL", 5.0),
 }

@@ -1,6 +1,12 @@
+import uuid
+
+import redis
 from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.urls import path
 
 from editor.models import Document, DocumentUpdate, Membership
+from editor.realtime.presence import everyone_here
 
 
 class MembershipInline(admin.TabularInline):
@@ -18,6 +24,49 @@ class DocumentAdmin(admin.ModelAdmin):
     autocomplete_fields = ("owner",)
     inlines = (MembershipInline,)
     date_hierarchy = "created_at"
+    change_list_template = "admin/editor/document/change_list.html"
+
+    def get_urls(self):
+        custom = [
+            path(
+                "editing-now/",
+                self.admin_site.admin_view(self.editing_now_view),
+                name="editor_document_editing_now",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def editing_now_view(self, request):
+        """Who is editing now: every document with live presence, from Redis."""
+        error = None
+        try:
+            found = everyone_here()
+        except redis.RedisError as exc:
+            found, error = {}, f"Presence is unavailable: {exc}"
+        titles = dict(Document.objects.filter(pk__in=list(found)).values_list("id", "title"))
+        rows = []
+        for document_id, entries in found.items():
+            users = {}
+            for entry in entries:
+                user = entry.state.get("user") or {}
+                users.setdefault(user.get("id"), user.get("name", "?"))
+            rows.append(
+                {
+                    "id": document_id,
+                    "title": titles.get(uuid.UUID(document_id), "(deleted)"),
+                    "users": sorted(users.values()),
+                    "clients": len(entries),
+                }
+            )
+        rows.sort(key=lambda row: -row["clients"])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Who is editing now",
+            "rows": rows,
+            "error": error,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/editor/document/editing_now.html", context)
 
     def get_queryset(self, request):
         from django.db.models import Count

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
 
+import redis
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.security.websocket import AllowedHostsOriginValidator
@@ -23,6 +24,7 @@ from django.contrib.auth import get_user_model
 
 from editor.models import Document, Role
 from editor.realtime import protocol, store, tickets
+from editor.realtime.presence import Entry, get_presence, identity
 from editor.realtime.room import InvalidUpdate, get_rooms
 
 logger = logging.getLogger("collab.ws")
@@ -106,12 +108,19 @@ def authorize(scope, document_id: str) -> Access:
 class DocumentConsumer(AsyncWebsocketConsumer):
     """Serves /ws/documents/<uuid> with the y-websocket protocol."""
 
+    # No layer channel per connection: the room holds the process's group membership, and a
+    # channel per socket would cost a Redis subscription each. An alias that names no layer
+    # makes Channels skip it.
+    channel_layer_alias = "none: rooms hold the group membership"
+
     async def connect(self) -> None:
         self.opened = time.monotonic()
         self.bytes_in = self.bytes_out = 0
         self.room = None
         self.access: Access | None = None
-        self.client_ids: set[int] = set()
+        # Awareness client ids this connection introduced, with their last clock.
+        self.client_ids: dict[int, int] = {}
+        self.conn_id = uuid.uuid4().hex
         self.close_code_sent: int | None = None
         # The route admits either case; tickets and rooms use the canonical lower-case form.
         self.document_id = str(uuid.UUID(self.scope["url_route"]["kwargs"]["document_id"]))
@@ -135,6 +144,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             await self.refuse(CLOSE_INTERNAL, "document could not be loaded; retry shortly")
             return
         store.install_shutdown_flush()
+        self.identity = identity(self.access.user)
         logger.info(
             "ws open user=%s document=%s role=%s via=%s client=%s",
             self.access.user,
@@ -144,9 +154,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             _client(self.scope),
         )
         await self.send_frame(protocol.sync_step1(self.room.doc))
-        presence = self.room.awareness_frame()
-        if presence is not None:
-            await self.send_frame(presence)
+        await self.send_presence()
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         if self.room is None or self.close_code_sent is not None:
@@ -177,12 +185,9 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         elif isinstance(message, protocol.SyncStep2 | protocol.SyncUpdate):
             await self.apply_update(message.update)
         elif isinstance(message, protocol.Awareness):
-            self.track_client_ids(message.entries)
-            await self.room.relay_awareness(message)
+            await self.update_presence(message.entries)
         elif isinstance(message, protocol.QueryAwareness):
-            presence = self.room.awareness_frame()
-            if presence is not None:
-                await self.send_frame(presence)
+            await self.send_presence()
         # Auth messages flow from server to client only; one from a client is ignored.
 
     async def apply_update(self, update: bytes) -> None:
@@ -196,17 +201,77 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         except InvalidUpdate as exc:
             await self.fail(CLOSE_MALFORMED, f"update does not apply: {exc}")
 
-    def track_client_ids(self, entries) -> None:
+    async def update_presence(self, entries) -> None:
+        """Records and relays awareness, with two rules: the ``user`` field is the server's
+        (identity comes from the account, never the client), and a connection speaks only
+        for client ids it introduced; entries about anyone else's are dropped."""
+        presence = get_presence()
+        user = self.access.user
+        accepted = []
         for entry in entries:
+            known = entry.client_id in self.client_ids
+            if not known:
+                if entry.state is None:
+                    continue  # nobody removes another connection's presence
+                try:
+                    allowed = await presence.owner_allows(
+                        self.document_id, entry.client_id, self.conn_id, user.pk
+                    )
+                except redis.RedisError as exc:
+                    # Identity is still the server's, so a client can at worst reuse an id.
+                    logger.warning("ws presence check skipped (Redis: %s)", exc)
+                    allowed = True
+                if not allowed:
+                    logger.warning(
+                        "ws awareness ignored user=%s document=%s client_id=%s: not theirs",
+                        user,
+                        self.document_id,
+                        entry.client_id,
+                    )
+                    continue
             if entry.state is None:
-                self.client_ids.discard(entry.client_id)
+                self.client_ids.pop(entry.client_id, None)
+                await _quietly(presence.remove(self.document_id, [entry.client_id]))
+                accepted.append(entry)
+                continue
+            state = {**entry.state, "user": self.identity}
+            stored = Entry(
+                client_id=entry.client_id,
+                clock=entry.clock,
+                state=state,
+                user_id=user.pk,
+                conn=self.conn_id,
+                deadline=presence.deadline(),
+            )
+            self.client_ids[entry.client_id] = entry.clock
+            if known:
+                presence.renew(self.document_id, stored)
             else:
-                self.client_ids.add(entry.client_id)
+                await _quietly(presence.put(self.document_id, stored))
+            accepted.append(stored.awareness())
+        if accepted:
+            await self.room.relay_awareness(protocol.encode_awareness(accepted))
+
+    async def send_presence(self) -> None:
+        """Sends every live awareness state of the document, from all processes."""
+        try:
+            entries = await get_presence().entries(self.document_id)
+        except redis.RedisError as exc:
+            logger.warning("ws presence unavailable document=%s: %s", self.document_id, exc)
+            return
+        if entries:
+            payload = protocol.encode_awareness(entry.awareness() for entry in entries)
+            await self.send_frame(protocol.awareness(payload))
 
     async def disconnect(self, code) -> None:
         if self.room is not None:
             try:
-                await self.room.remove_awareness(self.client_ids)
+                if self.client_ids:
+                    await get_presence().remove(self.document_id, list(self.client_ids))
+                    await self.room.announce_removal(self.client_ids)
+            except redis.RedisError as exc:
+                # The entries expire by themselves; the sweep will announce them.
+                logger.warning("ws presence not removed document=%s: %s", self.document_id, exc)
             finally:
                 get_rooms().leave(self.room, self)
         if self.access is not None:
@@ -251,6 +316,15 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
         await self.accept()
         await self.send(bytes_data=protocol.permission_denied("no such endpoint"))
         await self.close(code=CLOSE_NOT_FOUND)
+
+
+async def _quietly(operation) -> None:
+    """Runs a presence write; with Redis down, editing goes on and presence heals later
+    (entries expire, clients renew every 15 s)."""
+    try:
+        await operation
+    except redis.RedisError as exc:
+        logger.warning("ws presence not written (Redis: %s)", exc)
 
 
 def _client(scope) -> str:

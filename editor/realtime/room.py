@@ -18,7 +18,6 @@ import hashlib
 import logging
 import time
 import weakref
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
@@ -29,13 +28,11 @@ from django.utils import timezone
 from pycrdt import Doc
 
 from editor.realtime import protocol, store
+from editor.realtime.presence import get_presence
 
 logger = logging.getLogger("collab.room")
 
 EMPTY_UPDATE = b"\x00\x00"
-# How long a client's awareness state counts as present without a renewal. Clients renew every
-# 15 s (y-protocols' outdatedTimeout is 30 s), so this matches what browsers assume.
-AWARENESS_TIMEOUT = 30.0
 
 
 class Connection(Protocol):
@@ -48,14 +45,27 @@ class InvalidUpdate(ValueError):
     """The bytes are not a Yjs update this document can apply; nothing was changed."""
 
 
-@dataclass
-class _Presence:
-    entry: protocol.AwarenessEntry
-    seen: float
+def removal_payload(clocks: dict[int, int]) -> bytes:
+    """An awareness payload saying that these clients (id → last clock) are gone."""
+    return protocol.encode_awareness(
+        protocol.AwarenessEntry(client_id=client_id, clock=clock + 1, state=None)
+        for client_id, clock in clocks.items()
+    )
 
 
 def group_name(document_id: str) -> str:
     return f"doc.{document_id}"
+
+
+async def publish_update(document_id, update: bytes) -> None:
+    """Sends an update written outside any room (the REST API) to the document's group: every
+    process's room applies it and passes it on to its connections. Store it first: a lost group
+    message is then recovered by the rooms' catch-up from the log."""
+    message = {"type": "doc.update", "update": bytes(update), "origin": None}
+    try:
+        await get_channel_layer().group_send(group_name(str(document_id)), message)
+    except Exception:
+        logger.exception("document %s: could not publish an update", document_id)
 
 
 def _digest(update: bytes) -> bytes:
@@ -69,7 +79,6 @@ class Room:
         self.doc = Doc()
         self.connections: set[Connection] = set()
         self.channel: str | None = None
-        self.awareness: dict[int, _Presence] = {}
         # Digests of updates already applied, so catch-up re-sends only what was really missed.
         self._seen: dict[bytes, float] = {}
         self._listener: asyncio.Task | None = None
@@ -146,45 +155,20 @@ class Room:
             )
         return missed
 
-    # -- awareness --------------------------------------------------------------------------
+    # -- awareness ------------------------------------------------------------------------
+    # Presence state itself lives in Redis (presence.py); a room only moves awareness frames.
 
-    async def relay_awareness(self, message: protocol.Awareness) -> None:
-        """Records awareness states and sends them to everyone, the sender included: the
-        stock client reconnects after 30 s of silence, and this echo is what it hears."""
-        self._record_awareness(message.entries)
-        frame = protocol.awareness(message.payload)
-        await self._send_local(frame)
-        await self._publish({"type": "doc.awareness", "payload": message.payload})
-
-    async def remove_awareness(self, client_ids: set[int]) -> None:
-        """Announces that these clients left (state null), as y-protocols does on timeout."""
-        entries = []
-        for client_id in client_ids:
-            known = self.awareness.pop(client_id, None)
-            clock = known.entry.clock + 1 if known else 0
-            entries.append(protocol.AwarenessEntry(client_id=client_id, clock=clock, state=None))
-        if not entries:
-            return
-        payload = protocol.encode_awareness(entries)
+    async def relay_awareness(self, payload: bytes) -> None:
+        """Sends awareness to everyone, the sender included: the stock client reconnects after
+        30 s of silence, and this echo of its own renewals is what it hears."""
         await self._send_local(protocol.awareness(payload))
         await self._publish({"type": "doc.awareness", "payload": payload})
 
-    def awareness_frame(self) -> bytes | None:
-        """Every live awareness state known here, as one frame for a newcomer."""
-        cutoff = time.monotonic() - AWARENESS_TIMEOUT
-        self.awareness = {cid: p for cid, p in self.awareness.items() if p.seen >= cutoff}
-        if not self.awareness:
-            return None
-        entries = [presence.entry for presence in self.awareness.values()]
-        return protocol.awareness(protocol.encode_awareness(entries))
-
-    def _record_awareness(self, entries) -> None:
-        now = time.monotonic()
-        for entry in entries:
-            if entry.state is None:
-                self.awareness.pop(entry.client_id, None)
-            else:
-                self.awareness[entry.client_id] = _Presence(entry, now)
+    async def announce_removal(self, clocks: dict[int, int]) -> None:
+        """Tells everyone these clients left (state null, clock bumped as y-protocols does)."""
+        if not clocks:
+            return
+        await self.relay_awareness(removal_payload(clocks))
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -227,14 +211,7 @@ class Room:
             if self._apply_remote(update):
                 await self._send_local(protocol.sync_update(update))
         elif message["type"] == "doc.awareness":
-            payload = message["payload"]
-            try:
-                entries = protocol.decode_awareness(payload)
-            except protocol.ProtocolError:
-                logger.error("room %s: bad awareness from the group", self.document_id)
-                return
-            self._record_awareness(entries)
-            await self._send_local(protocol.awareness(payload))
+            await self._send_local(protocol.awareness(message["payload"]))
 
 
 def _seen_ttl() -> float:
@@ -249,6 +226,7 @@ class Rooms:
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future] = {}
         self._catchup: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
 
     def get(self, document_id: str) -> Room | None:
         return self._rooms.get(str(document_id))
@@ -283,6 +261,8 @@ class Rooms:
         self._loading.pop(document_id, None)
         if self._catchup is None or self._catchup.done():
             self._catchup = asyncio.ensure_future(self._catch_up_forever())
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep_forever())
         return room
 
     def leave(self, room: Room, connection: Connection) -> None:
@@ -330,6 +310,32 @@ class Rooms:
                 logger.exception(
                     "catch-up failed; retrying in %ss", settings.COLLAB["CATCHUP_INTERVAL"]
                 )
+
+    async def sweep_once(self) -> int:
+        """Removes expired presence of every document (any process's) and announces it."""
+        removals = await get_presence().sweep()
+        by_document: dict[str, dict[int, int]] = {}
+        for removal in removals:
+            by_document.setdefault(removal.document_id, {})[removal.client_id] = removal.clock
+        layer = get_channel_layer()
+        for document_id, clocks in by_document.items():
+            logger.info("presence of %s: %d client(s) expired", document_id, len(clocks))
+            # origin None: every room, this process's included, forwards it to its sockets.
+            await layer.group_send(
+                group_name(document_id),
+                {"type": "doc.awareness", "payload": removal_payload(clocks), "origin": None},
+            )
+        return len(removals)
+
+    async def _sweep_forever(self) -> None:
+        while self._rooms:
+            await asyncio.sleep(settings.COLLAB["PRESENCE_SWEEP_INTERVAL"])
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("presence sweep failed; trying again after the interval")
 
 
 _registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Rooms] = (

@@ -62,6 +62,7 @@ __all__ = [
     "install_shutdown_flush",
     "load",
     "updates_since",
+    "write",
 ]
 
 logger = logging.getLogger("collab.store")
@@ -229,12 +230,18 @@ def _write_batch(batch: list[_Pending]) -> None:
             raise
         _insert(cleaned)
         batch = cleaned
+    if batch:
+        _compact_crowded({p.document_id for p in batch})
+
+
+def _compact_crowded(document_ids: set) -> None:
+    """Compacts those of these documents whose log grew past the threshold."""
     threshold = settings.COLLAB.get("COMPACT_THRESHOLD")
-    if threshold is None or not batch:
+    if threshold is None:
         return
-    # One aggregate query per batch, not one per document.
+    # One aggregate query for all the documents, not one per document.
     crowded = (
-        DocumentUpdate.objects.filter(document_id__in={p.document_id for p in batch})
+        DocumentUpdate.objects.filter(document_id__in=document_ids)
         .values("document_id")
         .annotate(rows=Count("id"))
         .filter(rows__gt=threshold)
@@ -244,7 +251,7 @@ def _write_batch(batch: list[_Pending]) -> None:
         try:
             result = compact(document_id)
         except Exception:
-            # The batch is committed; a failed compaction only leaves the log longer.
+            # The updates are committed; a failed compaction only leaves the log longer.
             logger.exception("automatic compaction of document %s failed", document_id)
         else:
             logger.info(
@@ -264,6 +271,21 @@ def _insert(batch: list[_Pending]) -> None:
         )
         # update() bypasses auto_now, so the time is set here; one statement for the batch.
         Document.objects.filter(pk__in={p.document_id for p in batch}).update(updated_at=now)
+
+
+def write(document_id, data: bytes, author_id: int | None) -> int:
+    """Writes one update now and returns its row id. Sync.
+
+    For callers outside the event loop that must not answer before the change is durable (the
+    REST API); rooms use the batching writer instead.
+    """
+    with transaction.atomic():
+        row = DocumentUpdate.objects.create(
+            document_id=document_id, data=bytes(data), author_id=author_id
+        )
+        Document.objects.filter(pk=document_id).update(updated_at=timezone.now())
+    _compact_crowded({row.document_id})
+    return row.pk
 
 
 def _without_orphans(batch: list[_Pending]) -> list[_Pending]:

@@ -124,17 +124,16 @@ async def test_it_relays_awareness_across_processes_and_announces_removal(docume
     room = await here.join(document.id, local)
     remote = await there.join(document.id, far)
     entry = protocol.AwarenessEntry(client_id=5, clock=2, state={"user": {"name": "olive"}})
-    payload = protocol.encode_awareness([entry])
 
-    await room.relay_awareness(protocol.parse_message(protocol.awareness(payload)))
+    await room.relay_awareness(protocol.encode_awareness([entry]))
     assert (await local.next()).entries == (entry,)  # the echo
     assert (await far.next()).entries == (entry,)
-    assert remote.awareness_frame() is not None
 
-    await room.remove_awareness({5})
-    await local.next()
-    removal = await far.next()
-    assert removal.entries == (protocol.AwarenessEntry(client_id=5, clock=3, state=None),)
-    assert remote.awareness_frame() is None
+    await room.announce_removal({5: 2})
+    removal = protocol.Awareness
+    assert (await local.next()).entries == (protocol.AwarenessEntry(5, 3, None),)
+    message = await far.next()
+    assert isinstance(message, removal)
+    assert message.entries == (protocol.AwarenessEntry(client_id=5, clock=3, state=None),)
     await room.close()
     await remote.close()

