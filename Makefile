@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install lint format clean
+.PHONY: run test install lint format clean bench assets
 
 # Re-install only when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +27,11 @@ test: install
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# collab and the reference y-websocket server under the same loads, side by side
+# (docs/BENCHMARKS.md). Loopback only, bounded; e.g. make bench BENCH_ARGS="--readers 50".
+bench: install
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -34,6 +39,11 @@ lint: install
 format: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+# Rebuilds the committed editor bundle (static/editor/) from frontend/src; needs Node 18+.
+# `make run` does not: the bundle is committed (docs/frontend.md).
+assets:
+	cd frontend && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -50,6 +50,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "editor",
 ]
 
@@ -160,8 +163,34 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": [
+        "editor.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "EXCEPTION_HANDLER": "editor.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema (/api/schema/) and its docs (/api/docs/), with the UI served from the
+# sidecar package so it works without internet access.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "collab API",
+    "DESCRIPTION": "Documents, members, live content and versions (docs/api.md).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "editor.models.Role",
+        "ShareableRoleEnum": "editor.api.serializers.SHAREABLE_CHOICES",
+    },
 }
 
 LOGGING = {
@@ -206,6 +235,8 @@ COLLAB = {
     "MAX_INCOMING_FRAME": env_int("WS_MAX_INCOMING_FRAME", 1024 * 1024),
     # Lifetime of a WebSocket ticket from POST /api/documents/<id>/ticket/.
     "TICKET_TTL": env_int("WS_TICKET_TTL", 300),
+    # Largest document text (UTF-8 bytes) the REST API writes; larger answers 413.
+    "MAX_CONTENT_BYTES": env_int("MAX_CONTENT_BYTES", 16 * 1024 * 1024),
     # Presence (editor/realtime/presence.py): a client's awareness state counts as present for
     # PRESENCE_TTL after its last message (clients renew every 15 s); renewals are written to
     # Redis in batches every PRESENCE_FLUSH_INTERVAL; each process sweeps expired entries every

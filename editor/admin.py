@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from editor.models import Document, DocumentUpdate, Membership
+from editor.models import Document, DocumentUpdate, Membership, Version
 from editor.realtime.presence import everyone_here
 
 
@@ -97,6 +97,22 @@ class DocumentUpdateAdmin(admin.ModelAdmin):
     @admin.display(description="bytes")
     def size(self, obj):
         return len(obj.data)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Version)
+class VersionAdmin(admin.ModelAdmin):
+    """Read-only: versions are taken and restored through the API."""
+
+    list_display = ("name", "document", "author", "created_at")
+    search_fields = ("name", "document__title")
+    list_select_related = ("document", "author")
+    exclude = ("state",)
 
     def has_add_permission(self, request):
         return False

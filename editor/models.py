@@ -109,3 +109,24 @@ class DocumentUpdate(models.Model):
 
     def __str__(self) -> str:
         return f"update {self.id} of {self.document_id}"
+
+
+class Version(models.Model):
+    """A named snapshot of a document's text, taken on request and restorable as a new change."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="versions")
+    name = models.CharField(max_length=200)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The full Yjs state (restore reads it) and a copy of its text (cheap to list and preview).
+    state = models.BinaryField(editable=False)
+    text = models.TextField(editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["document", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.document})"

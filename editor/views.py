@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from editor.access import can_edit, can_manage, get_viewable_document
 from editor.forms import DocumentForm, MemberRoleForm, ShareForm, SignupForm
 from editor.models import Document, Membership, Role
+from editor.realtime.presence import identity
 
 logger = logging.getLogger("editor.views")
 
@@ -82,6 +83,9 @@ def document_detail(request, document_id):
             "role": role,
             "can_edit": role in (Role.OWNER, Role.EDITOR),
             "can_manage": role == Role.OWNER,
+            # The name and colour the server gives this user in presence, so the page shows
+            # the same ones before the socket connects.
+            "identity": identity(request.user),
         },
     )
 

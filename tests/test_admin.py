@@ -66,3 +66,16 @@ def test_it_keeps_non_staff_out(client, owner):
     client.force_login(owner)
     response = client.get(reverse("admin:index"))
     assert response.status_code == 302
+
+
+def test_it_lists_and_shows_versions_read_only(admin_client, document, owner):
+    from editor import content
+
+    version = content.create_version(document, "Before review", owner)
+
+    listing = admin_client.get(reverse("admin:editor_version_changelist"))
+    page = admin_client.get(reverse("admin:editor_version_change", args=[version.pk]))
+
+    assert "Before review" in listing.content.decode()
+    assert page.status_code == 200
+    assert admin_client.get(reverse("admin:editor_version_add")).status_code == 403

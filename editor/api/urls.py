@@ -1,9 +1,28 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import SimpleRouter
 
 from editor.api import views
 from editor.api.presence import PresenceView
 
+# Path converters rather than regexes: an id that is not a UUID (or an integer) is a 404 from
+# the URL resolver instead of a query that fails.
+router = SimpleRouter(use_regex_path=False)
+router.register("documents", views.DocumentViewSet, basename="api-document")
+router.register(
+    "documents/<uuid:document_id>/members", views.MembershipViewSet, basename="api-member"
+)
+router.register(
+    "documents/<uuid:document_id>/versions", views.VersionViewSet, basename="api-version"
+)
+
 urlpatterns = [
     path("documents/<uuid:document_id>/ticket/", views.TicketView.as_view(), name="api-ticket"),
     path("documents/<uuid:document_id>/presence/", PresenceView.as_view(), name="api-presence"),
+    path("documents/<uuid:document_id>/content/", views.ContentView.as_view(), name="api-content"),
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    *router.urls,
 ]

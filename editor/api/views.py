@@ -1,13 +1,274 @@
-"""REST API views (DRF). Access decisions come from editor/access.py."""
+"""REST API views (DRF), docs/api.md. Access decisions come from editor/access.py, the work
+from editor/content.py and the models; views check, call one thing and answer.
 
+Under /api/documents/<id>/ the order of answers is fixed: anyone who cannot view the document
+gets 404 before anything else is looked at, then a member whose role is too low gets 403, and
+only then is the request itself validated (400).
+"""
+
+from django.db.models import Case, OuterRef, Subquery, Value, When
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import fields as drf_fields
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.filters import SearchFilter
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from editor.access import get_viewable_document
+from editor import content
+from editor.access import can_edit, can_manage, get_viewable_document
+from editor.api import serializers
+from editor.api.errors import PayloadTooLarge
+from editor.api.parsers import LargeJSONParser
+from editor.models import Document, Membership, Role, Version
 from editor.realtime import tickets
 
+_VIEWERS_CANNOT_EDIT = "Viewers cannot change this document."
+_ONLY_THE_OWNER_SHARES = "Only the owner can change who has access."
 
+
+class DocumentScoped:
+    """For views under /api/documents/<document_id>/: sets ``self.document`` (404 for anyone who
+    cannot view it) and applies ``rules``, action (or method) → (policy, message for 403)."""
+
+    rules: dict = {}
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication comes first
+        self.document, self.role = get_viewable_document(request.user, kwargs["document_id"])
+        rule = self.rules.get(getattr(self, "action", None) or request.method.lower())
+        if rule is not None and not rule[0](request.user, self.document):
+            raise PermissionDenied(rule[1])
+
+
+@extend_schema(tags=["documents"])
+class DocumentViewSet(
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Documents the user owns or is a member of. ``?search=`` matches titles."""
+
+    serializer_class = serializers.DocumentSerializer
+    filter_backends = [SearchFilter]
+    search_fields = ["title"]
+    lookup_url_kwarg = "document_id"
+    lookup_value_converter = "uuid"
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        user = self.request.user
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return Document.objects.none()
+        membership = Membership.objects.filter(document=OuterRef("pk"), user=user)
+        return (
+            Document.objects.visible_to(user)
+            .select_related("owner")
+            .annotate(
+                role=Case(
+                    When(owner=user, then=Value(Role.OWNER.value)),
+                    default=Subquery(membership.values("role")[:1]),
+                )
+            )
+        )
+
+    def get_object(self):
+        document, role = get_viewable_document(self.request.user, self.kwargs["document_id"])
+        document.role = role
+        if self.action == "partial_update" and not can_edit(self.request.user, document):
+            raise PermissionDenied("Viewers cannot rename this document.")
+        if self.action == "destroy" and not can_manage(self.request.user, document):
+            raise PermissionDenied("Only the owner can delete this document.")
+        return document
+
+    def perform_create(self, serializer):
+        document = Document.objects.create_for(
+            self.request.user, serializer.validated_data["title"]
+        )
+        document.role = Role.OWNER
+        serializer.instance = document
+
+
+@extend_schema(tags=["members"])
+class MembershipViewSet(
+    DocumentScoped,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Who has access to a document. Any member may list; only the owner changes anything."""
+
+    serializer_class = serializers.MembershipSerializer
+    pagination_class = None  # a document has a handful of members
+    lookup_value_converter = "int"
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    rules = {
+        "create": (can_manage, _ONLY_THE_OWNER_SHARES),
+        "partial_update": (can_manage, _ONLY_THE_OWNER_SHARES),
+        "destroy": (can_manage, _ONLY_THE_OWNER_SHARES),
+    }
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Membership.objects.none()
+        return self.document.memberships.select_related("user").order_by("created_at", "id")
+
+    @extend_schema(
+        request=serializers.NewMemberSerializer, responses={201: serializers.MembershipSerializer}
+    )
+    def create(self, request, *args, **kwargs):
+        new = serializers.NewMemberSerializer(
+            data=request.data, context={"document": self.document}
+        )
+        new.is_valid(raise_exception=True)
+        membership = Membership.objects.create(
+            document=self.document,
+            user=new.validated_data["username"],
+            role=new.validated_data["role"],
+        )
+        return Response(self.get_serializer(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=serializers.MemberRoleSerializer, responses=serializers.MembershipSerializer
+    )
+    def partial_update(self, request, *args, **kwargs):
+        membership = self.get_object()
+        if membership.user_id == self.document.owner_id:
+            raise ValidationError({"role": ["The owner’s role cannot be changed."]})
+        change = serializers.MemberRoleSerializer(data=request.data)
+        change.is_valid(raise_exception=True)
+        membership.role = change.validated_data["role"]
+        membership.save(update_fields=["role"])
+        return Response(self.get_serializer(membership).data)
+
+    def perform_destroy(self, membership):
+        if membership.user_id == self.document.owner_id:
+            raise ValidationError({"non_field_errors": ["The owner cannot be removed."]})
+        membership.delete()
+
+
+@extend_schema(tags=["content"])
+class ContentView(DocumentScoped, APIView):
+    """The document's Markdown text. Writes become CRDT updates that live editors receive and
+    that merge with their own edits (editor/content.py)."""
+
+    parser_classes = [LargeJSONParser]
+    rules = {
+        "put": (can_edit, _VIEWERS_CANNOT_EDIT),
+        "patch": (can_edit, _VIEWERS_CANNOT_EDIT),
+    }
+
+    @extend_schema(responses=serializers.TextSerializer)
+    def get(self, request, document_id):
+        return Response({"text": content.read(self.document)})
+
+    @extend_schema(request=serializers.TextSerializer, responses=serializers.TextSerializer)
+    def put(self, request, document_id):
+        self._check_body_size(request)
+        data = self._validate(serializers.TextSerializer, request)
+        return self._write(content.replace, data["text"])
+
+    @extend_schema(request=serializers.EditSerializer, responses=serializers.TextSerializer)
+    def patch(self, request, document_id):
+        self._check_body_size(request)
+        data = self._validate(serializers.EditSerializer, request)
+        return self._write(content.edit, content.Edit(**data))
+
+    def _write(self, change, argument) -> Response:
+        try:
+            text = change(self.document, argument, self.request.user)
+        except content.InvalidEdit as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from None
+        except content.ContentTooLarge as exc:
+            raise PayloadTooLarge(str(exc)) from None
+        return Response({"text": text})
+
+    @staticmethod
+    def _validate(serializer_class, request) -> dict:
+        serializer = serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    @staticmethod
+    def _check_body_size(request) -> None:
+        # Refused before parsing. JSON escaping at most sextuples a text ("\u0001" for one
+        # byte), so a larger body cannot hold a text within the limit.
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return
+        limit = content.max_content_bytes()
+        if length > 6 * limit + 1024:
+            raise PayloadTooLarge(
+                f"The request body is {length} bytes; texts are limited to {limit} bytes."
+            )
+
+
+@extend_schema(tags=["versions"])
+class VersionViewSet(
+    DocumentScoped,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Named snapshots of a document, newest first; restoring one is a new change."""
+
+    serializer_class = serializers.VersionSerializer
+    lookup_value_converter = "int"
+    rules = {
+        "create": (can_edit, "Viewers cannot save versions."),
+        "restore": (can_edit, "Viewers cannot restore versions."),
+    }
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Version.objects.none()
+        versions = self.document.versions.select_related("author")
+        # A list needs neither the state nor the text, and each may be megabytes.
+        return versions.defer("state", "text") if self.action == "list" else versions
+
+    def get_serializer_class(self):
+        if self.action == "retrieve":
+            return serializers.VersionDetailSerializer
+        return serializers.VersionSerializer
+
+    @extend_schema(
+        request=serializers.NewVersionSerializer, responses={201: serializers.VersionSerializer}
+    )
+    def create(self, request, *args, **kwargs):
+        new = serializers.NewVersionSerializer(data=request.data)
+        new.is_valid(raise_exception=True)
+        version = content.create_version(self.document, new.validated_data["name"], request.user)
+        return Response(self.get_serializer(version).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=serializers.TextSerializer)
+    @action(detail=True, methods=["post"])
+    def restore(self, request, *args, **kwargs):
+        version = self.get_object()
+        version.document = self.document
+        try:
+            text = content.restore(version, request.user)
+        except content.ContentTooLarge as exc:
+            raise PayloadTooLarge(str(exc)) from None
+        return Response({"text": text})
+
+
+@extend_schema(
+    tags=["tickets"],
+    request=None,
+    responses={
+        201: inline_serializer(
+            "Ticket", {"ticket": drf_fields.CharField(), "expires_in": drf_fields.IntegerField()}
+        )
+    },
+)
 class TicketView(APIView):
     """POST /api/documents/<id>/ticket/ → {"ticket": ..., "expires_in": seconds}.
 

@@ -538,3 +538,25 @@ def test_it_installs_no_shutdown_hook_without_a_running_asyncio_reactor(monkeypa
 
     assert store.install_shutdown_flush() is False
     assert "twisted.internet.reactor" not in sys.modules  # it must not install a reactor
+
+
+def test_it_writes_one_update_at_once_for_the_rest_api(document, editor_user, settings):
+    settings.COLLAB = {**settings.COLLAB, "COMPACT_THRESHOLD": 2}
+    client = Client()
+    Document.objects.filter(pk=document.pk).update(
+        updated_at=timezone.now() - datetime.timedelta(1)
+    )
+
+    first = store.write(document.id, client.type("hello"), editor_user.pk)
+    second = store.write(document.id, client.type(" world"), None)
+
+    assert second > first
+    assert list(document.updates.order_by("id").values_list("author", flat=True)) == [
+        editor_user.pk,
+        None,
+    ]
+    document.refresh_from_db()
+    assert timezone.now() - document.updated_at < datetime.timedelta(seconds=5)
+    store.write(document.id, client.delete(0, 1), None)  # the third row: past the threshold
+    assert document.updates.count() == 0
+    assert stored_text(document) == "ello world"

@@ -1,0 +1,20 @@
+"""How the API answers errors: 400 {"field": ["message"]}, 403/404/413 {"detail": "..."}."""
+
+from django.http import Http404
+from rest_framework import status
+from rest_framework.exceptions import APIException, NotFound
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request is too large."
+    default_code = "too_large"
+
+
+def exception_handler(exc, context):
+    """DRF's handler, except that every missing or hidden object is the same "Not found.": the
+    messages Http404 carries are written for pages, and a stranger must not tell them apart."""
+    if isinstance(exc, Http404):
+        exc = NotFound()
+    return drf_exception_handler(exc, context)
