@@ -1,0 +1,152 @@
+"""Two live daphne processes sharing one Redis and one database, with stock Node clients.
+
+What a deployment behind a load balancer depends on: peers on different processes converge,
+a process that dies mid-edit loses nothing the clients hold, and a graceful stop writes what
+it had queued. Servers are real `manage.py serve` processes (tests/live.py).
+"""
+
+import pytest
+
+from tests import live
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def node():
+    live.ensure_node_modules()
+    clients = live.NodeClients()
+    yield clients
+    clients.close()
+
+
+@pytest.fixture
+def start_servers(transactional_db, tmp_path):
+    """start_servers(count, **env) -> LiveServers; all stopped (and their logs printed, which
+    pytest shows for a failed test) at the end, before the test database is emptied."""
+    started: list[live.LiveServers] = []
+
+    def start(count: int, **env: object) -> live.LiveServers:
+        live.ensure_node_modules()
+        servers = live.LiveServers(count, tmp_path / f"servers-{len(started)}", **env)
+        started.append(servers)
+        return servers.start()
+
+    yield start
+    for servers in started:
+        servers.stop()
+        print(servers.log_tails(lines=80))
+
+
+def test_clients_on_different_processes_converge(
+    start_servers, node, document, owner, editor_user, viewer
+):
+    servers = start_servers(2)
+    a_ticket = live.ticket_for(owner, document)
+    b_ticket = live.ticket_for(editor_user, document)
+    markers = ["<A on process 0>", "<B on process 1>"]
+
+    def editing(index: int, ticket: str, insert: str) -> dict:
+        return live.scenario(
+            live.connect(servers.ws(index), document.pk, ticket),
+            {"do": "synced"},
+            {"do": "insert", "text": insert},
+            {"do": "wait_text", "contains": markers},
+            live.confirm(servers.ws(index), document.pk, ticket),
+            {"do": "print"},
+        )
+
+    a = node.start(editing(0, a_ticket, markers[0]), "A on process 0")
+    b = node.start(editing(1, b_ticket, markers[1]), "B on process 1")
+    a.finish()
+    b.finish()
+
+    assert a.text() == b.text()
+    assert all(marker in a.text() for marker in markers)
+    # A newcomer on either process sees the same document.
+    for index in (0, 1):
+        reader = node.run(
+            live.scenario(
+                live.connect(servers.ws(index), document.pk, live.ticket_for(viewer, document)),
+                {"do": "synced"},
+                {"do": "print"},
+            ),
+            f"reader on process {index}",
+        )
+        assert reader.text() == a.text()
+    assert live.wait_stored(document.pk, markers) == a.text()
+
+
+def test_a_process_killed_mid_edit_loses_nothing_the_client_holds(
+    start_servers, node, document, owner, viewer
+):
+    servers = start_servers(2)
+    ticket = live.ticket_for(owner, document)
+    writer = node.start(
+        live.scenario(
+            live.connect(servers.ws(0), document.pk, ticket),
+            {"do": "synced"},
+            # Types a token every 25 ms; goes on through the kill and 10 tokens past it.
+            {
+                "do": "type_until_close",
+                "prefix": "a",
+                "interval_ms": 25,
+                "announce_after": 20,
+                "after_close": 10,
+            },
+            # The stock provider would retry the dead address forever: a load balancer would
+            # send the retry elsewhere, so the same Y.Doc reconnects to process 1.
+            {"do": "destroy"},
+            live.connect(servers.ws(1), document.pk, ticket, provider="p1"),
+            {"do": "synced", "provider": "p1"},
+            live.confirm(servers.ws(1), document.pk, ticket),
+            {"do": "print", "provider": "p1"},
+            timeout=30,
+        ),
+        "writer",
+    )
+    writer.wait_for("typing", timeout=60)
+    servers.kill(0)
+    writer.finish()
+
+    tokens = writer.last("typed")["tokens"]
+    text = writer.text()
+    assert text == "".join(f"{token} " for token in tokens)
+    # Everything the client typed, before, during and after the kill, is on process 1 ...
+    reader = node.run(
+        live.scenario(
+            live.connect(servers.ws(1), document.pk, live.ticket_for(viewer, document)),
+            {"do": "synced"},
+            {"do": "print"},
+        ),
+        "reader on process 1",
+    )
+    assert reader.text() == text
+    # ... and in the database.
+    assert live.wait_stored(document.pk, tokens) == text
+
+
+def test_a_graceful_stop_flushes_queued_updates(start_servers, node, document, owner):
+    # Updates wait up to 5 s for their batch: SIGTERM comes well before that.
+    servers = start_servers(1, STORE_FLUSH_INTERVAL=5)
+    ticket = live.ticket_for(owner, document)
+    client = node.start(
+        live.scenario(
+            live.connect(servers.ws(0), document.pk, ticket),
+            {"do": "synced"},
+            {"do": "insert", "text": "written just before the stop"},
+            live.confirm(servers.ws(0), document.pk, ticket),
+            {"do": "wait_line"},  # stays connected while the server stops
+            {"do": "print"},
+        ),
+        "client",
+    )
+    client.wait_for("confirmed")
+    client.wait_for("waiting")
+
+    status = servers.terminate(0)
+    client.send("go")
+    client.finish()
+
+    assert status == 0, servers.log_tail(0)
+    assert live.stored_text(document.pk) == "written just before the stop"
