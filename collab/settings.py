@@ -198,11 +198,16 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # One handler, on the root: daphne's basicConfig() would add a second one, and handlers on
+    # our own loggers as well would print every line twice.
+    "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "collab": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-        "editor": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+        "collab": {"level": env_str("LOG_LEVEL", "INFO")},
+        "editor": {"level": env_str("LOG_LEVEL", "INFO")},
+        "daphne": {"level": "INFO"},
     },
 }
+
 
 # How long /healthz waits for each dependency before calling it down.
 HEALTHCHECK_TIMEOUT = 2.0

@@ -1,6 +1,9 @@
 """Shared fixtures: one document and the four kinds of people who may knock on it."""
 
+import uuid
+
 import pytest
+import pytest_asyncio
 from django.contrib.auth import get_user_model
 
 from editor.models import Document, Membership, Role
@@ -12,6 +15,23 @@ PASSWORD = "correct horse battery staple"
 def fast_password_hashing(settings):
     # PBKDF2 at full strength costs ~0.3 s a user on these machines; tests need no strength.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def private_presence_keys(settings):
+    # Presence keys are global in Redis (one sorted set of deadlines); a prefix per test keeps
+    # one test's leftovers out of another's sweep.
+    settings.PRESENCE_PREFIX = f"collab-test:{uuid.uuid4().hex[:12]}:presence"
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def settled_writes():
+    """Waits for this test's queued updates to be written before the database is emptied:
+    an INSERT still running while pytest-django truncates the tables can deadlock PostgreSQL."""
+    yield
+    from editor.realtime import store
+
+    await store.get_writer().flush()
 
 
 def make_user(username: str, **extra):

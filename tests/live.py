@@ -467,7 +467,7 @@ def confirm(url: str, room, ticket: str, doc: str = "main") -> dict:
     return {**step, "doc": doc}
 
 
-def scenario(*steps: dict | Iterable[dict], timeout: float = 20) -> dict:
+def scenario(*steps: dict | Iterable[dict], timeout: float = 30) -> dict:
     flat: list[dict] = []
     for step in steps:
         flat.extend([step] if isinstance(step, dict) else step)

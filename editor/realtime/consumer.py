@@ -9,6 +9,7 @@ the reason, then close with a 44xx code.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -37,7 +38,7 @@ CLOSE_TOO_LARGE = 4413
 CLOSE_INTERNAL = 1011
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Access:
     user: object
     document_id: str
@@ -86,7 +87,9 @@ def authorize(scope, document_id: str) -> Access:
             raise Refused(CLOSE_UNAUTHENTICATED, str(exc)) from None
         if ticket.document_id != document_id:
             raise Refused(CLOSE_FORBIDDEN, "ticket is for another document")
-        user = get_user_model().objects.filter(pk=ticket.user_id, is_active=True).first()
+        # Only what a socket uses (identity, logs): the instance lives as long as the socket.
+        users = get_user_model().objects.only("pk", "username", "first_name", "last_name")
+        user = users.filter(pk=ticket.user_id, is_active=True).first()
         if user is None:
             raise Refused(CLOSE_UNAUTHENTICATED, "ticket user no longer exists")
         via = "ticket"
@@ -144,7 +147,6 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             await self.refuse(CLOSE_INTERNAL, "document could not be loaded; retry shortly")
             return
         store.install_shutdown_flush()
-        self.identity = identity(self.access.user)
         logger.info(
             "ws open user=%s document=%s role=%s via=%s client=%s",
             self.access.user,
@@ -155,6 +157,23 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         )
         await self.send_frame(protocol.sync_step1(self.room.doc))
         await self.send_presence()
+
+    async def dispatch(self, message) -> None:
+        """Channels' dispatch first hops to the database thread to close stale connections
+        (``aclose_old_connections``), before every message. A frame never touches the ORM
+        here (``authorize`` and the store go through ``database_sync_to_async``, which does that
+        clean-up itself), so frames skip the hop: it cost a thread round trip per update, queued
+        behind the store's writes (docs/BENCHMARKS.md)."""
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        """The ``user`` field the server writes into this socket's awareness states. Made on
+        first use: sockets that never send awareness (readers, scripts) keep none."""
+        return identity(self.access.user)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         if self.room is None or self.close_code_sent is not None:
@@ -280,7 +299,8 @@ class DocumentConsumer(AsyncWebsocketConsumer):
                 self.access.user,
                 self.document_id,
                 time.monotonic() - self.opened,
-                self.close_code_sent or code,
+                # 1005 is "no status": the client closed without giving a code.
+                self.close_code_sent or code or 1005,
                 self.bytes_in,
                 self.bytes_out,
             )

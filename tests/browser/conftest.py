@@ -130,10 +130,13 @@ class People:
 
 
 @pytest.fixture
-def people(server, browser):
+def people(transactional_db, server, browser):
+    # Depends on transactional_db so that it is torn down first: the server's last writes
+    # must land before the tables are emptied, or PostgreSQL can deadlock.
     crowd = People(browser, server)
     yield crowd
     crowd.close()
+    live.wait_quiet_database()
 
 
 # -- page helpers ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 //
 //   node client.mjs '<scenario JSON>'
 //
-// A scenario is {"timeout": seconds per wait, "steps": [...]}; the steps run in order. Each
+// A scenario is {"timeout": seconds per wait (30), "steps": [...]}; the steps run in order. Each
 // step names a Y.Doc ("doc", default "main"; created on first use) and/or a provider
 // ("provider", default "p"). The shared text is ydoc.getText('codemirror').
 //
@@ -43,10 +43,12 @@ const TEXT_NAME = 'codemirror'
 const SMALL_TEXT = 4096
 
 const scenario = JSON.parse(process.argv[2] ?? '{}')
-const timeoutMs = (scenario.timeout ?? 20) * 1000
+const timeoutMs = (scenario.timeout ?? 30) * 1000
 
+// `t`: milliseconds since the script started, to read a failed run's timeline.
 const emit = (event, fields = {}) => {
-  process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
+  const t = Math.round(performance.now())
+  process.stdout.write(JSON.stringify({ event, t, ...fields }) + '\n')
 }
 
 const fail = (message) => {
