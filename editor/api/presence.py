@@ -1,6 +1,8 @@
 """GET /api/documents/<id>/presence/: who is in a document now, without opening a socket."""
 
 import redis
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +20,7 @@ class PresenceView(APIView):
 
     permission_classes = [IsAuthenticated]
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT})
     def get(self, request, document_id):
         document, _ = get_viewable_document(request.user, document_id)
         try:

@@ -5,6 +5,7 @@ these tests need to read every awareness frame and to drop a socket without a go
 """
 
 import asyncio
+import signal
 import socket
 import time
 
@@ -161,3 +162,56 @@ def test_a_spoofed_name_and_a_foreign_client_id_are_ignored(
             await peer.close()
 
     async_to_sync(scenario)()
+
+
+# A peer that stops answering (a laptop lid closed, a dead NAT) sends no FIN and no RST; only
+# daphne's pings find it. The script runs in its own process so that it can be frozen.
+FROZEN_PEER = """
+import asyncio, sys, websockets
+from editor.realtime import protocol
+
+async def main():
+    ws = await websockets.connect(sys.argv[1], max_size=None)
+    await ws.recv()
+    entry = protocol.AwarenessEntry(client_id=501, clock=1, state={"cursor": None})
+    await ws.send(protocol.awareness(protocol.encode_awareness([entry])))
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_a_peer_that_stops_answering_is_dropped_by_the_pings(
+    transactional_db, tmp_path, document, owner, editor_user
+):
+    import subprocess
+    import sys
+
+    # Pings every 1 s, 2 s to answer; presence TTL far longer, so only the ping can explain
+    # a quick removal.
+    options = {"WS_PING_INTERVAL": 1, "WS_PING_TIMEOUT": 2, "PRESENCE_TTL": 120}
+    with live.LiveServers(1, tmp_path / "servers", **options) as servers:
+        frozen = subprocess.Popen(
+            [sys.executable, "-c", FROZEN_PEER, url(servers, 0, owner, document)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=live.ROOT,
+        )
+        try:
+            assert frozen.stdout.readline().strip() == "ready"
+
+            async def scenario():
+                watcher = Peer(url(servers, 0, editor_user, document))
+                await watcher.open()
+                await watcher.until(lambda seen: seen.get(501) is not None, 10)
+                frozen.send_signal(signal.SIGSTOP)
+                await watcher.until(lambda seen: seen.get(501, "gone") is None, 30)
+                await watcher.close()
+
+            async_to_sync(scenario)()
+        finally:
+            frozen.kill()
+            frozen.wait()
+        [closed] = [line for line in servers.log(0).splitlines() if "ws close user=olive" in line]
+        assert "code=1006" in closed  # dropped by the server, not closed by the peer
