@@ -24,10 +24,17 @@ def private_presence_keys(settings):
     settings.PRESENCE_PREFIX = f"collab-test:{uuid.uuid4().hex[:12]}:presence"
 
 
-@pytest_asyncio.fixture(autouse=True)
-async def settled_writes():
-    """Waits for this test's queued updates to be written before the database is emptied:
-    an INSERT still running while pytest-django truncates the tables can deadlock PostgreSQL."""
+@pytest.fixture(autouse=True)
+def settled_writes(request):
+    """In async tests, waits for queued updates to be written before the database is emptied:
+    an INSERT still running while pytest-django truncates the tables can deadlock PostgreSQL.
+    (Only there: sync tests may run Playwright's event loop in this thread.)"""
+    if request.node.get_closest_marker("asyncio"):
+        request.getfixturevalue("_flush_writer_at_teardown")
+
+
+@pytest_asyncio.fixture
+async def _flush_writer_at_teardown():
     yield
     from editor.realtime import store
 
