@@ -1,6 +1,7 @@
 """ASGI entry point: Django for HTTP, Channels consumers for WebSockets."""
 
 import os
+from urllib.parse import parse_qs
 
 from django.core.asgi import get_asgi_application
 
@@ -13,11 +14,30 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from editor.routing import websocket_urlpatterns  # noqa: E402
 
+
+class SessionUnlessTicket:
+    """Sockets with a ticket skip the session and auth middleware.
+
+    DocumentConsumer's ``authorize`` ignores the session whenever a ticket is present, so the
+    answer is the same; the middleware chain is held for a socket's whole life and costs about
+    1.5 KB of heap per connection (docs/BENCHMARKS.md).
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.with_session = AuthMiddlewareStack(inner)
+
+    async def __call__(self, scope, receive, send):
+        query = parse_qs(scope.get("query_string", b"").decode("latin1"))
+        app = self.inner if query.get("ticket", [None])[0] else self.with_session
+        return await app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # The origin check is in DocumentConsumer: it applies to cookie sockets only, since
         # ticket clients (scripts, the stock Node client) send no Origin header.
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": SessionUnlessTicket(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -1,0 +1,811 @@
+"""The load-test engine: y-websocket clients over real sockets, four modes, JSON results.
+
+Driven by ``manage.py loadtest`` (which creates the user, documents and tickets for collab) and
+by ``make bench`` (bench/run.py, which runs the same loads against collab and the reference Node
+server). It speaks only the wire protocol (editor/realtime/protocol.py), so it works unchanged
+against any y-websocket server; it imports no Django.
+
+How delivery is measured: each writer pre-computes its updates with pycrdt, every one inserting a
+unique marker ``[writer:seq]`` into the Y.Text "codemirror", and notes the monotonic time just
+before sending it. Readers never decode Yjs: they look for markers in the bytes of the
+sync-update frames they receive (a Yjs update carries inserted text verbatim, so this holds even
+for a server that re-encodes updates, as the reference does). Latency is receive time minus send
+time, in one process and one clock. Lost = expected deliveries that never arrived.
+
+Modes:
+- ``fanout``: per document 1 writer and N readers; latency percentiles, delivered/expected.
+- ``throughput``: D documents x W writers at R updates/s each; every writer reads the others.
+- ``idle``: C connections held for T s; server RSS per connection; how many are still open.
+- ``joinstorm``: a document seeded to S bytes, then C clients join at once; time to synced.
+
+Everything is bounded: every wait has a timeout and every loop a count. Only loopback targets
+are allowed (docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import re
+import resource
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from pycrdt import Doc, Text
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from editor.realtime import protocol
+
+MODES = ("fanout", "throughput", "idle", "joinstorm")
+
+SYNC_STEP2_PREFIX = b"\x00\x01"
+SYNC_UPDATE_PREFIX = b"\x00\x02"
+# Sync step 1 with an empty state vector (a client that holds nothing), and the empty step 2
+# the stock client answers the server's step 1 with.
+EMPTY_STEP1 = protocol.sync_step1(Doc())
+EMPTY_STEP2 = b"\x00\x01\x02\x00\x00"
+MARKER = re.compile(rb"\[(\d+):(\d+)\]")
+# Yjs updates larger than this are split when seeding (collab refuses frames over 1 MiB).
+SEED_CHUNK = 256 * 1024
+
+
+# -- targets -------------------------------------------------------------------------------------
+
+
+def ensure_loopback(url: str) -> None:
+    """Load tests may only reach this machine (the workplace's network rule)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise ValueError(f"{url}: load tests target loopback addresses only (127.0.0.0/8, ::1)")
+
+
+class HashRing:
+    """Consistent hashing of a document path onto server URLs, as nginx's ``hash ...
+    consistent`` does: every client of one document reaches the same process."""
+
+    def __init__(self, urls: Sequence[str], replicas: int = 160) -> None:
+        self.urls = list(urls)
+        points = []
+        for url in self.urls:
+            for index in range(replicas):
+                points.append((_hash(f"{url}-{index}"), url))
+        points.sort()
+        self._keys = [key for key, _ in points]
+        self._urls = [url for _, url in points]
+
+    def pick(self, path: str) -> str:
+        if len(self.urls) == 1:
+            return self.urls[0]
+        index = bisect.bisect(self._keys, _hash(path)) % len(self._keys)
+        return self._urls[index]
+
+
+def _hash(value: str) -> int:
+    return int.from_bytes(hashlib.md5(value.encode()).digest()[:8], "big")
+
+
+@dataclass
+class Target:
+    """Where clients connect: base URLs (one per server process) to which ``/<document>`` is
+    appended, and how a client gets a ticket (None: the server wants none, like the reference).
+    """
+
+    urls: list[str]
+    ticket: Callable[[str], str] | None = None
+    server_pids: list[int] = field(default_factory=list)
+    name: str = "target"
+
+    def __post_init__(self) -> None:
+        for url in self.urls:
+            ensure_loopback(url)
+        self.ring = HashRing([url.rstrip("/") for url in self.urls])
+
+    def url_for(self, document: str) -> str:
+        base = self.ring.pick(f"/{document}")
+        url = f"{base}/{document}"
+        if self.ticket is not None:
+            url += "?ticket=" + self.ticket(document)
+        return url
+
+
+# -- one client ----------------------------------------------------------------------------------
+
+
+class Client:
+    """One y-websocket connection: handshake, then a reader that counts markers."""
+
+    def __init__(self, url: str, run: Run, writer_id: int | None = None) -> None:
+        self.url = url
+        self.run = run
+        self.writer_id = writer_id
+        self.ws: ClientConnection | None = None
+        self.synced = asyncio.Event()
+        self.step2_size = 0
+        self.closed_code: int | None = None
+        self.refusal = ""
+        self._reader: asyncio.Task | None = None
+
+    async def open(self, timeout: float) -> None:
+        self.ws = await asyncio.wait_for(
+            connect(
+                self.url,
+                compression=None,  # neither server negotiates it by default; keep it equal
+                max_size=None,
+                max_queue=None,
+                ping_interval=None,  # the servers ping; pongs are answered automatically
+                open_timeout=timeout,
+                close_timeout=2,
+                user_agent_header=None,
+            ),
+            timeout,
+        )
+        self._reader = asyncio.ensure_future(self._read())
+        await self.ws.send(EMPTY_STEP1)
+        synced = asyncio.ensure_future(self.synced.wait())
+        await asyncio.wait({synced, self._reader}, timeout=timeout, return_when="FIRST_COMPLETED")
+        if not self.synced.is_set():
+            synced.cancel()
+            if self.closed_code is not None:
+                raise ConnectionError(f"closed {self.closed_code} before sync: {self.refusal}")
+            raise TimeoutError(f"no sync step 2 within {timeout} s")
+
+    async def _read(self) -> None:
+        ws = self.ws
+        run = self.run
+        try:
+            async for frame in ws:
+                now = time.perf_counter_ns()
+                if not isinstance(frame, bytes):
+                    continue
+                head = frame[:2]
+                if head == SYNC_UPDATE_PREFIX:
+                    run.on_update(self, frame, now)
+                elif head == SYNC_STEP2_PREFIX:
+                    self.step2_size = len(frame)
+                    self.synced.set()
+                elif head == b"\x00\x00":
+                    await ws.send(EMPTY_STEP2)  # answer the server's step 1, as Yjs does
+                elif head[:1] == b"\x02":
+                    self.refusal = frame[3:].decode(errors="replace")  # [2, 0, reason]
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed_code = ws.close_code if ws.close_code is not None else -1
+
+    @property
+    def is_open(self) -> bool:
+        return self.ws is not None and self.closed_code is None
+
+    async def send(self, frame: bytes) -> None:
+        await self.ws.send(frame)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            with contextlib.suppress(TimeoutError, OSError, ConnectionClosed):
+                await asyncio.wait_for(self.ws.close(), 3)
+        if self._reader is not None:
+            self._reader.cancel()
+
+
+class Run:
+    """The shared bookkeeping of one mode's run: what was sent when, what arrived."""
+
+    def __init__(self) -> None:
+        self.sent: dict[tuple[int, int], int] = {}
+        self.latencies_ns: list[int] = []
+        self.delivered = 0
+        self.duplicates = 0
+        self.late = 0  # deliveries of markers whose send time is unknown (another run's)
+        self._seen: set[tuple[int, int, int]] = set()
+
+    def on_update(self, client: Client, frame: bytes, now: int) -> None:
+        for match in MARKER.finditer(frame):
+            key = (int(match[1]), int(match[2]))
+            if key[0] == client.writer_id:
+                continue  # the reference echoes a writer's own updates; they are not deliveries
+            sent = self.sent.get(key)
+            if sent is None:
+                self.late += 1
+                continue
+            seen = (id(client), *key)
+            if seen in self._seen:
+                self.duplicates += 1
+                continue
+            self._seen.add(seen)
+            self.delivered += 1
+            self.latencies_ns.append(now - sent)
+
+
+def make_updates(writer_id: int, count: int, pad: int = 0) -> list[bytes]:
+    """``count`` sync-update frames, each inserting ``[writer_id:seq]`` at the end of the text
+    (plus ``pad`` filler characters), as a real editor's keystrokes would arrive."""
+    doc = Doc()
+    text = doc.get("codemirror", type=Text)
+    filler = "x" * pad
+    frames = []
+    for seq in range(count):
+        before = doc.get_state()
+        text.insert(len(text), f"[{writer_id}:{seq}]{filler}")
+        frames.append(protocol.sync_update(doc.get_update(before)))
+    return frames
+
+
+# -- measurements --------------------------------------------------------------------------------
+
+
+def percentiles(values_ns: list[int]) -> dict[str, float | None]:
+    """p50/p95/p99/max/mean in milliseconds (nearest-rank), None when there are no samples."""
+    if not values_ns:
+        return {"p50": None, "p95": None, "p99": None, "max": None, "mean": None}
+    ordered = sorted(values_ns)
+
+    def rank(q: float) -> float:
+        # Nearest rank: the smallest value with at least q of the samples at or below it.
+        index = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered) - 1e-9) - 1))
+        return ordered[index] / 1e6
+
+    return {
+        "p50": rank(0.50),
+        "p95": rank(0.95),
+        "p99": rank(0.99),
+        "max": ordered[-1] / 1e6,
+        "mean": sum(ordered) / len(ordered) / 1e6,
+    }
+
+
+def listening_pids(urls: Sequence[str]) -> list[int]:
+    """The processes listening on the targets' ports (daphne, node), for RSS readings."""
+    try:
+        import psutil
+    except ImportError:
+        return []
+    ports = {urlsplit(url).port for url in urls}
+    pids = set()
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            listening = conn.status == psutil.CONN_LISTEN and conn.laddr
+            if listening and conn.laddr.port in ports and conn.pid:
+                pids.add(conn.pid)
+    except (psutil.AccessDenied, OSError):
+        return []
+    return sorted(pids)
+
+
+def rss_bytes(pids: Sequence[int]) -> int | None:
+    """Summed resident memory of the processes, from /proc (psutil not needed)."""
+    if not pids:
+        return None
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            return None
+    return total
+
+
+class CpuMeter:
+    """This process's CPU use over an interval, as a percentage of one core."""
+
+    def __init__(self) -> None:
+        self.wall = time.monotonic()
+        self.cpu = time.process_time()
+
+    def percent(self) -> float:
+        wall = time.monotonic() - self.wall
+        return round(100 * (time.process_time() - self.cpu) / wall, 1) if wall > 0 else 0.0
+
+
+class Progress:
+    """One line to stderr every ``every`` seconds on long runs."""
+
+    def __init__(self, mode: str, enabled: bool = True, every: float = 2.0) -> None:
+        self.mode = mode
+        self.enabled = enabled
+        self.every = every
+        self._last = 0.0
+
+    def __call__(self, message: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.enabled and (force or now - self._last >= self.every):
+            self._last = now
+            print(f"  [{self.mode}] {message}", file=sys.stderr, flush=True)
+
+
+def raise_nofile_limit() -> int:
+    """Lifts the open-files limit to its hard maximum (5,000 sockets need more than 1,024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+# -- connecting many -----------------------------------------------------------------------------
+
+
+async def open_clients(
+    specs: Sequence[tuple[str, int | None]],
+    run: Run,
+    concurrency: int,
+    timeout: float,
+    progress: Progress,
+    what: str = "connected",
+) -> tuple[list[Client], list[str]]:
+    """Opens and syncs one client per (url, writer id), ``concurrency`` at a time. Returns the
+    clients that synced and the errors of those that did not."""
+    semaphore = asyncio.Semaphore(concurrency)
+    clients: list[Client] = []
+    errors: list[str] = []
+
+    async def one(url: str, writer_id: int | None) -> None:
+        async with semaphore:
+            client = Client(url, run, writer_id)
+            try:
+                await client.open(timeout)
+            except (OSError, TimeoutError, ConnectionClosed, Exception) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                await client.close()
+                return
+            clients.append(client)
+            progress(f"{what} {len(clients)}/{len(specs)} ({len(errors)} failed)")
+
+    await asyncio.gather(*(one(url, writer_id) for url, writer_id in specs))
+    progress(f"{what} {len(clients)}/{len(specs)} ({len(errors)} failed)", force=True)
+    return clients, errors
+
+
+async def close_all(clients: Sequence[Client]) -> None:
+    for start in range(0, len(clients), 500):
+        await asyncio.gather(*(client.close() for client in clients[start : start + 500]))
+
+
+async def wait_delivered(run: Run, expected: int, timeout: float, progress: Progress) -> None:
+    deadline = time.monotonic() + timeout
+    while run.delivered < expected and time.monotonic() < deadline:
+        progress(f"draining: delivered {run.delivered}/{expected}")
+        await asyncio.sleep(0.05)
+
+
+async def send_paced(
+    client: Client, frames: Sequence[bytes], rate: float, run: Run, writer_id: int
+) -> float:
+    """Sends frames at ``rate`` per second (catching up without skipping if late); records each
+    send time; returns the achieved rate."""
+    interval = 1.0 / rate
+    start = time.monotonic()
+    for seq, frame in enumerate(frames):
+        delay = start + seq * interval - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        run.sent[(writer_id, seq)] = time.perf_counter_ns()
+        await client.send(frame)
+    elapsed = time.monotonic() - start
+    return len(frames) / elapsed if elapsed > 0 else float("inf")
+
+
+def delivery(run: Run, expected: int) -> dict[str, Any]:
+    return {
+        "expected": expected,
+        "delivered": run.delivered,
+        "lost": expected - run.delivered,
+        "duplicates": run.duplicates,
+    }
+
+
+# -- modes ---------------------------------------------------------------------------------------
+
+
+async def fanout(
+    target: Target,
+    documents: Sequence[str],
+    readers: int,
+    updates: int,
+    rate: float,
+    concurrency: int,
+    timeout: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Per document one writer and ``readers`` readers; the writer sends ``updates`` at
+    ``rate``/s; every reader must receive every update."""
+    run = Run()
+    specs = [(target.url_for(doc), None) for doc in documents for _ in range(readers)]
+    readers_open, errors = await open_clients(
+        specs, run, concurrency, timeout, progress, "readers synced"
+    )
+    writers_open, writer_errors = await open_clients(
+        [(target.url_for(doc), index) for index, doc in enumerate(documents)],
+        run,
+        concurrency,
+        timeout,
+        progress,
+        "writers synced",
+    )
+    errors += writer_errors
+    expected = len(readers_open) * updates if len(writers_open) == len(documents) else 0
+    frames = {index: make_updates(index, updates) for index in range(len(writers_open))}
+    await asyncio.sleep(0.5)  # let joins settle (presence, room loads) before timing
+    cpu = CpuMeter()
+    started = time.monotonic()
+
+    async def write(client: Client) -> float:
+        return await send_paced(client, frames[client.writer_id], rate, run, client.writer_id)
+
+    ticker = asyncio.ensure_future(_tick(progress, lambda: f"delivered {run.delivered}/{expected}"))
+    rates = await asyncio.gather(*(write(client) for client in writers_open))
+    await wait_delivered(run, expected, timeout, progress)
+    ticker.cancel()
+    elapsed = time.monotonic() - started
+    client_cpu = cpu.percent()
+    await close_all(readers_open + writers_open)
+    return {
+        "documents": len(documents),
+        "readers_per_document": readers,
+        "updates_per_writer": updates,
+        "rate_per_writer": rate,
+        "achieved_rate_per_writer": round(min(rates), 1) if rates else 0,
+        "connected": len(readers_open) + len(writers_open),
+        "connect_errors": errors[:10],
+        "connect_failures": len(errors),
+        **delivery(run, expected),
+        "latency_ms": percentiles(run.latencies_ns),
+        "duration_s": round(elapsed, 2),
+        "client_cpu_percent": client_cpu,
+    }
+
+
+async def throughput(
+    target: Target,
+    documents: Sequence[str],
+    writers: int,
+    rate: float,
+    duration: float,
+    concurrency: int,
+    timeout: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    """D documents x W writers, each sending ``rate`` updates/s for ``duration`` s; each
+    writer must receive every other writer's updates."""
+    run = Run()
+    updates = max(1, int(rate * duration))
+    specs = []
+    for doc_index, doc in enumerate(documents):
+        for w in range(writers):
+            specs.append((target.url_for(doc), doc_index * writers + w))
+    clients, errors = await open_clients(specs, run, concurrency, timeout, progress, "synced")
+    per_doc: dict[int, int] = {}
+    for client in clients:
+        per_doc[client.writer_id // writers] = per_doc.get(client.writer_id // writers, 0) + 1
+    expected = sum(n * (n - 1) * updates for n in per_doc.values())
+    frames = {client.writer_id: make_updates(client.writer_id, updates) for client in clients}
+    await asyncio.sleep(0.5)
+    cpu = CpuMeter()
+    started = time.monotonic()
+    ticker = asyncio.ensure_future(_tick(progress, lambda: f"delivered {run.delivered}/{expected}"))
+    rates = await asyncio.gather(
+        *(send_paced(c, frames[c.writer_id], rate, run, c.writer_id) for c in clients)
+    )
+    sending = time.monotonic() - started
+    await wait_delivered(run, expected, timeout, progress)
+    ticker.cancel()
+    elapsed = time.monotonic() - started
+    client_cpu = cpu.percent()
+    await close_all(clients)
+    sent = len(clients) * updates
+    return {
+        "documents": len(documents),
+        "writers_per_document": writers,
+        "rate_per_writer": rate,
+        "duration_s": duration,
+        "connected": len(clients),
+        "connect_failures": len(errors),
+        "connect_errors": errors[:10],
+        "updates_sent": sent,
+        "sent_per_s": round(sent / sending, 1) if sending > 0 else None,
+        "achieved_rate_per_writer_min": round(min(rates), 1) if rates else 0,
+        **delivery(run, expected),
+        "delivered_per_s": round(run.delivered / elapsed, 1) if elapsed > 0 else None,
+        "latency_ms": percentiles(run.latencies_ns),
+        "client_cpu_percent": client_cpu,
+    }
+
+
+async def idle(
+    target: Target,
+    documents: Sequence[str],
+    connections: int,
+    hold: float,
+    concurrency: int,
+    timeout: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Opens ``connections`` synced connections spread over the documents, holds them ``hold``
+    seconds, and reads the servers' RSS before and after."""
+    run = Run()
+    pids = target.server_pids or listening_pids(target.urls)
+    # Warm-up, not counted: one connection per document, held to the end. The first
+    # connections of a fresh process import and allocate for good, and each document's own
+    # state (a room: its Doc, its group subscription) is a per-document cost, not a
+    # per-connection one.
+    warm, _ = await open_clients(
+        [(target.url_for(doc), None) for doc in documents],
+        run,
+        concurrency,
+        timeout,
+        Progress("idle", enabled=False),
+    )
+    await asyncio.sleep(2)
+    before = rss_bytes(pids)
+    started = time.monotonic()
+    specs = [(target.url_for(documents[i % len(documents)]), None) for i in range(connections)]
+    clients, errors = await open_clients(specs, run, concurrency, timeout, progress, "open")
+    open_s = time.monotonic() - started
+    await asyncio.sleep(2)
+    after = rss_bytes(pids)
+    deadline = time.monotonic() + hold
+    while time.monotonic() < deadline:
+        alive = sum(client.is_open for client in clients)
+        progress(f"holding: {alive}/{len(clients)} open, {deadline - time.monotonic():.0f} s left")
+        await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    end = rss_bytes(pids)
+    still_open = sum(client.is_open for client in clients)
+    closed_codes: dict[str, int] = {}
+    for client in clients:
+        if not client.is_open:
+            closed_codes[str(client.closed_code)] = closed_codes.get(str(client.closed_code), 0) + 1
+    progress("closing", force=True)
+    await close_all(clients + warm)
+    opened = len(clients)
+    per_conn = None
+    if before is not None and end is not None and opened:
+        per_conn = round((max(after, end) - before) / opened / 1024, 1)
+    return {
+        "connections": connections,
+        "documents": len(documents),
+        "opened": opened,
+        "connect_failures": len(errors),
+        "connect_errors": errors[:10],
+        "open_s": round(open_s, 2),
+        "connects_per_s": round(opened / open_s, 1) if open_s > 0 else None,
+        "hold_s": hold,
+        "still_open": still_open,
+        "closed_codes": closed_codes,
+        "server_pids": pids,
+        "server_rss_before_mb": _mb(before),
+        "server_rss_after_mb": _mb(after),
+        "server_rss_end_mb": _mb(end),
+        "server_kb_per_connection": per_conn,
+        "client_rss_mb": _mb(rss_bytes([os.getpid()])),
+    }
+
+
+async def joinstorm(
+    target: Target,
+    document: str,
+    clients: int,
+    size: int,
+    timeout: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Seeds ``document`` to about ``size`` bytes of text, then ``clients`` join at once; each
+    must receive a sync step 2 holding the whole document."""
+    run = Run()
+    seeder = Client(target.url_for(document), run, writer_id=-1)
+    await seeder.open(timeout)
+    doc = Doc()
+    text = doc.get("codemirror", type=Text)
+    line = "lorem ipsum dolor sit amet, consectetur adipiscing elit " * 4 + "\n"
+    written = 0
+    while written < size:
+        chunk = line * max(1, min(SEED_CHUNK, size - written) // len(line))
+        before = doc.get_state()
+        text.insert(len(text), chunk)
+        await seeder.send(protocol.sync_update(doc.get_update(before)))
+        written += len(chunk)
+    # A probe joins first: it proves the server holds the whole seed before the storm.
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = Client(target.url_for(document), run)
+        await probe.open(timeout)
+        await probe.close()
+        if probe.step2_size >= written or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    progress(f"seeded {written} bytes (step 2 of {probe.step2_size} bytes)", force=True)
+
+    times: list[int] = []
+    sizes: list[int] = []
+    errors: list[str] = []
+    joined: list[Client] = []
+    start_gate = asyncio.Event()
+
+    async def join() -> None:
+        client = Client(target.url_for(document), run)
+        await start_gate.wait()
+        t0 = time.perf_counter_ns()
+        try:
+            await client.open(timeout)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            await client.close()
+            return
+        times.append(time.perf_counter_ns() - t0)
+        sizes.append(client.step2_size)
+        joined.append(client)
+        progress(f"synced {len(joined)}/{clients}")
+
+    cpu = CpuMeter()
+    tasks = [asyncio.ensure_future(join()) for _ in range(clients)]
+    started = time.monotonic()
+    start_gate.set()
+    await asyncio.gather(*tasks)
+    wall = time.monotonic() - started
+    client_cpu = cpu.percent()
+    complete = sum(1 for s in sizes if s >= written)
+    await close_all([*joined, seeder])
+    return {
+        "clients": clients,
+        "document_bytes": written,
+        "step2_bytes": probe.step2_size,
+        "synced": len(joined),
+        "complete": complete,
+        "lost": clients - complete,
+        "failures": len(errors),
+        "errors": errors[:10],
+        "time_to_sync_ms": percentiles(times),
+        "wall_s": round(wall, 2),
+        "client_cpu_percent": client_cpu,
+    }
+
+
+async def _tick(progress: Progress, message: Callable[[], str]) -> None:
+    while True:
+        progress(message())
+        await asyncio.sleep(0.5)
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else round(value / 2**20, 1)
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument(
+        "--url",
+        action="append",
+        required=True,
+        help="WebSocket base URL of a server process, e.g. ws://127.0.0.1:8000/ws/documents; "
+        "repeat for several processes (documents are spread by a consistent hash)",
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="the target is a stock y-websocket server: no tickets, no database",
+    )
+    parser.add_argument("--documents", type=int, default=None, help="documents (mode default)")
+    parser.add_argument("--readers", type=int, default=100, help="fanout: readers per document")
+    parser.add_argument("--updates", type=int, default=200, help="fanout: updates per writer")
+    parser.add_argument("--rate", type=float, default=20.0, help="updates/s per writer")
+    parser.add_argument("--writers", type=int, default=5, help="throughput: writers per document")
+    parser.add_argument("--duration", type=float, default=10.0, help="throughput: seconds")
+    parser.add_argument("--connections", type=int, default=1000, help="idle: connections")
+    parser.add_argument("--hold", type=float, default=10.0, help="idle: seconds to hold them")
+    parser.add_argument("--clients", type=int, default=50, help="joinstorm: clients")
+    parser.add_argument("--size", type=int, default=1_000_000, help="joinstorm: document bytes")
+    parser.add_argument("--concurrency", type=int, default=64, help="connects in flight")
+    parser.add_argument("--timeout", type=float, default=60.0, help="any single wait, seconds")
+    parser.add_argument("--server-pid", type=int, action="append", default=[])
+    parser.add_argument("--json-out", help="also write the JSON result to this file")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def documents_needed(options: dict[str, Any]) -> int:
+    mode = options["mode"]
+    if options.get("documents"):
+        return options["documents"]
+    if mode == "throughput":
+        return 10
+    if mode == "idle":
+        return max(1, options["connections"] // 100)
+    return 1
+
+
+async def run_mode(target: Target, documents: Sequence[str], options: dict[str, Any]) -> dict:
+    mode = options["mode"]
+    progress = Progress(mode, enabled=not options.get("quiet"))
+    common = {"timeout": options["timeout"], "progress": progress}
+    if mode == "fanout":
+        return await fanout(
+            target,
+            documents,
+            options["readers"],
+            options["updates"],
+            options["rate"],
+            options["concurrency"],
+            **common,
+        )
+    if mode == "throughput":
+        return await throughput(
+            target,
+            documents,
+            options["writers"],
+            options["rate"],
+            options["duration"],
+            options["concurrency"],
+            **common,
+        )
+    if mode == "idle":
+        return await idle(
+            target,
+            documents,
+            options["connections"],
+            options["hold"],
+            options["concurrency"],
+            **common,
+        )
+    return await joinstorm(target, documents[0], options["clients"], options["size"], **common)
+
+
+def execute(target: Target, documents: Sequence[str], options: dict[str, Any]) -> dict:
+    """Runs one mode to completion (its own event loop; uvloop when installed) and returns the
+    result with the run's context."""
+    nofile = raise_nofile_limit()
+    started = time.time()
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    coro = run_mode(target, documents, options)
+    result = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
+    return {
+        "mode": options["mode"],
+        "target": target.name,
+        "urls": target.urls,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "host": socket.gethostname(),
+        "event_loop": "uvloop" if uvloop is not None else "asyncio",
+        "nofile_limit": nofile,
+        "result": result,
+    }
+
+
+def reference_documents(count: int) -> list[str]:
+    """Room names for a server without a database: fresh uuids, so runs never share a room."""
+    return [str(uuid.uuid4()) for _ in range(count)]
+
+
+def emit(report: dict, json_out: str | None, stream=None) -> None:
+    text = json.dumps(report, indent=2)
+    if json_out:
+        with open(json_out, "w") as out:
+            out.write(text + "\n")
+    print(text, file=stream or sys.stdout)

@@ -1,0 +1,476 @@
+"""`make bench`: collab and the reference y-websocket server under the same loads, side by side.
+
+Starts, on this machine and on loopback only:
+- a private Valkey (collab.embedded), a scratch database (a fresh PostgreSQL database on
+  127.0.0.1:5432 when one answers, else SQLite in a temporary folder) and N `manage.py serve`
+  processes on N ports, as production runs them (DEBUG off);
+- the reference server: npm `y-websocket@1.5.4`, its `bin/server.js`, installed into a temporary
+  folder now and deleted afterwards (never committed);
+then runs every mode of `manage.py loadtest` against each in turn and prints a table of the
+figures with the ratio collab / reference. Every step is bounded in time; everything it started
+is stopped and deleted at the end. Options: `python -m bench.run --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.loadtest import raise_nofile_limit
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_PACKAGE = "y-websocket@1.5.4"
+# ws is an optional dependency of y-websocket (its server needs it; y-leveldb, the other
+# optional one, is native and unused without YPERSISTENCE); versions as tests/interop pins.
+REFERENCE_EXTRAS = ["ws@8.18.3", "yjs@13.6.33"]
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+MODE_ORDER = ("fanout", "throughput", "joinstorm", "idle")
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, process: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode} while starting")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{what} did not listen on {port} within {timeout:.0f} s")
+
+
+def wait_healthy(port: int, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"collab on {port} exited with {process.returncode} while starting")
+        url = f"http://127.0.0.1:{port}/healthz"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
+            if answer.status == 200:
+                return
+        time.sleep(0.3)
+    raise SystemExit(f"collab on {port} not healthy within {timeout:.0f} s")
+
+
+class Database:
+    """A scratch database: PostgreSQL on 127.0.0.1 if it answers, else SQLite in ``folder``."""
+
+    def __init__(self, folder: Path, url: str | None) -> None:
+        self.url = url
+        self.created: str | None = None
+        if url:
+            return
+        try:
+            import psycopg
+
+            name = f"collab_bench_{os.getpid()}"
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as db:
+                db.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                db.execute(f'CREATE DATABASE "{name}"')
+            self.created = name
+            self.url = f"postgres://postgres@127.0.0.1:5432/{name}"
+        except Exception as exc:
+            say(f"no PostgreSQL on 127.0.0.1:5432 ({type(exc).__name__}); using SQLite")
+            self.url = f"sqlite:///{folder / 'bench.sqlite3'}"
+
+    def drop(self) -> None:
+        if self.created is None:
+            return
+        with contextlib.suppress(Exception):
+            import psycopg
+
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as db:
+                db.execute(f'DROP DATABASE IF EXISTS "{self.created}" WITH (FORCE)')
+
+
+class Servers:
+    """Everything the bench starts, stopped in reverse order by ``stop()``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+
+    def spawn(self, what: str, command: list[str], env: dict, cwd: Path = ROOT):
+        log = open(self.folder / f"{what.replace(' ', '-')}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: stopping it reaches daphne too
+        )
+        self.processes.append((what, process))
+        return process
+
+    def stop(self) -> None:
+        for _, process in reversed(self.processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for _, process in reversed(self.processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+def server_pids(process: subprocess.Popen) -> list[int]:
+    """The daphne process under a `manage.py serve` (or the process itself)."""
+    try:
+        import psutil
+
+        children = psutil.Process(process.pid).children(recursive=True)
+        daphne = [c.pid for c in children if "daphne" in " ".join(c.cmdline())]
+        return daphne or [process.pid]
+    except Exception:
+        return [process.pid]
+
+
+def install_reference(folder: Path) -> Path:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        raise SystemExit("node and npm are needed for the reference server (Node.js 18+)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "package.json").write_text('{"private": true}\n')
+    say(f"installing {REFERENCE_PACKAGE} into {folder} (npm)")
+    result = subprocess.run(
+        ["npm", "install", "--omit=optional", "--no-audit", "--no-fund", REFERENCE_PACKAGE]
+        + REFERENCE_EXTRAS,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"npm install failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    server = folder / "node_modules" / "y-websocket" / "bin" / "server.js"
+    if not server.exists():
+        raise SystemExit(f"{server} is missing after npm install")
+    return server
+
+
+def mode_arguments(mode: str, args) -> list[str]:
+    common = ["--timeout", str(args.timeout), "--concurrency", str(args.concurrency)]
+    if mode == "fanout":
+        return common + [
+            "--readers",
+            str(args.readers),
+            "--updates",
+            str(args.updates),
+            "--rate",
+            str(args.rate),
+        ]
+    if mode == "throughput":
+        return common + [
+            "--documents",
+            str(args.tp_documents),
+            "--writers",
+            str(args.writers),
+            "--rate",
+            str(args.tp_rate),
+            "--duration",
+            str(args.duration),
+        ]
+    if mode == "idle":
+        return common + ["--connections", str(args.connections), "--hold", str(args.hold)]
+    return common + ["--clients", str(args.clients), "--size", str(args.size)]
+
+
+def run_loadtest(mode: str, target: dict, env: dict, args, out: Path) -> dict:
+    command = [sys.executable, "manage.py", "loadtest", mode, "--json-out", str(out)]
+    for url in target["urls"]:
+        command += ["--url", url]
+    for pid in target["pids"]:
+        command += ["--server-pid", str(pid)]
+    if target["reference"]:
+        command.append("--reference")
+    command += mode_arguments(mode, args)
+    say(f"{mode} against {target['name']}")
+    try:
+        subprocess.run(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, timeout=args.mode_timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {args.mode_timeout} s"}
+    try:
+        return json.loads(out.read_text())["result"]
+    except (OSError, ValueError, KeyError) as exc:
+        return {"error": f"no result ({exc})"}
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def _get(result: dict, path: str):
+    value = result
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+ROWS = [
+    ("idle", "opened", "connections opened", ""),
+    ("idle", "still_open", "still open after hold", ""),
+    ("idle", "connects_per_s", "connects/s", ""),
+    ("idle", "server_kb_per_connection", "server KB per connection", "KB"),
+    ("idle", "server_rss_after_mb", "server RSS with all open", "MB"),
+    ("fanout", "latency_ms.p50", "fan-out latency p50", "ms"),
+    ("fanout", "latency_ms.p95", "fan-out latency p95", "ms"),
+    ("fanout", "latency_ms.p99", "fan-out latency p99", "ms"),
+    ("fanout", "latency_ms.max", "fan-out latency max", "ms"),
+    ("fanout", "delivered", "fan-out delivered", ""),
+    ("fanout", "lost", "fan-out lost", ""),
+    ("fanout", "client_cpu_percent", "fan-out client CPU", "%"),
+    ("throughput", "delivered_per_s", "throughput delivered/s", ""),
+    ("throughput", "latency_ms.p50", "throughput latency p50", "ms"),
+    ("throughput", "latency_ms.p99", "throughput latency p99", "ms"),
+    ("throughput", "lost", "throughput lost", ""),
+    ("throughput", "client_cpu_percent", "throughput client CPU", "%"),
+    ("joinstorm", "complete", "join storm complete", ""),
+    ("joinstorm", "time_to_sync_ms.p50", "join storm sync p50", "ms"),
+    ("joinstorm", "time_to_sync_ms.p99", "join storm sync p99", "ms"),
+    ("joinstorm", "wall_s", "join storm wall", "s"),
+]
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(results: dict, modes) -> str:
+    lines = [
+        "| metric | collab | reference | collab / reference |",
+        "|---|---:|---:|---:|",
+    ]
+    for mode, path, label, unit in ROWS:
+        if mode not in modes:
+            continue
+        ours = _get(results["collab"].get(mode, {}), path)
+        ref = _get(results["reference"].get(mode, {}), path)
+        ratio = "—"
+        if isinstance(ours, int | float) and isinstance(ref, int | float) and ref:
+            ratio = f"{ours / ref:.2f}"
+        label = f"{label} ({unit})" if unit else label
+        lines.append(f"| {label} | {_fmt(ours)} | {_fmt(ref)} | {ratio} |")
+    return "\n".join(lines)
+
+
+def parameters(args) -> str:
+    return (
+        f"{args.processes} collab process(es) vs 1 node process; "
+        f"fanout 1 writer → {args.readers} readers, {args.updates} updates at {args.rate}/s; "
+        f"throughput {args.tp_documents} docs × {args.writers} writers at {args.tp_rate}/s "
+        f"for {args.duration} s; idle {args.connections} connections held {args.hold} s; "
+        f"join storm {args.clients} clients on a {args.size:,}-byte document"
+    )
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=2, help="collab daphne processes")
+    parser.add_argument("--modes", default=",".join(MODE_ORDER))
+    parser.add_argument("--readers", type=int, default=100)
+    parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=20.0, help="fanout updates/s")
+    parser.add_argument("--tp-documents", type=int, default=10)
+    parser.add_argument("--writers", type=int, default=5)
+    parser.add_argument("--tp-rate", type=float, default=10.0, help="throughput, per writer")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=5000)
+    parser.add_argument("--hold", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--mode-timeout", type=float, default=240.0)
+    parser.add_argument("--database-url", help="default: scratch PostgreSQL or SQLite")
+    parser.add_argument("--log-level", default="INFO", help="collab's LOG_LEVEL")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the collab processes (repeatable), for experiments",
+    )
+    parser.add_argument("--only", choices=("collab", "reference"), help="one side only")
+    parser.add_argument(
+        "--out", default=str(ROOT / "var" / "bench" / "latest.json"), help="all results, JSON"
+    )
+    args = parser.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m in MODE_ORDER]  # in the order given
+    nofile = raise_nofile_limit()  # inherited by every process started below
+    started = time.monotonic()
+    folder = Path(tempfile.mkdtemp(prefix="collab-bench-"))
+    servers = Servers(folder)
+    database = Database(folder, args.database_url)
+    say(f"scratch folder {folder}; database {database.url}; open files limit {nofile}")
+    results: dict = {"collab": {}, "reference": {}}
+    try:
+        from collab.embedded import EmbeddedRedis
+
+        redis = EmbeddedRedis()
+        redis_url = redis.start()
+        env = dict(os.environ)
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        env.update(
+            DATABASE_URL=database.url,
+            REDIS_URL=redis_url,
+            COLLAB_VAR_DIR=str(folder / "var"),
+            DEBUG="false",
+            SECRET_KEY=secrets.token_urlsafe(48),
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            LOG_LEVEL=args.log_level,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(dict(item.split("=", 1) for item in args.server_env))
+        say("migrating the scratch database")
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=180,
+        )
+        server_js = None if args.only == "collab" else install_reference(folder / "reference")
+
+        def start_targets() -> list[dict]:
+            targets = []
+            if args.only != "reference":
+                ports = [free_port() for _ in range(args.processes)]
+                collab = [
+                    servers.spawn(
+                        f"collab {port}",
+                        [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]
+                        + ["--port", str(port)],
+                        env,
+                    )
+                    for port in ports
+                ]
+                for port, process in zip(ports, collab, strict=True):
+                    wait_healthy(port, process, 60)
+                pids = [pid for process in collab for pid in server_pids(process)]
+                say(f"collab: {args.processes} daphne process(es) on ports {ports}, pids {pids}")
+                targets.append(
+                    {
+                        "name": "collab",
+                        "reference": False,
+                        "urls": [f"ws://127.0.0.1:{p}/ws/documents" for p in ports],
+                        "pids": pids,
+                    }
+                )
+            if args.only != "collab":
+                port = free_port()
+                node = servers.spawn(
+                    "reference",
+                    ["node", str(server_js)],
+                    {**env, "HOST": "127.0.0.1", "PORT": str(port)},
+                    cwd=server_js.parent,
+                )
+                wait_port(port, node, 30, "the reference server")
+                say(f"reference: y-websocket {REFERENCE_PACKAGE} on port {port}, pid {node.pid}")
+                targets.append(
+                    {
+                        "name": "reference",
+                        "reference": True,
+                        "urls": [f"ws://127.0.0.1:{port}"],
+                        "pids": [node.pid],
+                    }
+                )
+            return targets
+
+        # Idle gets servers of its own, fresh: memory freed by the other loads would be reused
+        # by its connections and hide their cost (the reference's figure halved that way),
+        # and closing its 5,000 sockets leaves garbage whose collection stalled the next load.
+        phases = [[m for m in modes if m != "idle"], [m for m in modes if m == "idle"]]
+        for phase in (p for p in phases if p):
+            targets = start_targets()
+            for mode in phase:
+                for target in targets:
+                    out = folder / f"{target['name']}-{mode}.json"
+                    results[target["name"]][mode] = run_loadtest(mode, target, env, args, out)
+                    time.sleep(2)  # let the last sockets close before the next load
+            say("stopping servers")
+            servers.stop()
+            servers = Servers(folder)
+    finally:
+        say("stopping servers")
+        servers.stop()
+        with contextlib.suppress(Exception):
+            redis.stop()
+        database.drop()
+        shutil.rmtree(folder, ignore_errors=True)
+    report = {
+        "parameters": parameters(args),
+        "machine": machine(),
+        "results": results,
+        "duration_s": round(time.monotonic() - started, 1),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(f"collab vs y-websocket reference — {report['parameters']}")
+    print(f"machine: {report['machine']}")
+    print()
+    print(table(results, modes))
+    print()
+    print(f"bench took {report['duration_s']} s; all figures in {out}")
+    errors = [
+        f"{name} {mode}: {result['error']}"
+        for name, by_mode in results.items()
+        for mode, result in by_mode.items()
+        if "error" in result
+    ]
+    for error in errors:
+        print("ERROR", error)
+    return 1 if errors else 0
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    try:
+        with open("/proc/meminfo") as meminfo:
+            total = int(meminfo.readline().split()[1]) / 2**20
+        memory = f"{total:.0f} GiB"
+    except OSError:
+        memory = "?"
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    load = os.getloadavg()[0]
+    python = sys.version.split()[0]
+    return f"{cores} cores, {memory}, Python {python}, Node {node}, load avg {load:.2f} at end"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""`manage.py loadtest MODE --url ws://.../ws/documents`: the load-test tool (bench/loadtest.py).
+
+Against collab it creates a user and fresh documents in the configured database (the one the
+servers use, DATABASE_URL) and connects with tickets signed by SECRET_KEY, so the servers must
+share both. With ``--reference`` the target is a stock y-websocket server: no database, no
+tickets, room name = a fresh uuid. The documents it made are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError
+
+from bench import loadtest
+from editor.models import Document
+from editor.realtime import tickets
+
+USERNAME = "loadtest"
+
+
+class Command(BaseCommand):
+    help = "Runs a y-websocket load test (fanout, throughput, idle, joinstorm); prints JSON."
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        loadtest.add_arguments(parser)
+
+    def handle(self, *args, **options):
+        count = loadtest.documents_needed(options)
+        if options["reference"]:
+            target = loadtest.Target(options["url"], name="reference")
+            documents = loadtest.reference_documents(count)
+            report = loadtest.execute(target, documents, options)
+        else:
+            user, _ = get_user_model().objects.get_or_create(username=USERNAME)
+            made = [
+                Document.objects.create_for(user, f"loadtest {options['mode']} {index}")
+                for index in range(count)
+            ]
+            target = loadtest.Target(
+                options["url"],
+                ticket=lambda document: tickets.issue(user.pk, document)[0],
+                server_pids=options["server_pid"],
+                name="collab",
+            )
+            try:
+                report = loadtest.execute(target, [str(d.pk) for d in made], options)
+                loadtest.emit(report, options["json_out"], self.stdout)
+            finally:
+                self.delete(made)
+            return
+        loadtest.emit(report, options["json_out"], self.stdout)
+
+    def delete(self, documents) -> None:
+        """Deletes the run's documents once the servers have written their last updates (a
+        delete racing a server's insert fails on the foreign key; the next try wins)."""
+        for attempt in range(5):
+            time.sleep(0.5 * (attempt + 1))
+            try:
+                Document.objects.filter(pk__in=[d.pk for d in documents]).delete()
+                return
+            except DatabaseError as exc:
+                error = exc
+        self.stderr.write(f"loadtest: could not delete its documents: {error}")

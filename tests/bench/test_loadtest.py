@@ -1,0 +1,117 @@
+"""The load-test tool (`manage.py loadtest`, bench/loadtest.py) on tiny loads against one live
+`manage.py serve`: every mode must count what it sent and what arrived correctly and report its
+figures in the documented shape. Nothing here asserts how fast anything was; `make bench`
+prints the figures."""
+
+import json
+
+import pytest
+from django.core.management import call_command
+
+from bench import loadtest
+from editor.models import Document
+from tests import live
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, tmp_path_factory, django_db_blocker):
+    # Module scope: one server for every mode (startup is the slow part). Its database is the
+    # test database (hence django_db_setup first), which the tests below commit into.
+    with django_db_blocker.unblock():
+        servers = live.LiveServers(1, tmp_path_factory.mktemp("loadtest-server"))
+        servers.start()
+    yield servers
+    servers.stop()
+
+
+def run(server, tmp_path, mode: str, *args: str) -> dict:
+    out = tmp_path / f"{mode}.json"
+    call_command("loadtest", mode, "--url", server.ws(0), "--json-out", str(out), "--quiet", *args)
+    report = json.loads(out.read_text())
+    assert report["mode"] == mode
+    assert report["target"] == "collab"
+    return report["result"]
+
+
+def assert_latency_shape(latency: dict) -> None:
+    assert set(latency) == {"p50", "p95", "p99", "max", "mean"}
+    assert 0 <= latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+
+
+def test_it_delivers_every_fanout_update_to_every_reader(server, tmp_path):
+    result = run(server, tmp_path, "fanout", "--readers", "5", "--updates", "20", "--rate", "50")
+
+    assert result["connected"] == 6
+    assert result["expected"] == 5 * 20
+    assert result["delivered"] == result["expected"]
+    assert result["lost"] == 0
+    assert result["duplicates"] == 0
+    assert_latency_shape(result["latency_ms"])
+    assert result["client_cpu_percent"] >= 0
+
+
+def test_it_counts_every_other_writers_updates_in_throughput(server, tmp_path):
+    result = run(
+        server,
+        tmp_path,
+        "throughput",
+        *("--documents", "2", "--writers", "3", "--rate", "20", "--duration", "1"),
+    )
+
+    assert result["connected"] == 6
+    # Each of 3 writers per document receives the other 2 writers' 20 updates.
+    assert result["expected"] == 2 * 3 * 2 * 20
+    assert result["delivered"] == result["expected"]
+    assert result["updates_sent"] == 6 * 20
+    assert_latency_shape(result["latency_ms"])
+
+
+def test_it_holds_idle_connections_and_reads_server_memory(server, tmp_path):
+    result = run(server, tmp_path, "idle", "--connections", "30", "--hold", "1")
+
+    assert result["opened"] == 30
+    assert result["still_open"] == 30
+    assert result["connect_failures"] == 0
+    assert result["closed_codes"] == {}
+    # The tool found the daphne process listening on the port and read its memory.
+    assert result["server_pids"]
+    assert result["server_rss_before_mb"] > 0
+    assert result["server_kb_per_connection"] is not None
+
+
+def test_it_syncs_every_joiner_of_a_seeded_document(server, tmp_path):
+    result = run(server, tmp_path, "joinstorm", "--clients", "5", "--size", "100000")
+
+    assert result["document_bytes"] >= 100_000
+    assert result["step2_bytes"] >= result["document_bytes"]
+    assert result["synced"] == result["complete"] == 5
+    assert result["lost"] == 0
+    assert_latency_shape(result["time_to_sync_ms"])
+
+
+def test_it_cleans_up_the_documents_it_made(server, tmp_path):
+    run(server, tmp_path, "fanout", "--readers", "1", "--updates", "2", "--rate", "50")
+
+    assert not Document.objects.filter(title__startswith="loadtest ").exists()
+
+
+def test_it_refuses_targets_off_this_machine():
+    with pytest.raises(ValueError, match="loopback"):
+        loadtest.Target(["ws://10.1.2.3:8000/ws/documents"])
+
+
+def test_it_sends_a_documents_clients_to_one_process():
+    ring = loadtest.HashRing(["ws://127.0.0.1:1", "ws://127.0.0.1:2", "ws://127.0.0.1:3"])
+    picks = {ring.pick(f"/doc-{n}") for n in range(200)}
+
+    assert ring.pick("/doc-7") == ring.pick("/doc-7")
+    assert picks == set(ring.urls)  # all processes get documents
+
+
+def test_it_reports_percentiles_by_nearest_rank():
+    stats = loadtest.percentiles([n * 1_000_000 for n in range(1, 101)])
+
+    assert (stats["p50"], stats["p95"], stats["p99"], stats["max"]) == (50.0, 95.0, 99.0, 100.0)
+    assert loadtest.percentiles([])["p99"] is None
