@@ -92,6 +92,19 @@ DATABASES = {
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DATABASE_POOL", True
+):
+    # A psycopg connection pool. Without one, every burst of work on a process's ORM thread
+    # (a batch of updates, a socket's ticket check) opened a new PostgreSQL connection: a
+    # quarter of a busy server's CPU (docs/BENCHMARKS.md). Persistent connections
+    # (CONN_MAX_AGE) are no substitute under ASGI, where requests run in threads of their own.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN", 1),
+        "max_size": env_int("DATABASE_POOL_MAX", 10),
+        "timeout": 10,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # A file, not Django's in-memory default, so live tests' server processes share it.
