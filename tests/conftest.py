@@ -89,3 +89,14 @@ def login_as(client, people):
         return client
 
     return login
+
+
+@pytest.fixture
+def node():
+    """Runs stock y-websocket clients in Node (tests/interop); installs them on first use."""
+    from tests import live
+
+    live.ensure_node_modules()
+    clients = live.NodeClients()
+    yield clients
+    clients.close()

@@ -37,14 +37,6 @@ def around_each_test(transactional_db, server):
         print(f"--- server log during this test ({server.logs[0]}) ---\n{log.read()[-20000:]}")
 
 
-@pytest.fixture
-def node():
-    live.ensure_node_modules()
-    clients = live.NodeClients()
-    yield clients
-    clients.close()
-
-
 def reader(server, document, ticket, **wait) -> dict:
     """A fresh client that syncs, optionally waits for some text, and prints it."""
     return live.scenario(

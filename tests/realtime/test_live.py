@@ -13,14 +13,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def node():
-    live.ensure_node_modules()
-    clients = live.NodeClients()
-    yield clients
-    clients.close()
-
-
-@pytest.fixture
 def start_servers(transactional_db, tmp_path):
     """start_servers(count, **env) -> LiveServers; all stopped (and their logs printed, which
     pytest shows for a failed test) at the end, before the test database is emptied."""
