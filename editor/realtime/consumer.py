@@ -39,8 +39,31 @@ CLOSE_INTERNAL = 1011
 
 
 @dataclass(frozen=True, slots=True)
+class Person:
+    """What a socket keeps of its user for its whole life: a model instance costs about a
+    kilobyte more per connection (docs/BENCHMARKS.md). It answers what ``identity()`` asks."""
+
+    pk: int
+    username: str
+    full_name: str
+
+    @classmethod
+    def of(cls, user) -> Person:
+        return cls(pk=user.pk, username=user.get_username(), full_name=user.get_full_name())
+
+    def get_username(self) -> str:
+        return self.username
+
+    def get_full_name(self) -> str:
+        return self.full_name
+
+    def __str__(self) -> str:
+        return self.username
+
+
+@dataclass(frozen=True, slots=True)
 class Access:
-    user: object
+    user: Person
     document_id: str
     role: str
     via: str
@@ -105,7 +128,7 @@ def authorize(scope, document_id: str) -> Access:
     if role is None:
         # The same answer for "does not exist" and "not yours": nothing leaks.
         raise Refused(CLOSE_FORBIDDEN, "no access to this document")
-    return Access(user=user, document_id=document_id, role=role, via=via)
+    return Access(user=Person.of(user), document_id=document_id, role=role, via=via)
 
 
 class DocumentConsumer(AsyncWebsocketConsumer):
