@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install lint format clean bench assets
+.PHONY: run test install lint format clean bench assets chromium
 
 # Re-install only when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -22,7 +22,13 @@ run: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
-test: install
+# The browser tests drive the system Chromium; on Debian as root it is installed when missing.
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq chromium; } \
+	  || { echo "tests/browser needs Chromium at /usr/bin/chromium (Debian: apt-get install chromium)"; exit 1; }
+
+test: install chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
