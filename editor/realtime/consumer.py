@@ -9,6 +9,7 @@ the reason, then close with a 44xx code.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -131,6 +132,13 @@ def authorize(scope, document_id: str) -> Access:
     return Access(user=Person.of(user), document_id=document_id, role=role, via=via)
 
 
+@database_sync_to_async
+def _current_role(document_id: str, user_id: int) -> str | None:
+    document = Document.objects.filter(pk=document_id).first()
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return document.role_of(user) if document and user else None
+
+
 class DocumentConsumer(AsyncWebsocketConsumer):
     """Serves /ws/documents/<uuid> with the y-websocket protocol."""
 
@@ -215,6 +223,20 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             await self.fail(CLOSE_MALFORMED, f"malformed frame: {exc}")
             return
         await self.dispatch_message(message)
+
+    @property
+    def user_id(self) -> int | None:
+        return self.access.user.pk if self.access else None
+
+    async def recheck_access(self) -> None:
+        """Called when this user's membership changed: a new role applies at once, and a
+        removed member (or a deleted document) is closed with 4403."""
+        role = await _current_role(self.document_id, self.access.user.pk)
+        if role is None:
+            logger.info("ws access revoked user=%s document=%s", self.access.user, self.document_id)
+            await self.refuse(CLOSE_FORBIDDEN, "access removed")
+        elif role != self.access.role:
+            self.access = dataclasses.replace(self.access, role=role)
 
     async def dispatch_message(self, message: protocol.Message) -> None:
         if isinstance(message, protocol.SyncStep1):

@@ -68,6 +68,17 @@ async def publish_update(document_id, update: bytes) -> None:
         logger.exception("document %s: could not publish an update", document_id)
 
 
+async def publish_access_change(document_id, user_id: int | None) -> None:
+    """Tells every process that a user's access to a document changed (``None``: everyone's,
+    e.g. the document was deleted); their sockets re-check it at once."""
+    message = {"type": "doc.access", "user_id": user_id, "origin": None}
+    try:
+        await get_channel_layer().group_send(group_name(str(document_id)), message)
+    except Exception:
+        # The socket keeps its old role until it reconnects; the role is read at every connect.
+        logger.exception("document %s: could not announce an access change", document_id)
+
+
 def _digest(update: bytes) -> bytes:
     return hashlib.blake2b(update, digest_size=16).digest()
 
@@ -214,6 +225,12 @@ class Room:
                 await self._send_local(protocol.sync_update(update))
         elif message["type"] == "doc.awareness":
             await self._send_local(protocol.awareness(message["payload"]))
+        elif message["type"] == "doc.access":
+            user_id = message["user_id"]
+            for connection in list(self.connections):
+                recheck = getattr(connection, "recheck_access", None)
+                if recheck is not None and user_id in (None, connection.user_id):
+                    await recheck()
 
 
 # Seconds after a room loads at which it re-reads the log once, for updates published just

@@ -326,3 +326,46 @@ async def test_it_shares_one_room_per_document_and_evicts_it_after_the_grace(
             break
         await asyncio.sleep(0.05)
     assert get_rooms().get(str(document.id)) is None
+
+
+# -- membership changes while connected ----------------------------------------------------------
+
+
+async def test_it_disconnects_a_member_removed_while_connected(peer_for, document, viewer):
+    watcher = await connected(peer_for, viewer, document)
+
+    await sync_to_async(document.memberships.filter(user=viewer).delete)()
+
+    assert await watcher.recv() == protocol.Auth("access removed")
+    assert await watcher.expect_close() == 4403
+
+
+async def test_it_applies_a_new_role_at_once(peer_for, document, owner, viewer):
+    promoted = await connected(peer_for, viewer, document)
+    membership = await sync_to_async(document.memberships.get)(user=viewer)
+    membership.role = "editor"
+    await sync_to_async(membership.save)()
+    await promoted.settle()  # the access change arrives through the group; let it land
+    for _ in range(50):
+        if get_rooms().get(str(document.id)) and any(
+            c.access.role == "editor" for c in get_rooms().get(str(document.id)).connections
+        ):
+            break
+        await asyncio.sleep(0.05)
+
+    await promoted.send(protocol.sync_update(promoted.type("now I can")))
+    assert await promoted.settle() == []  # no permission denied
+    assert await stored_text(document.id) == "now I can"
+
+
+async def test_it_disconnects_everyone_when_the_document_is_deleted(
+    peer_for, document, owner, editor_user
+):
+    alice = await connected(peer_for, owner, document)
+    bob = await connected(peer_for, editor_user, document)
+
+    await sync_to_async(document.delete)()
+
+    for peer in (alice, bob):
+        assert await peer.recv() == protocol.Auth("access removed")
+        assert await peer.expect_close() == 4403

@@ -1,0 +1,37 @@
+"""Open sockets follow membership changes: a removed member is disconnected at once, a new role
+applies at once (docs/protocol.md). Announced after the transaction commits, to every process."""
+
+import asyncio
+
+from asgiref.sync import async_to_sync
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from editor.models import Document, Membership
+
+
+def _announce(document_id, user_id) -> None:
+    transaction.on_commit(lambda: _publish(document_id, user_id))
+
+
+def _publish(document_id, user_id) -> None:
+    from editor.realtime.room import publish_access_change
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: sync code (views, admin, scripts) in a thread
+        async_to_sync(publish_access_change)(document_id, user_id)
+    else:  # sync ORM code inside an event loop (only with DJANGO_ALLOW_ASYNC_UNSAFE)
+        loop.create_task(publish_access_change(document_id, user_id))
+
+
+@receiver(post_save, sender=Membership)
+@receiver(post_delete, sender=Membership)
+def membership_changed(sender, instance: Membership, **kwargs) -> None:
+    _announce(instance.document_id, instance.user_id)
+
+
+@receiver(post_delete, sender=Document)
+def document_deleted(sender, instance: Document, **kwargs) -> None:
+    _announce(instance.pk, None)
