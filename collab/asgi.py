@@ -11,8 +11,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from collab import transport  # noqa: E402
 from editor.routing import websocket_urlpatterns  # noqa: E402
+
+if settings.SERVE["EAGER_WRITES"]:
+    transport.install()
 
 
 class SessionUnlessTicket:

@@ -234,6 +234,8 @@ SERVE = {
     # daphne >= 4.2.2 caps WebSocket messages at 1 MiB; a large document's first sync is bigger.
     "MAX_MESSAGE_SIZE": env_int("WS_SERVER_MAX_MESSAGE_SIZE", 64 * 1024 * 1024),
     "PROXY_HEADERS": env_bool("PROXY_HEADERS", True),
+    # Socket writes go out at once instead of on the reactor's next turn (collab/transport.py).
+    "EAGER_WRITES": env_bool("WS_EAGER_WRITES", True),
 }
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.

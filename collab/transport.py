@@ -1,0 +1,53 @@
+"""Eager socket writes for daphne's Twisted transports.
+
+Twisted never writes in ``transport.write``: it appends to a buffer and registers the socket
+for writability; on the next turn of the event loop the reactor sends the buffer and
+unregisters the socket again. Under daphne's asyncio reactor that is, per write, two
+``epoll_ctl`` calls, an asyncio handle and a loop turn before the bytes leave. One update to
+100 sockets paid that 100 times, and the last reader's bytes waited for all of it: about a
+third of a busy server's time in py-spy (docs/BENCHMARKS.md).
+
+Node (libuv's ``uv_try_write``) and asyncio's own transports write at once when nothing is
+queued, and fall back to the buffer only for what the kernel did not take. ``install()`` gives
+Twisted's TCP server connections that behaviour. Order is kept: a write goes straight to the
+socket only when nothing is buffered before it, and everything else (a partial send, an error,
+a closing or TLS connection, a producer) takes Twisted's own path unchanged, so the reactor
+still flushes the remainder, pauses producers and reports lost connections as before.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import tcp
+
+# Twisted's own write (through its TLS mixin, which buffers plain connections).
+_buffered_write = tcp.Server.write
+
+
+def eager_write(self: tcp.Connection, data: bytes) -> None:
+    if (
+        self.dataBuffer
+        or self._tempDataLen
+        or self.disconnecting
+        or not self.connected
+        or self._writeDisconnected
+        or getattr(self, "TLS", False)
+        or type(data) is not bytes
+        or not data
+    ):
+        _buffered_write(self, data)
+        return
+    sent = self.writeSomeData(data)
+    if isinstance(sent, BaseException):
+        # Connection lost: let the reactor's write path notice it and close as it always does.
+        _buffered_write(self, data)
+    elif sent < len(data):
+        _buffered_write(self, data[sent:])
+
+
+def install() -> None:
+    """Makes TCP server connections (what daphne accepts) write eagerly. Idempotent."""
+    tcp.Server.write = eager_write
+
+
+def installed() -> bool:
+    return tcp.Server.write is eager_write
