@@ -18,6 +18,8 @@ from editor.routing import websocket_urlpatterns  # noqa: E402
 
 if settings.SERVE["EAGER_WRITES"]:
     transport.install()
+if settings.SERVE["SHARED_PROTOCOL_OPTIONS"]:
+    transport.share_protocol_options()
 
 
 class SessionUnlessTicket:
@@ -33,9 +35,14 @@ class SessionUnlessTicket:
         self.with_session = AuthMiddlewareStack(inner)
 
     async def __call__(self, scope, receive, send):
-        query = parse_qs(scope.get("query_string", b"").decode("latin1"))
-        app = self.inner if query.get("ticket", [None])[0] else self.with_session
+        # A helper, so that this frame (alive as long as the socket) keeps no parsed query.
+        app = self.inner if _has_ticket(scope) else self.with_session
         return await app(scope, receive, send)
+
+
+def _has_ticket(scope) -> bool:
+    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
+    return bool(query.get("ticket", [None])[0])
 
 
 application = ProtocolTypeRouter(

@@ -236,6 +236,8 @@ SERVE = {
     "PROXY_HEADERS": env_bool("PROXY_HEADERS", True),
     # Socket writes go out at once instead of on the reactor's next turn (collab/transport.py).
     "EAGER_WRITES": env_bool("WS_EAGER_WRITES", True),
+    # autobahn's per-socket options live on the protocol class (collab/transport.py).
+    "SHARED_PROTOCOL_OPTIONS": env_bool("WS_SHARED_PROTOCOL_OPTIONS", True),
 }
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.

@@ -51,3 +51,33 @@ def install() -> None:
 
 def installed() -> bool:
     return tcp.Server.write is eager_write
+
+
+# -- autobahn's per-connection copy of the factory's options ----------------------------------
+
+
+def _options_on_the_class(connection_made):
+    def _connectionMade(self) -> None:
+        cls = type(self)
+        if cls.__dict__.get("_options_of") is not self.factory:
+            for name in self.CONFIG_ATTRS:
+                value = getattr(self.factory, name)
+                # A function on a class would become a method (perMessageCompressionAccept).
+                setattr(cls, name, staticmethod(value) if callable(value) else value)
+            cls._options_of = self.factory
+        connection_made(self)
+
+    _connectionMade.shares_options = True
+    return _connectionMade
+
+
+def share_protocol_options() -> None:
+    """autobahn copies its factory's ~30 protocol options into every connection's ``__dict__``
+    (``_connectionMade``), unless the protocol already has them. daphne configures one factory
+    once, at start-up, so the values are the same for every connection: set on the protocol
+    class on the first connection, they are found there and each connection's dict stays a
+    third smaller. Idempotent."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    if not getattr(WebSocketProtocol._connectionMade, "shares_options", False):
+        WebSocketProtocol._connectionMade = _options_on_the_class(WebSocketProtocol._connectionMade)

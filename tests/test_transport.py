@@ -148,3 +148,56 @@ def test_writes_after_lose_connection_follow_twisted(eager, connection):
     assert server._tempDataLen == len(b"late")
     client.settimeout(1)
     assert client.recv(100) == b"first"
+
+
+@pytest.fixture
+def daphne_factory():
+    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+
+    previous = WebSocketProtocol._connectionMade
+    transport.share_protocol_options()
+    factory = WebSocketFactory(None, server="collab-test")
+    # What daphne's Server.run sets, with values of our own.
+    factory.setProtocolOptions(
+        autoPingTimeout=7,
+        allowNullOrigin=True,
+        openHandshakeTimeout=3,
+        maxMessagePayloadSize=12345,
+        maxFramePayloadSize=6789,
+    )
+    yield factory
+    WebSocketProtocol._connectionMade = previous
+    for name in [*WebSocketProtocol.CONFIG_ATTRS, "_options_of"]:
+        if name in WebSocketProtocol.__dict__:
+            delattr(WebSocketProtocol, name)
+
+
+def connect(factory, connection):
+    server, client, reactor = connection
+    ws = factory.buildProtocol(("127.0.0.1", 1))
+    ws.makeConnection(server)
+    return ws
+
+
+def test_connections_see_the_factory_options_without_copying_them(daphne_factory, connection):
+    ws = connect(daphne_factory, connection)
+
+    for name in ws.CONFIG_ATTRS:
+        assert name not in ws.__dict__, name
+        assert getattr(ws, name) == getattr(daphne_factory, name), name
+    assert (ws.autoPingTimeout, ws.openHandshakeTimeout) == (7, 3)
+    assert (ws.maxMessagePayloadSize, ws.maxFramePayloadSize) == (12345, 6789)
+    # A function-valued option stays a plain function, not a method of the connection.
+    assert ws.perMessageCompressionAccept is daphne_factory.perMessageCompressionAccept
+
+
+def test_a_new_factory_replaces_the_shared_options(daphne_factory, connection):
+    from daphne.ws_protocol import WebSocketFactory
+
+    connect(daphne_factory, connection)
+    other = WebSocketFactory(None, server="another")
+    other.setProtocolOptions(autoPingTimeout=99)
+
+    ws = connect(other, connection)
+
+    assert ws.autoPingTimeout == 99
