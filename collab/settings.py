@@ -238,6 +238,8 @@ SERVE = {
     "EAGER_WRITES": env_bool("WS_EAGER_WRITES", True),
     # autobahn's per-socket options live on the protocol class (collab/transport.py).
     "SHARED_PROTOCOL_OPTIONS": env_bool("WS_SHARED_PROTOCOL_OPTIONS", True),
+    # Document messages are framed once and written straight to daphne's sockets.
+    "RAW_FRAMES": env_bool("WS_RAW_FRAMES", True),
 }
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.

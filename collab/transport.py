@@ -17,6 +17,8 @@ still flushes the remainder, pauses producers and reports lost connections as be
 
 from __future__ import annotations
 
+import functools
+
 from twisted.internet import tcp
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections).
@@ -81,3 +83,79 @@ def share_protocol_options() -> None:
 
     if not getattr(WebSocketProtocol._connectionMade, "shares_options", False):
         WebSocketProtocol._connectionMade = _options_on_the_class(WebSocketProtocol._connectionMade)
+
+
+# -- one encoded frame for many sockets -------------------------------------------------------
+
+
+def websocket_of(send) -> object | None:
+    """daphne's WebSocket protocol behind an ASGI ``send`` callable (daphne passes
+    ``partial(server.handle_reply, protocol)``), or None under any other server or wrapper.
+
+    Channels' session middleware wraps ``send`` to save the session on HTTP responses; it does
+    nothing to WebSocket messages, so the protocol is looked up through it."""
+    from channels.sessions import InstanceSessionWrapper
+    from daphne.server import Server
+
+    while getattr(send, "__func__", None) is InstanceSessionWrapper.send:
+        send = send.__self__.real_send
+    if (
+        isinstance(send, functools.partial)
+        and getattr(send.func, "__func__", None) is Server.handle_reply
+        and len(send.args) == 1
+    ):
+        return send.args[0]
+    return None
+
+
+def encode_binary_frame(payload: bytes) -> bytes:
+    """One unfragmented, unmasked binary WebSocket frame (RFC 6455 §5.2), as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x82, size))
+    elif size < 1 << 16:
+        header = bytes((0x82, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x82, 127)) + size.to_bytes(8, "big")
+    return header + payload
+
+
+# The last payload and its frame: a room sends the same bytes object to every socket in turn,
+# so it is encoded once per broadcast, not once per socket.
+_last: tuple[bytes, bytes] = (b"", b"")
+_CACHE_BELOW = 64 * 1024
+
+
+def write_message(protocol, payload: bytes) -> bool:
+    """Writes ``payload`` as one binary message straight to the socket, skipping the per-socket
+    trips through Channels, daphne and autobahn's framing. Says False, having written nothing,
+    whenever the socket is not plainly open (handshake, closing, muted, disconnected), or would
+    need anything a plain frame cannot give (compression, masking, fragmentation, autobahn's
+    send queue, frame logging, a message over its size limit): the caller then sends the
+    ordinary way, which handles every such case as before. autobahn's traffic counters, which
+    nothing in daphne or collab reads, do not count these messages."""
+    global _last
+    try:
+        if (
+            protocol.state != protocol.STATE_OPEN
+            or protocol.send_state != protocol.SEND_STATE_GROUND
+            or protocol.muted
+            or protocol.send_queue
+            or protocol._perMessageCompress is not None
+            or protocol.maskServerFrames
+            or protocol.logFrames
+            or protocol.logOctets
+            or 0 < protocol.autoFragmentSize < len(payload)
+            or 0 < protocol.maxMessagePayloadSize < len(payload)
+            or protocol.server.connections.get(protocol, {"disconnected": True}).get("disconnected")
+        ):
+            return False
+    except AttributeError:  # not a daphne/autobahn protocol after all
+        return False
+    cached, frame = _last
+    if cached is not payload:
+        frame = encode_binary_frame(payload)
+        if len(payload) < _CACHE_BELOW:  # a large one-off (a document's first sync) is not kept
+            _last = (payload, frame)
+    protocol.transport.write(frame)
+    return True

@@ -201,3 +201,128 @@ def test_a_new_factory_replaces_the_shared_options(daphne_factory, connection):
     ws = connect(other, connection)
 
     assert ws.autoPingTimeout == 99
+
+
+# -- raw frames ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_socket(connection):
+    """A daphne WebSocket protocol on a real TCP connection, in the state a completed handshake
+    leaves it (the handshake itself needs daphne's whole server loop: the live tests do that),
+    and the raw client socket at the other end."""
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketFactory
+
+    server, client, reactor = connection
+    daphne = Server(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    daphne.connections = {}  # what Server.run() starts with
+    factory = WebSocketFactory(daphne, server="collab-test")
+    factory.setProtocolOptions(maxMessagePayloadSize=1 << 20)
+    ws = factory.buildProtocol(("127.0.0.1", 1))
+    ws.makeConnection(server)
+    ws.server = daphne
+    daphne.protocol_connected(ws)
+    ws.state = ws.STATE_OPEN
+    client.settimeout(1)
+    return ws, client, daphne
+
+
+def read_all(client: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += client.recv(size - len(data))
+    return data
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_frames_are_encoded_as_autobahn_encodes_them(open_socket, eager, size):
+    ws, client, _ = open_socket
+    payload = bytes(i % 251 for i in range(size))
+
+    ws.sendMessage(payload, isBinary=True)
+    expected = read_all(client, len(transport.encode_binary_frame(payload)))
+
+    assert expected == transport.encode_binary_frame(payload)
+
+
+def test_an_open_socket_gets_the_frame_directly(open_socket, eager):
+    ws, client, _ = open_socket
+    frame = transport.encode_binary_frame(b"\x00\x02hello")
+
+    assert transport.write_message(ws, b"\x00\x02hello") is True
+    assert read_all(client, len(frame)) == frame
+
+
+def test_one_payload_is_encoded_once_for_many_sockets(open_socket, eager):
+    ws, client, _ = open_socket
+    payload = b"\x00\x02" + b"x" * 300
+
+    transport.write_message(ws, payload)
+    first = transport._last[1]
+    transport.write_message(ws, payload)
+
+    assert transport._last[1] is first
+    frame = transport.encode_binary_frame(payload)
+    assert read_all(client, 2 * len(frame)) == frame + frame
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "connecting",
+        "closing",
+        "muted",
+        "disconnected",
+        "queued",
+        "compressed",
+        "too large",
+        "fragmenting",
+    ],
+)
+def test_anything_but_a_plainly_open_socket_takes_the_ordinary_path(open_socket, eager, state):
+    ws, client, daphne = open_socket
+    payload = b"\x00\x02hello"
+    if state == "connecting":
+        ws.state = ws.STATE_CONNECTING
+    elif state == "closing":
+        ws.state = ws.STATE_CLOSING
+    elif state == "muted":
+        ws.muted = True
+    elif state == "disconnected":
+        daphne.protocol_disconnected(ws)
+    elif state == "queued":
+        ws.send_queue.append((b"pending", False))
+    elif state == "compressed":
+        ws._perMessageCompress = object()
+    elif state == "too large":
+        payload = b"x" * ((1 << 20) + 1)
+    elif state == "fragmenting":
+        ws.autoFragmentSize = 3
+
+    assert transport.write_message(ws, payload) is False
+
+    client.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        client.recv(100)
+
+
+def test_the_protocol_is_found_behind_daphnes_send_and_the_session_wrapper():
+    import functools
+
+    from channels.sessions import InstanceSessionWrapper
+    from daphne.server import Server
+
+    daphne = Server(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    protocol = object()
+    send = functools.partial(daphne.handle_reply, protocol)
+    wrapper = InstanceSessionWrapper({"type": "websocket", "cookies": {}}, send)
+
+    assert transport.websocket_of(send) is protocol
+    assert transport.websocket_of(wrapper.send) is protocol
+
+    async def other_server_send(message):
+        pass
+
+    assert transport.websocket_of(other_server_send) is None
+    assert transport.websocket_of(functools.partial(print, protocol)) is None

@@ -24,6 +24,7 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from collab import transport
 from editor.models import Document, Role
 from editor.realtime import protocol, store, tickets
 from editor.realtime.presence import Entry, get_presence, identity
@@ -159,6 +160,10 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         # The route admits either case; tickets and rooms use the canonical lower-case form.
         self.document_id = str(uuid.UUID(self.scope["url_route"]["kwargs"]["document_id"]))
         await self.accept()
+        # daphne's socket, for frames written without the per-message ASGI trip (None: no).
+        self.socket = (
+            transport.websocket_of(self.base_send) if settings.SERVE["RAW_FRAMES"] else None
+        )
         try:
             self.access = await authorize(self.scope, self.document_id)
         except Refused as refused:
@@ -353,7 +358,12 @@ class DocumentConsumer(AsyncWebsocketConsumer):
     # -- sending ----------------------------------------------------------------------------
 
     async def send_frame(self, frame: bytes) -> None:
+        """Sends one y-websocket message. Under daphne it is written to the socket directly
+        (collab/transport.py: encoded once per broadcast, not once per socket); whenever the
+        socket is not plainly open that says no, and the message takes the ASGI path."""
         self.bytes_out += len(frame)
+        if self.socket is not None and transport.write_message(self.socket, frame):
+            return
         await self.send(bytes_data=frame)
 
     async def refuse(self, code: int, reason: str) -> None:
