@@ -240,6 +240,8 @@ SERVE = {
     "SHARED_PROTOCOL_OPTIONS": env_bool("WS_SHARED_PROTOCOL_OPTIONS", True),
     # Document messages are framed once and written straight to daphne's sockets.
     "RAW_FRAMES": env_bool("WS_RAW_FRAMES", True),
+    # Objects loaded at start-up are frozen out of the garbage collector (collab/asgi.py).
+    "GC_FREEZE": env_bool("GC_FREEZE", True),
 }
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.

@@ -78,12 +78,6 @@ def test_install_replaces_the_server_write(eager):
     assert tcp.Server.write is transport.eager_write
 
 
-def test_the_asgi_application_installs_it_by_default():
-    import collab.asgi  # noqa: F401
-
-    assert transport.installed()
-
-
 def test_a_small_write_leaves_at_once_without_the_reactor(eager, connection):
     server, client, reactor = connection
 

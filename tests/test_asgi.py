@@ -1,0 +1,51 @@
+"""collab/asgi.py as daphne loads it: in a fresh interpreter, since what it sets up is
+process-wide (Twisted's write path, autobahn's protocol class, the garbage collector)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROBE = """
+import gc, json
+import collab.asgi
+from collab import transport
+from daphne.ws_protocol import WebSocketProtocol
+print(json.dumps({
+    "eager_writes": transport.installed(),
+    "shared_options": getattr(WebSocketProtocol._connectionMade, "shares_options", False),
+    "frozen": gc.get_freeze_count(),
+}))
+"""
+
+
+def load_asgi(**env) -> dict:
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings", **env}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_loading_the_application_tunes_the_server_by_default():
+    loaded = load_asgi()
+
+    assert loaded["eager_writes"] is True
+    assert loaded["shared_options"] is True
+    # Django's modules, models and URL conf are out of the collector's generations.
+    assert loaded["frozen"] > 10_000
+
+
+def test_each_tuning_can_be_turned_off():
+    loaded = load_asgi(WS_EAGER_WRITES="0", WS_SHARED_PROTOCOL_OPTIONS="0", GC_FREEZE="0")
+
+    assert loaded == {"eager_writes": False, "shared_options": False, "frozen": 0}
