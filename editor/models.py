@@ -69,10 +69,20 @@ class Document(models.Model):
         """The user's role here, or None. The owner is always owner, membership row or not."""
         if not user.is_authenticated:
             return None
-        if user.pk == self.owner_id:
-            return Role.OWNER
-        membership = self.memberships.filter(user=user).only("role").first()
-        return membership.role if membership else None
+        member_role = None
+        if user.pk != self.owner_id:
+            member_role = self.memberships.filter(user=user).values_list("role", flat=True).first()
+        return role_from(user.pk, self.owner_id, member_role)
+
+
+def role_from(user_id, owner_id, member_role: str | None) -> str | None:
+    """The role rule itself, from what a query read: the owner (``owner_id``; None when there is
+    no such document) is always owner; anyone else has their membership's role, or none."""
+    if owner_id is None:
+        return None
+    if user_id == owner_id:
+        return Role.OWNER
+    return member_role
 
 
 class Membership(models.Model):

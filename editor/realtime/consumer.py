@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
 
 import redis
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db.models import OuterRef, Subquery
 
 from collab import transport
-from editor.models import Document, Role
+from editor.models import Document, Membership, Role, role_from
 from editor.realtime import protocol, store, tickets
 from editor.realtime.presence import Entry, get_presence, identity
 from editor.realtime.room import InvalidUpdate, get_rooms
@@ -96,6 +98,28 @@ def _origin_allowed(scope) -> bool:
     return False
 
 
+def _user_and_role(user_id: int, document_id: str):
+    """The active user (what a socket keeps of it) and their role in the document, read in ONE
+    query: connects are bound by this process's single database thread, and the three queries
+    this used to take (user, document, membership) capped them (docs/BENCHMARKS.md). Returns
+    (None, None) for no such active user; the role is None for no such document or no access."""
+    owner = Document.objects.filter(pk=document_id).values("owner_id")[:1]
+    membership = Membership.objects.filter(document_id=document_id, user_id=OuterRef("pk"))
+    user = (
+        get_user_model()
+        .objects.filter(pk=user_id, is_active=True)
+        .only("pk", "username", "first_name", "last_name")
+        .annotate(
+            document_owner_id=Subquery(owner),
+            member_role=Subquery(membership.values("role")[:1]),
+        )
+        .first()
+    )
+    if user is None:
+        return None, None
+    return user, role_from(user.pk, user.document_owner_id, user.member_role)
+
+
 @database_sync_to_async
 def authorize(scope, document_id: str) -> Access:
     """Decides who this socket is and what it may do, from a ticket or the session cookie.
@@ -112,21 +136,19 @@ def authorize(scope, document_id: str) -> Access:
             raise Refused(CLOSE_UNAUTHENTICATED, str(exc)) from None
         if ticket.document_id != document_id:
             raise Refused(CLOSE_FORBIDDEN, "ticket is for another document")
-        # Only what a socket uses (identity, logs): the instance lives as long as the socket.
-        users = get_user_model().objects.only("pk", "username", "first_name", "last_name")
-        user = users.filter(pk=ticket.user_id, is_active=True).first()
-        if user is None:
-            raise Refused(CLOSE_UNAUTHENTICATED, "ticket user no longer exists")
+        user_id = ticket.user_id
         via = "ticket"
     else:
-        user = scope.get("user")
-        if user is None or not user.is_authenticated:
+        session_user = scope.get("user")
+        if session_user is None or not session_user.is_authenticated:
             raise Refused(CLOSE_UNAUTHENTICATED, "log in, or pass ?ticket=")
         if not _origin_allowed(scope):
             raise Refused(CLOSE_FORBIDDEN, "origin not allowed")
+        user_id = session_user.pk
         via = "session"
-    document = Document.objects.filter(pk=document_id).first()
-    role = document.role_of(user) if document else None
+    user, role = _user_and_role(user_id, document_id)
+    if user is None:
+        raise Refused(CLOSE_UNAUTHENTICATED, f"{via} user no longer exists")
     if role is None:
         # The same answer for "does not exist" and "not yours": nothing leaks.
         raise Refused(CLOSE_FORBIDDEN, "no access to this document")
@@ -135,9 +157,7 @@ def authorize(scope, document_id: str) -> Access:
 
 @database_sync_to_async
 def _current_role(document_id: str, user_id: int) -> str | None:
-    document = Document.objects.filter(pk=document_id).first()
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    return document.role_of(user) if document and user else None
+    return _user_and_role(user_id, document_id)[1]
 
 
 class DocumentConsumer(AsyncWebsocketConsumer):
@@ -196,14 +216,15 @@ class DocumentConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message) -> None:
         """Channels' dispatch first hops to the database thread to close stale connections
-        (``aclose_old_connections``), before every message. A frame never touches the ORM
-        here (``authorize`` and the store go through ``database_sync_to_async``, which does that
-        clean-up itself), so frames skip the hop: it cost a thread round trip per update, queued
-        behind the store's writes (docs/BENCHMARKS.md)."""
-        if message["type"] == "websocket.receive":
-            await self.websocket_receive(message)
-        else:
-            await super().dispatch(message)
+        (``aclose_old_connections``), before every message. This consumer never touches the ORM
+        on the event loop: ``authorize``, the membership re-check and the store go through
+        ``database_sync_to_async``, which does that clean-up itself. So messages skip the hop:
+        it cost a thread round trip per update, queued behind the store's writes, and 8 % of a
+        process's time while sockets connect (docs/BENCHMARKS.md)."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     @functools.cached_property
     def identity(self) -> dict:

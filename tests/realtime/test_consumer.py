@@ -5,11 +5,12 @@ import logging
 import random
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from pycrdt import Doc, Text
 
 from editor.realtime import protocol, store, tickets
+from editor.realtime.consumer import Refused, authorize
 from editor.realtime.room import get_rooms
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -173,6 +174,47 @@ async def test_it_refuses_a_ticket_of_someone_who_lost_access(peer_for, document
 
     _, code = await refused(peer)
     assert code == 4403
+
+
+async def test_it_refuses_a_ticket_of_a_deactivated_user(peer_for, document, editor_user):
+    token, _ = tickets.issue(editor_user.pk, document.pk)
+    editor_user.is_active = False
+    await sync_to_async(editor_user.save)()
+    peer = peer_for(AnonymousUser(), document.id, query=f"ticket={token}", headers=())
+
+    message, code = await refused(peer)
+    assert message == protocol.Auth("ticket user no longer exists")
+    assert code == 4401
+
+
+@pytest.mark.parametrize("who", ["owner", "editor_user", "viewer", "stranger"])
+async def test_a_ticket_gets_the_role_the_access_policy_gives(
+    document, owner, editor_user, viewer, stranger, who
+):
+    user = {"owner": owner, "editor_user": editor_user, "viewer": viewer, "stranger": stranger}[who]
+    expected = await sync_to_async(document.role_of)(user)
+    token, _ = tickets.issue(user.pk, document.pk)
+    scope = {"query_string": f"ticket={token}".encode(), "headers": []}
+
+    if expected is None:
+        with pytest.raises(Refused) as refusal:
+            await authorize(scope, str(document.pk))
+        assert refusal.value.code == 4403
+    else:
+        access = await authorize(scope, str(document.pk))
+        assert (access.role, access.user.pk, access.via) == (expected, user.pk, "ticket")
+
+
+async def test_a_connect_reads_access_in_one_query(document, viewer, django_assert_num_queries):
+    token, _ = tickets.issue(viewer.pk, document.pk)
+    scope = {"query_string": f"ticket={token}".encode(), "headers": []}
+
+    def check():
+        with django_assert_num_queries(1):
+            return async_to_sync(authorize)(scope, str(document.pk))
+
+    access = await sync_to_async(check, thread_sensitive=False)()
+    assert access.role == "viewer"
 
 
 async def test_it_answers_an_unknown_path_with_4404(peer_for, owner):
