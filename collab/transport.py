@@ -1,18 +1,24 @@
-"""Eager socket writes for daphne's Twisted transports.
+"""Three per-socket habits of daphne's Twisted + autobahn stack, changed for collab's load
+(measurements in docs/BENCHMARKS.md; docs/architecture.md, "Under daphne: the transport").
 
-Twisted never writes in ``transport.write``: it appends to a buffer and registers the socket
-for writability; on the next turn of the event loop the reactor sends the buffer and
-unregisters the socket again. Under daphne's asyncio reactor that is, per write, two
-``epoll_ctl`` calls, an asyncio handle and a loop turn before the bytes leave. One update to
-100 sockets paid that 100 times, and the last reader's bytes waited for all of it: about a
-third of a busy server's time in py-spy (docs/BENCHMARKS.md).
+**Eager writes** (``install``). Twisted never writes in ``transport.write``: it appends to a
+buffer and registers the socket for writability; on the next turn of the event loop the
+reactor sends the buffer and unregisters the socket again. Under daphne's asyncio reactor that
+is, per write, two ``epoll_ctl`` calls, an asyncio handle and a loop turn before the bytes
+leave; one update to 100 sockets paid that 100 times, about a third of a busy server's time in
+py-spy. Node (libuv's ``uv_try_write``) and asyncio's own transports write at once when nothing
+is queued, and fall back to the buffer only for what the kernel did not take; Twisted's TCP
+server connections now do the same. Order is kept: a write goes straight to the socket only
+when nothing is buffered before it, and everything else (a partial send, an error, a closing or
+TLS connection) takes Twisted's own path unchanged, so the reactor still flushes the remainder,
+pauses producers and reports lost connections as before.
 
-Node (libuv's ``uv_try_write``) and asyncio's own transports write at once when nothing is
-queued, and fall back to the buffer only for what the kernel did not take. ``install()`` gives
-Twisted's TCP server connections that behaviour. Order is kept: a write goes straight to the
-socket only when nothing is buffered before it, and everything else (a partial send, an error,
-a closing or TLS connection, a producer) takes Twisted's own path unchanged, so the reactor
-still flushes the remainder, pauses producers and reports lost connections as before.
+**Options on the class** (``share_protocol_options``): autobahn's ~30 protocol options are
+read from daphne's protocol class instead of being copied into every connection.
+
+**Raw frames** (``websocket_of``, ``write_message``): a document message is framed once and
+written straight to each open socket, instead of one trip per socket through Channels, daphne
+and autobahn.
 """
 
 from __future__ import annotations

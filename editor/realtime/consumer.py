@@ -100,9 +100,10 @@ def _origin_allowed(scope) -> bool:
 
 def _user_and_role(user_id: int, document_id: str):
     """The active user (what a socket keeps of it) and their role in the document, read in ONE
-    query: connects are bound by this process's single database thread, and the three queries
-    this used to take (user, document, membership) capped them (docs/BENCHMARKS.md). Returns
-    (None, None) for no such active user; the role is None for no such document or no access."""
+    query (it took three: user, document with its snapshot, membership); every connect runs it
+    on the process's single database thread. The role rule is ``editor.models.role_from``, the
+    one ``Document.role_of`` uses. Returns (None, None) for no such active user; the role is
+    None for no such document or no access."""
     owner = Document.objects.filter(pk=document_id).values("owner_id")[:1]
     membership = Membership.objects.filter(document_id=document_id, user_id=OuterRef("pk"))
     user = (
