@@ -245,7 +245,22 @@ SERVE = {
 }
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.
+# Largest document text (UTF-8 bytes) the REST API writes; larger answers 413.
+_MAX_CONTENT_BYTES = env_int("MAX_CONTENT_BYTES", 16 * 1024 * 1024)
+# Largest frame a client may send; larger ones are refused with 4413 and a reason. It was 1 MiB,
+# which made any paste over 1 MiB impossible to save while documents may hold 16 MiB: a single
+# update the size of the largest document, plus its framing, must fit.
+_MAX_INCOMING_FRAME = env_int("WS_MAX_INCOMING_FRAME", _MAX_CONTENT_BYTES + 64 * 1024)
+
 COLLAB = {
+    "MAX_CONTENT_BYTES": _MAX_CONTENT_BYTES,
+    "MAX_INCOMING_FRAME": _MAX_INCOMING_FRAME,
+    # Most bytes the server holds for one socket that the client has not read yet (a reader
+    # that stopped reading, or reads slower than its document changes). Past it the socket is
+    # closed with 4408 and its buffer freed. A frame is always admitted when nothing is queued,
+    # so a document larger than this still reaches a client that reads; the default leaves room
+    # for the largest update and a burst of typing behind it.
+    "MAX_SEND_BUFFER": env_int("WS_MAX_SEND_BUFFER", 2 * _MAX_INCOMING_FRAME),
     # Updates are written in batches: one INSERT for everything received in this window, so
     # an update is durable within ~this + one commit, never one query per keystroke.
     "STORE_FLUSH_INTERVAL": env_float("STORE_FLUSH_INTERVAL", 0.05),
@@ -257,12 +272,8 @@ COLLAB = {
     # Every this often each process re-reads recent log rows of its rooms, to recover group
     # messages the channel layer lost (Redis blips; channels_redis#406).
     "CATCHUP_INTERVAL": env_float("CATCHUP_INTERVAL", 5.0),
-    # Largest frame a client may send; larger ones close the socket with 4413.
-    "MAX_INCOMING_FRAME": env_int("WS_MAX_INCOMING_FRAME", 1024 * 1024),
     # Lifetime of a WebSocket ticket from POST /api/documents/<id>/ticket/.
     "TICKET_TTL": env_int("WS_TICKET_TTL", 300),
-    # Largest document text (UTF-8 bytes) the REST API writes; larger answers 413.
-    "MAX_CONTENT_BYTES": env_int("MAX_CONTENT_BYTES", 16 * 1024 * 1024),
     # Presence (editor/realtime/presence.py): a client's awareness state counts as present for
     # PRESENCE_TTL after its last message (clients renew every 15 s); renewals are written to
     # Redis in batches every PRESENCE_FLUSH_INTERVAL; each process sweeps expired entries every

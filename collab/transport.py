@@ -165,3 +165,14 @@ def write_message(protocol, payload: bytes) -> bool:
             _last = (payload, frame)
     protocol.transport.write(frame)
     return True
+
+
+def queued_bytes(protocol) -> int | None:
+    """Bytes written to this socket that the kernel has not taken yet: what Twisted holds in
+    the connection's buffers (the peer is not reading, or reads slowly). None when the socket
+    is not a Twisted connection daphne serves."""
+    try:
+        connection = protocol.transport
+        return len(connection.dataBuffer) - connection.offset + connection._tempDataLen
+    except (AttributeError, TypeError):
+        return None

@@ -86,6 +86,7 @@ def document_detail(request, document_id):
             # The name and colour the server gives this user in presence, so the page shows
             # the same ones before the socket connects.
             "identity": identity(request.user),
+            "max_message_bytes": settings.COLLAB["MAX_INCOMING_FRAME"],
         },
     )
 

@@ -296,3 +296,53 @@ def test_membership_is_read_at_connect(server, node, document, owner, editor_use
     client = node.run(refused_scenario(server, document, ticket))
 
     assert_refused(client, 4403)
+
+
+@pytest.mark.parametrize("size", [2_000_000, 16_000_000], ids=["2MB", "16MB"])
+def test_a_single_update_of_megabytes_syncs(server, node, document, owner, editor_user, size):
+    # One paste (or an offline batch) is one update; it was refused over 1 MiB (4413) while
+    # documents may hold 16 MiB.
+    writer = node.run(
+        live.scenario(
+            live.connect(server.ws(), document.pk, live.ticket_for(owner, document)),
+            {"do": "synced"},
+            {"do": "bulk_insert", "total": size, "chunk": size},
+            live.confirm(server.ws(), document.pk, live.ticket_for(owner, document)),
+            timeout=90,
+        ),
+        "writer",
+    )
+    inserted = writer.last("inserted")
+    assert not writer.all("close"), writer.describe()
+
+    new = node.run(
+        live.scenario(
+            live.connect(server.ws(), document.pk, live.ticket_for(editor_user, document)),
+            {"do": "synced"},
+            {"do": "wait_text", "length": size},
+            {"do": "print"},
+            timeout=90,
+        ),
+        "new client",
+    )
+    text = new.last("text")
+    assert (text["length"], text["sha256"]) == (size, inserted["sha256"])
+    assert len(live.wait_stored(document.pk, length=size, timeout=60)) == size
+
+
+def test_an_update_over_the_limit_is_refused_with_a_reason(server, node, document, owner):
+    writer = node.run(
+        live.scenario(
+            live.connect(server.ws(), document.pk, live.ticket_for(owner, document)),
+            {"do": "synced"},
+            {"do": "bulk_insert", "total": 17_000_000, "chunk": 17_000_000},
+            {"do": "wait_denied"},
+            {"do": "destroy"},
+            timeout=90,
+        ),
+        "writer",
+    )
+    denied = writer.all("permission-denied")
+    assert denied[0]["reason"] == "this change is too large to save (16.2 MB; the limit is 16.1 MB)"
+    assert 4413 in [close["code"] for close in writer.all("close")], writer.describe()
+    assert live.stored_text(document.pk) == ""

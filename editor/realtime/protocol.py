@@ -56,12 +56,16 @@ from pycrdt import (
 )
 
 __all__ = [
+    "AUTH_AUTHENTICATED",
     "AUTH_PERMISSION_DENIED",
     "MESSAGE_AUTH",
     "MESSAGE_AWARENESS",
     "MESSAGE_QUERY_AWARENESS",
     "MESSAGE_SYNC",
+    "SCOPE_READ_ONLY",
+    "SCOPE_READ_WRITE",
     "Auth",
+    "Authenticated",
     "Awareness",
     "AwarenessEntry",
     "Message",
@@ -70,6 +74,7 @@ __all__ = [
     "SyncStep1",
     "SyncStep2",
     "SyncUpdate",
+    "authenticated",
     "awareness",
     "decode_awareness",
     "encode_awareness",
@@ -86,8 +91,13 @@ MESSAGE_AWARENESS = int(YMessageType.AWARENESS)
 # pycrdt's YMessageType stops at AWARENESS; these two come from y-websocket itself.
 MESSAGE_AUTH = 2
 MESSAGE_QUERY_AWARENESS = 3
-# y-protocols/auth.js defines only this subtype.
+# y-protocols/auth.js defines only subtype 0; 2 ("authenticated", with a scope) is Hocuspocus's
+# convention for telling a client what it may do. y-protocols' readAuthMessage ignores any
+# subtype but 0, so stock clients are unaffected.
 AUTH_PERMISSION_DENIED = 0
+AUTH_AUTHENTICATED = 2
+SCOPE_READ_WRITE = "read-write"
+SCOPE_READ_ONLY = "readonly"
 
 # lib0's readVarUint refuses anything above Number.MAX_SAFE_INTEGER; matching it also keeps
 # a frame of endless continuation bytes from building a huge Python int.
@@ -149,11 +159,20 @@ class Auth:
 
 
 @dataclass(frozen=True, slots=True)
+class Authenticated:
+    """What the server lets this socket do: ``SCOPE_READ_WRITE`` or ``SCOPE_READ_ONLY``."""
+
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
 class QueryAwareness:
     """A request to resend all known awareness states."""
 
 
-Message: TypeAlias = SyncStep1 | SyncStep2 | SyncUpdate | Awareness | Auth | QueryAwareness
+Message: TypeAlias = (
+    SyncStep1 | SyncStep2 | SyncUpdate | Awareness | Auth | Authenticated | QueryAwareness
+)
 
 
 class _Reader:
@@ -240,9 +259,12 @@ def parse_message(frame: bytes) -> Message:
         message = Awareness(payload, tuple(decode_awareness(payload)))
     elif message_type == MESSAGE_AUTH:
         auth_type = reader.var_uint("auth message type")
-        if auth_type != AUTH_PERMISSION_DENIED:
+        if auth_type == AUTH_PERMISSION_DENIED:
+            message = Auth(reader.var_string("permission-denied reason"))
+        elif auth_type == AUTH_AUTHENTICATED:
+            message = Authenticated(reader.var_string("authenticated scope"))
+        else:
             raise ProtocolError(f"unknown auth message type {auth_type}")
-        message = Auth(reader.var_string("permission-denied reason"))
     elif message_type == MESSAGE_QUERY_AWARENESS:
         message = QueryAwareness()
     else:
@@ -288,6 +310,16 @@ def permission_denied(reason: str) -> bytes:
         write_var_uint(MESSAGE_AUTH)
         + write_var_uint(AUTH_PERMISSION_DENIED)
         + write_message(reason.encode("utf-8"))
+    )
+
+
+def authenticated(scope: str) -> bytes:
+    """Auth frame telling the client what it may do: ``SCOPE_READ_WRITE`` or
+    ``SCOPE_READ_ONLY``. Sent at connect and whenever the socket's role changes."""
+    return (
+        write_var_uint(MESSAGE_AUTH)
+        + write_var_uint(AUTH_AUTHENTICATED)
+        + write_message(scope.encode("utf-8"))
     )
 
 

@@ -25,7 +25,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
-from pycrdt import Doc
+from pycrdt import Doc, merge_updates
 
 from editor.realtime import protocol, store
 from editor.realtime.presence import get_presence
@@ -126,12 +126,48 @@ class Room:
     async def apply_client_update(self, update: bytes, origin: Connection, author_id) -> None:
         """Validates an update from a local client by applying it, makes it durable, and sends
         it to every other connection of the document, here and in other processes."""
-        if update == EMPTY_UPDATE:
+        await self.apply_client_updates([update], origin, author_id)
+
+    async def apply_client_updates(
+        self, updates: list[bytes], origin: Connection, author_id
+    ) -> None:
+        """Applies updates one client sent in a row (it got ahead of the server: a paste
+        burst, an offline batch, a flood) and passes them on as ONE merged update: one log
+        row, one frame per local connection and one group message, instead of one of each
+        per update. When one does not apply, the ones before it are kept and passed on, then
+        ``InvalidUpdate`` is raised; nothing of it or after it is applied."""
+        updates = [update for update in updates if update != EMPTY_UPDATE]
+        if not updates:
             return
         try:
-            self.doc.apply_update(update)
+            merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
+            # One transaction for the batch: a commit costs about as much as a small update's
+            # whole application (50,000 keystrokes: 2.3 s one by one, 0.08 s by hundreds).
+            self.doc.apply_update(merged)
         except ValueError as exc:
-            raise InvalidUpdate(str(exc)) from exc
+            if len(updates) == 1:
+                raise InvalidUpdate(str(exc)) from exc
+            # Garbage somewhere in the batch (nothing was applied): keep what comes before it.
+            applied, error = self._apply_each(updates)
+            if applied:
+                await self._pass_on(merge_updates(*applied), origin, author_id)
+            raise error from exc
+        await self._pass_on(merged, origin, author_id)
+
+    def _apply_each(self, updates: list[bytes]) -> tuple[list[bytes], InvalidUpdate]:
+        applied = []
+        for update in updates:
+            try:
+                self.doc.apply_update(update)
+            except ValueError as exc:
+                return applied, InvalidUpdate(str(exc))
+            applied.append(update)
+        # Each applies alone though not together: not expected of valid Yjs updates.
+        return applied, InvalidUpdate("updates do not apply together")
+
+    async def _pass_on(self, update: bytes, origin: Connection, author_id) -> None:
+        """Makes an applied update durable and sends it to every other connection of the
+        document, here and in other processes."""
         self._remember(update)
         store.get_writer().append(self.document_id, update, author_id)
         await self._send_local(protocol.sync_update(update), exclude=origin)
@@ -186,9 +222,19 @@ class Room:
     # -- plumbing -------------------------------------------------------------------------
 
     async def _send_local(self, frame: bytes, exclude: Connection | None = None) -> None:
+        """Sends a frame to every local connection but ``exclude``. A send to one socket is that
+        socket's business: whatever it raises (a socket closing under it, say) is logged and
+        never reaches the other connections or the sender, whose update is already applied."""
         for connection in list(self.connections):
-            if connection is not exclude:
+            if connection is exclude:
+                continue
+            try:
                 await connection.send_frame(frame)
+            except Exception:
+                logger.exception(
+                    "room %s: a send to one connection failed; the others go on",
+                    self.document_id,
+                )
 
     async def _publish(self, message: dict) -> None:
         message["origin"] = self.channel
@@ -230,7 +276,10 @@ class Room:
             for connection in list(self.connections):
                 recheck = getattr(connection, "recheck_access", None)
                 if recheck is not None and user_id in (None, connection.user_id):
-                    await recheck()
+                    try:
+                        await recheck()
+                    except Exception:
+                        logger.exception("room %s: an access re-check failed", self.document_id)
 
 
 # Seconds after a room loads at which it re-reads the log once, for updates published just

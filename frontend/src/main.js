@@ -8,7 +8,7 @@ import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 import { markdown, markdownLanguage } from '@codemirror/lang-markdown'
 import { HighlightStyle, syntaxHighlighting } from '@codemirror/language'
 import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
-import { EditorSelection, EditorState } from '@codemirror/state'
+import { Compartment, EditorSelection, EditorState } from '@codemirror/state'
 import { drawSelection, EditorView, keymap, placeholder } from '@codemirror/view'
 import { tags } from '@lezer/highlight'
 import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
@@ -19,8 +19,9 @@ import * as Y from 'yjs'
 import { HistoryPanel } from './history.js'
 import { bindPresence } from './presence.js'
 import { bindPreview } from './preview.js'
-import { CollabProvider } from './provider.js'
+import { CollabProvider, tooLargeMessage } from './provider.js'
 import { bindTitle } from './title.js'
+import { characters, unsavedInserts } from './unsaved.js'
 
 const PALETTE = ['#d1495b', '#e07a1f', '#c59a00', '#5a9e3a', '#1f9e89', '#2a7ab8', '#4b5bd6', '#8a4fd1', '#c2448f', '#6d7a88']
 
@@ -35,6 +36,9 @@ function start (app) {
   const config = {
     documentId: app.dataset.documentId,
     canEdit: app.dataset.canEdit === 'true',
+    role: app.dataset.role,
+    // The server's frame limit: no message larger than this is sent (0: unknown, no check).
+    maxMessageBytes: Number(app.dataset.maxMessageBytes) || 0,
     apiBase: app.dataset.apiBase,
     loginUrl: app.dataset.loginUrl,
   }
@@ -54,9 +58,21 @@ function start (app) {
 
   // Offline first: what this browser kept shows at once; the server's part merges in when the
   // socket syncs. Edits made offline live here until a connection carries them to the server.
-  const persistence = new IndexeddbPersistence(`collab-doc-${config.documentId}`, ydoc)
+  const storeName = `collab-doc-${config.documentId}`
+  const persistence = new IndexeddbPersistence(storeName, ydoc)
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws'
-  const provider = new CollabProvider(`${scheme}://${location.host}/ws/documents/${config.documentId}`, ydoc, { awareness })
+  const provider = new CollabProvider(`${scheme}://${location.host}/ws/documents/${config.documentId}`, ydoc, {
+    awareness,
+    readOnly: !config.canEdit,
+    maxMessageBytes: config.maxMessageBytes,
+  })
+
+  // What this page may do now. The role can change while the page is open (the server says so
+  // on the socket); `stuck` is set when a change was too large to save: nothing more from this
+  // page can be saved, so nothing more can be typed.
+  const access = { canEdit: config.canEdit, role: config.role, stuck: false }
+  const writable = () => access.canEdit && !access.stuck
+  const editability = new Compartment()
 
   // -- the editor ------------------------------------------------------------------------------
   const host = document.getElementById('editor')
@@ -66,9 +82,9 @@ function start (app) {
     state: EditorState.create({
       doc: ytext.toString(),
       extensions: [
+        editability.of(editabilityExtensions(access)),
+        tooLargeInputFilter(provider, (message) => notice.show({ kind: 'refused', message })),
         keymap.of([
-          ...markdownKeymap(config.canEdit),
-          ...yUndoManagerKeymap,
           ...searchKeymap,
           ...defaultKeymap,
           indentWithTab,
@@ -78,9 +94,6 @@ function start (app) {
         EditorView.lineWrapping,
         markdown({ base: markdownLanguage }),
         syntaxHighlighting(markdownHighlight),
-        placeholder(config.canEdit ? 'Start writing… Markdown works: # heading, **bold**, - list' : 'This document is empty.'),
-        EditorState.readOnly.of(!config.canEdit),
-        EditorView.editable.of(config.canEdit),
         EditorView.contentAttributes.of({ 'aria-label': 'Document text (Markdown)', spellcheck: 'true' }),
         yCollab(ytext, awareness, { undoManager }),
       ],
@@ -88,12 +101,70 @@ function start (app) {
   })
   app.classList.add('is-ready')
 
+  const notice = makeChangeNotice(document.getElementById('change-notice'), {
+    toast,
+    discard: () => discardLocalChanges(provider, persistence, storeName),
+  })
+  const unsavedNow = (basis = provider.serverStateVector) => basis ? unsavedInserts(ytext, basis) : undefined
+  const applyAccess = () => {
+    view.dispatch({ effects: editability.reconfigure(editabilityExtensions(access)) })
+    app.dataset.canEdit = String(access.canEdit)
+    app.dataset.role = access.role
+    const badge = document.getElementById('role-badge')
+    badge.className = `badge role-${access.role}`
+    badge.textContent = access.role === 'viewer' ? 'view only' : access.role
+    const title = document.getElementById('doc-title')
+    if (title) title.disabled = !access.canEdit
+    history.canEdit = writable()
+  }
+
   persistence.once('synced', () => app.classList.add('is-local-loaded'))
   provider.on('synced', (synced) => app.classList.toggle('is-synced', synced))
 
   bindPreview(ytext, document.getElementById('preview'))
   bindPresence(awareness, document.getElementById('presence'))
   bindStatus(provider, document.getElementById('status'), document.getElementById('doc-notice'), config)
+
+  // The role changed on the open socket (an owner changed this person's membership).
+  provider.on('scope', ({ readOnly, stateVectorCurrent }) => {
+    if (access.canEdit === !readOnly) return
+    access.canEdit = !readOnly
+    access.role = readOnly ? 'viewer' : (config.role === 'viewer' ? 'editor' : config.role)
+    applyAccess()
+    if (readOnly) {
+      // What the server lacks is known from its state vector: the one we hold if this came on
+      // connect, else the fresh step 1 that follows ("server-state" below).
+      notice.show({
+        kind: 'role',
+        message: 'Your role changed to viewer: this document is now view only.',
+        unsaved: stateVectorCurrent ? unsavedNow() : null,
+      })
+    } else {
+      notice.hide('role')
+      notice.hide('unsaved')
+      toast('Your role changed to editor: you can edit this document again.')
+    }
+  })
+  provider.on('server-state', (stateVector) => {
+    if (access.canEdit || access.stuck) return
+    const unsaved = unsavedInserts(ytext, stateVector)
+    if (notice.kind === 'role' || notice.kind === 'unsaved') notice.setUnsaved(unsaved)
+    else if (unsaved.length) {
+      notice.show({ kind: 'unsaved', message: 'You can only view this document: changes made in this browser were not saved.', unsaved })
+    }
+  })
+  // A change too large to save: the server refused it (4413) or we did not send it.
+  provider.on('status', ({ status, reason }) => {
+    if (status !== 'too-large' || access.stuck) return
+    access.stuck = true
+    applyAccess()
+    notice.show({
+      kind: 'too-large',
+      message: `${sentence(reason)} Your text is still here, but nothing more from this page can be saved: copy what was not saved, or discard it and reload to go on with the saved document.`,
+      unsaved: unsavedNow(provider.unsavedBasis),
+      dismissable: false,
+    })
+  })
   bindTitle(document.getElementById('title-form'), { toast })
 
   const history = new HistoryPanel(document.getElementById('history'), { apiBase: config.apiBase, canEdit: config.canEdit, toast })
@@ -105,10 +176,69 @@ function start (app) {
 
   const modes = bindModes(document.getElementById('workspace'), document.getElementById('mode'))
   const help = bindPopover(document.getElementById('help-toggle'), document.getElementById('help'))
-  bindShortcuts({ history, modes, help, view, canEdit: config.canEdit })
+  bindShortcuts({ history, modes, help, view, canEdit: writable })
+  applyAccess()
 
   // A handle for debugging and for the browser tests; nothing in the page depends on it.
-  window.collab = { Y, doc: ydoc, text: ytext, awareness, provider, persistence, view, undoManager }
+  window.collab = { Y, doc: ydoc, text: ytext, awareness, provider, persistence, view, undoManager, access }
+}
+
+/** What the editor allows: typing, the Markdown and undo shortcuts only when writable. */
+function editabilityExtensions ({ canEdit, stuck }) {
+  const writable = canEdit && !stuck
+  return [
+    EditorState.readOnly.of(!writable),
+    // Still editable when stuck, so that the whole text can be selected and copied.
+    EditorView.editable.of(canEdit),
+    placeholder(canEdit ? 'Start writing… Markdown works: # heading, **bold**, - list' : 'This document is empty.'),
+    keymap.of(writable ? [...markdownKeymap(true), ...yUndoManagerKeymap] : []),
+    // y-codemirror.next undoes on the browser's own "undo" input too; not while read-only.
+    EditorView.domEventHandlers({
+      beforeinput (event) {
+        if (writable || !event.inputType.startsWith('history')) return false
+        event.preventDefault()
+        return true
+      },
+    }),
+  ]
+}
+
+/**
+ * Refuses typing, pasting or dropping more text than one message to the server may carry: the
+ * document is left as it was (the text stays in the clipboard) rather than taking a change that
+ * could never be saved. The provider checks what it sends anyway (offline changes add up).
+ */
+function tooLargeInputFilter (provider, refuse) {
+  return EditorState.transactionFilter.of((tr) => {
+    const limit = provider.maxMessageBytes
+    if (!limit || !tr.docChanged || !tr.isUserEvent('input')) return tr
+    let bytes = 64 // about what a Yjs update and its framing add to the text
+    tr.changes.iterChanges((fromA, toA, fromB, toB, inserted) => {
+      for (const line of inserted.iterLines()) bytes += utf8Length(line) + 1
+    })
+    if (bytes <= limit) return tr
+    refuse(`${sentence(tooLargeMessage(bytes, limit))} Nothing was inserted; the document is unchanged.`)
+    return []
+  })
+}
+
+function utf8Length (text) {
+  let bytes = 0
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i)
+    if (code < 0x80) bytes += 1
+    else if (code < 0x800) bytes += 2
+    else if (code >= 0xd800 && code <= 0xdbff) { bytes += 4; i++ } else bytes += 3
+  }
+  return bytes
+}
+
+/** "this change is too large…" → "This change is too large…." */
+function sentence (text) {
+  const trimmed = String(text || '').trim()
+  if (!trimmed) return ''
+  const capital = trimmed[0].toUpperCase() + trimmed.slice(1)
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`
 }
 
 // -- Markdown niceties ---------------------------------------------------------------------------
@@ -191,6 +321,9 @@ function bindStatus (provider, element, notice, config) {
       case 'denied':
         label = code === 4401 ? 'Signed out' : 'No access'
         break
+      case 'too-large':
+        label = 'Not saved'
+        break
       default:
         label = status
     }
@@ -264,13 +397,14 @@ function bindPopover (toggle, popover) {
 }
 
 function bindShortcuts ({ history, modes, help, view, canEdit }) {
+  // canEdit: a function, the role can change while the page is open.
   document.addEventListener('keydown', (event) => {
     const mod = event.ctrlKey || event.metaKey
     const key = event.key.toLowerCase()
     const typing = event.target.closest('input, textarea, [contenteditable=true]')
     if (mod && !event.shiftKey && !event.altKey && key === 's') {
       event.preventDefault() // never the browser's "save page"
-      if (canEdit) history.startSave()
+      if (canEdit()) history.startSave()
     } else if (mod && event.shiftKey && key === 'h') {
       event.preventDefault()
       history.toggle()
@@ -288,6 +422,118 @@ function bindShortcuts ({ history, modes, help, view, canEdit }) {
       view.focus()
     }
   })
+}
+
+// -- changes that could not be saved ---------------------------------------------------------------
+
+/**
+ * The notice under the document bar (#change-notice) for a role change, a change too large to
+ * save, or text in this browser that the server does not have: a message, the unsaved inserts
+ * (a few snippets), "Copy unsaved text" and "Discard … and reload".
+ */
+function makeChangeNotice (element, { toast, discard }) {
+  const part = (name) => element.querySelector(`[data-notice=${name}]`)
+  const message = part('message')
+  const details = part('unsaved')
+  const summary = part('summary')
+  const list = part('snippets')
+  const copy = part('copy')
+  const discardButton = part('discard')
+  const dismiss = part('dismiss')
+  let unsavedText = ''
+
+  copy.addEventListener('click', async () => {
+    if (await copyText(unsavedText)) toast(`Copied ${characters(unsavedText.length)} to the clipboard`)
+    else toast('Could not copy: select the text in the editor and copy it from there.', 'error')
+  })
+  discardButton.addEventListener('click', () => {
+    discardButton.disabled = true
+    discardButton.textContent = 'Discarding…'
+    discard()
+  })
+  dismiss.addEventListener('click', () => api.hide())
+
+  const api = {
+    kind: null,
+    /** unsaved: a list of texts; [] for "nothing lost"; null while not known; undefined: none. */
+    show ({ kind, message: text, unsaved, dismissable = true }) {
+      api.kind = kind
+      element.dataset.kind = kind
+      message.textContent = text
+      dismiss.hidden = !dismissable
+      api.setUnsaved(unsaved)
+      element.hidden = false
+    },
+    setUnsaved (unsaved) {
+      unsavedText = (unsaved || []).join('\n\n')
+      copy.hidden = !unsavedText
+      discardButton.hidden = !unsavedText
+      discardButton.textContent = api.kind === 'too-large' ? 'Discard unsaved changes and reload' : 'Discard them and reload'
+      list.replaceChildren()
+      details.hidden = unsaved === undefined
+      if (unsaved === undefined) return
+      if (unsaved === null) {
+        summary.textContent = 'Checking which of your changes were saved…'
+      } else if (!unsaved.length) {
+        summary.textContent = 'Nothing you typed was lost: everything was saved.'
+      } else {
+        const total = unsaved.reduce((sum, text) => sum + text.length, 0)
+        summary.textContent = `Not saved (${characters(total)}, kept in this browser only):`
+        for (const text of unsaved.slice(0, 5)) {
+          const item = document.createElement('li')
+          item.textContent = text.length > 200 ? `${text.slice(0, 200)}…` : text
+          list.append(item)
+        }
+        if (unsaved.length > 5) {
+          const more = document.createElement('li')
+          more.className = 'unsaved-more'
+          more.textContent = `and ${unsaved.length - 5} more`
+          list.append(more)
+        }
+      }
+    },
+    /** Hides the notice (only if it is of `kind`, when given). */
+    hide (kind) {
+      if (kind && api.kind !== kind) return
+      api.kind = null
+      element.hidden = true
+    },
+  }
+  return api
+}
+
+async function copyText (text) {
+  try {
+    await navigator.clipboard.writeText(text)
+    return true
+  } catch (_) {
+    const area = document.createElement('textarea')
+    area.value = text
+    area.setAttribute('readonly', '')
+    area.style.position = 'fixed'
+    area.style.opacity = '0'
+    document.body.append(area)
+    area.select()
+    let copied = false
+    try { copied = document.execCommand('copy') } catch (_) {}
+    area.remove()
+    return copied
+  }
+}
+
+/**
+ * Forgets what this browser holds of the document (its IndexedDB store) and reloads: the page
+ * comes back with the server's text. Unsaved changes are lost; the notice offers to copy them
+ * first. Another tab of the same document in this browser keeps its own copy until it closes.
+ */
+async function discardLocalChanges (provider, persistence, name) {
+  provider.destroy() // nothing more goes to the server
+  try { await persistence.destroy() } catch (_) {}
+  await new Promise((resolve) => {
+    const request = indexedDB.deleteDatabase(name)
+    request.onsuccess = request.onerror = request.onblocked = () => resolve()
+  })
+  location.reload()
 }
 
 function makeToast (element) {

@@ -43,21 +43,28 @@ function patch (element, html) {
 /**
  * Keeps `element` showing the rendered `ytext`, at most once per animation frame, and only
  * touching the DOM when the output changed (no flicker, no reloaded images on cursor moves).
+ * A large text takes long to render (≈ 0.5 s for 2 MB): then the next render waits a few times
+ * as long as the last one took, so that typing stays responsive and keystrokes share a render.
  */
 export function bindPreview (ytext, element) {
   let scheduled = false
   let last = null
+  let cost = 0
   const render = () => {
     scheduled = false
+    const started = performance.now()
     const html = renderMarkdown(ytext.toString())
-    if (html === last) return
-    last = html
-    patch(element, html || '<p class="preview-empty">Nothing here yet.</p>')
+    if (html !== last) {
+      last = html
+      patch(element, html || '<p class="preview-empty">Nothing here yet.</p>')
+    }
+    cost = performance.now() - started
   }
   const schedule = () => {
     if (scheduled) return
     scheduled = true
-    requestAnimationFrame(render)
+    if (cost < 50) requestAnimationFrame(render)
+    else setTimeout(() => requestAnimationFrame(render), Math.min(4 * cost, 5000))
   }
   ytext.observe(schedule)
   render()

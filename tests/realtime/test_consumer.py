@@ -305,13 +305,40 @@ async def test_it_closes_on_a_text_frame(peer_for, document, owner):
     assert await peer.expect_close() == 4400
 
 
-async def test_it_closes_on_an_oversized_frame(peer_for, document, owner, settings):
-    settings.COLLAB = {**settings.COLLAB, "MAX_INCOMING_FRAME": 1024}
+async def test_it_refuses_a_change_over_the_limit_once_with_a_reason(
+    peer_for, document, owner, settings
+):
+    settings.COLLAB = {**settings.COLLAB, "MAX_INCOMING_FRAME": 2 * 1024 * 1024}
     peer = await connected(peer_for, owner, document)
-    await peer.send(protocol.sync_update(peer.type("x" * 4096)))
+    await peer.send(protocol.sync_update(peer.type("x" * (3 * 1024 * 1024))))
 
+    assert await peer.recv() == protocol.Auth(
+        "this change is too large to save (3.0 MB; the limit is 2.0 MB)"
+    )
     assert await peer.expect_close() == 4413
     assert await stored_text(document.id) == ""
+
+
+async def test_what_came_before_a_refused_frame_is_kept(peer_for, document, owner, settings):
+    settings.COLLAB = {**settings.COLLAB, "MAX_INCOMING_FRAME": 64 * 1024}
+    peer = await connected(peer_for, owner, document)
+    await peer.send(protocol.sync_update(peer.type("typed first")))
+    await peer.send(protocol.sync_update(peer.type("x" * 100_000)))
+
+    assert isinstance(await until(peer, protocol.Auth), protocol.Auth)
+    assert await peer.expect_close() == 4413
+    assert await stored_text(document.id) == "typed first"
+
+
+async def test_it_takes_a_paste_of_several_megabytes(peer_for, document, owner, editor_user):
+    writer = await connected(peer_for, owner, document)
+    reader = await connected(peer_for, editor_user, document)
+    paste = "lorem ipsum " * (3 * 1024 * 1024 // 12)  # 3 MiB, once the limit was 1 MiB
+    update = writer.type(paste)
+    await writer.send(protocol.sync_update(update))
+
+    assert await until(reader, protocol.SyncUpdate) == protocol.SyncUpdate(update)
+    assert await stored_text(document.id) == paste
 
 
 # -- heartbeat --------------------------------------------------------------------------------
@@ -382,22 +409,54 @@ async def test_it_disconnects_a_member_removed_while_connected(peer_for, documen
     assert await watcher.expect_close() == 4403
 
 
-async def test_it_applies_a_new_role_at_once(peer_for, document, owner, viewer):
+async def until(peer, kind, timeout: float = 5):
+    """Reads messages until one of ``kind`` comes, and returns it."""
+    while not isinstance(message := await peer.recv(timeout), kind):
+        pass
+    return message
+
+
+async def test_it_tells_a_client_its_scope_at_connect(peer_for, document, owner, viewer):
+    writer, watcher = peer_for(owner, document.id), peer_for(viewer, document.id)
+    for peer in (writer, watcher):
+        assert await peer.connect()
+        assert isinstance(await peer.recv(), protocol.SyncStep1)
+    assert await writer.recv() == protocol.Authenticated("read-write")
+    assert await watcher.recv() == protocol.Authenticated("readonly")
+
+
+async def test_it_applies_a_new_role_at_once_and_says_so(peer_for, document, owner, viewer):
     promoted = await connected(peer_for, viewer, document)
     membership = await sync_to_async(document.memberships.get)(user=viewer)
     membership.role = "editor"
     await sync_to_async(membership.save)()
-    await promoted.settle()  # the access change arrives through the group; let it land
-    for _ in range(50):
-        if get_rooms().get(str(document.id)) and any(
-            c.access.role == "editor" for c in get_rooms().get(str(document.id)).connections
-        ):
-            break
-        await asyncio.sleep(0.05)
 
+    # Told at once, with the server's state vector to answer with what the client holds.
+    assert await until(promoted, protocol.Authenticated) == protocol.Authenticated("read-write")
+    assert isinstance(await promoted.recv(), protocol.SyncStep1)
     await promoted.send(protocol.sync_update(promoted.type("now I can")))
     assert await promoted.settle() == []  # no permission denied
     assert await stored_text(document.id) == "now I can"
+
+
+async def test_a_demoted_editor_is_told_and_its_edits_refused(peer_for, document, editor_user):
+    demoted = await connected(peer_for, editor_user, document)
+    await demoted.send(protocol.sync_update(demoted.type("saved ")))
+    await demoted.settle()
+    membership = await sync_to_async(document.memberships.get)(user=editor_user)
+    membership.role = "viewer"
+    await sync_to_async(membership.save)()
+
+    assert await until(demoted, protocol.Authenticated) == protocol.Authenticated("readonly")
+    step1 = await demoted.recv()
+    assert isinstance(step1, protocol.SyncStep1)
+    # What the server has: the client can tell what of its own it did not save.
+    server = Doc()
+    server.apply_update(demoted.doc.get_update())
+    assert step1.state_vector == server.get_state()
+    await demoted.send(protocol.sync_update(demoted.type("lost")))
+    assert await demoted.settle() == [protocol.Auth("view only")]
+    assert await stored_text(document.id) == "saved "
 
 
 async def test_it_disconnects_everyone_when_the_document_is_deleted(
@@ -411,3 +470,48 @@ async def test_it_disconnects_everyone_when_the_document_is_deleted(
     for peer in (alice, bob):
         assert await peer.recv() == protocol.Auth("access removed")
         assert await peer.expect_close() == 4403
+
+
+# -- however a socket ends ------------------------------------------------------------------------
+
+
+async def test_a_consumer_killed_by_the_server_leaves_its_room_and_presence(
+    peer_for, document, owner, editor_user
+):
+    from editor.realtime.presence import get_presence
+
+    gone = await connected(peer_for, owner, document)
+    stays = await connected(peer_for, editor_user, document)
+    entry = protocol.AwarenessEntry(client_id=71, clock=1, state={"cursor": None})
+    await gone.send(protocol.awareness(protocol.encode_awareness([entry])))
+    await until(stays, protocol.Awareness)
+    room = get_rooms().get(str(document.id))
+    assert len(room.connections) == 2
+
+    # What daphne does to a consumer that takes too long to shut down (application_checker).
+    gone.ws.future.cancel()
+
+    removal = await until(stays, protocol.Awareness)
+    assert [(e.client_id, e.state) for e in removal.entries] == [(71, None)]
+    assert len(room.connections) == 1
+    assert [e.client_id for e in await get_presence().entries(str(document.id))] == []
+    await stays.send(protocol.sync_update(stays.type("still here")))
+    await stays.settle()
+    assert await stored_text(document.id) == "still here"
+
+
+async def test_what_a_client_sent_before_closing_is_applied(peer_for, document, owner):
+    # daphne waits application_close_timeout (10 s) for a closed socket's consumer, then kills
+    # it (what the communicator's wait does too): a backlog of 50,000 updates, of which 24,005
+    # were applied one at a time, is now applied in batches well within that.
+    peer = await connected(peer_for, owner, document)
+    updates = []
+    peer.doc.observe(lambda event: updates.append(event.update))
+    for n in range(50_000):
+        peer.text += f"{n} "
+    for update in updates:
+        await peer.send(protocol.sync_update(update))
+    await peer.ws.send_input({"type": "websocket.disconnect", "code": 1000})
+    await peer.ws.wait(timeout=10)
+
+    assert await stored_text(document.id) == str(peer.text)

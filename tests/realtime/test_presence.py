@@ -110,8 +110,9 @@ async def test_it_gives_a_late_joiner_everyone_including_other_processes(
 
     late = peer_for(viewer, document.id)
     assert await late.connect()
-    first, second = await late.recv(), await late.recv()
+    first, scope, second = await late.recv(), await late.recv(), await late.recv()
     assert isinstance(first, protocol.SyncStep1)
+    assert scope == protocol.Authenticated("readonly")
     assert {(e.client_id, e.state["user"]["name"]) for e in second.entries} == {
         (11, "olive"),
         (22, "eddie"),

@@ -137,3 +137,75 @@ async def test_it_relays_awareness_across_processes_and_announces_removal(docume
     assert message.entries == (protocol.AwarenessEntry(client_id=5, clock=3, state=None),)
     await room.close()
     await remote.close()
+
+
+class Closing(Sink):
+    """A connection whose socket closed under the room, as autobahn says it."""
+
+    async def send_frame(self, frame: bytes) -> None:
+        from autobahn.exception import Disconnected
+
+        raise Disconnected("Attempt to send on a closed protocol")
+
+
+async def test_a_send_that_fails_for_one_connection_spares_the_others_and_the_sender(
+    document, owner
+):
+    rooms = Rooms()
+    sender, before, after = Sink(), Sink(), Sink()
+    room = await rooms.join(document.id, sender)
+    await rooms.join(document.id, before)
+    await rooms.join(document.id, Closing())
+    await rooms.join(document.id, after)
+
+    update = edit("typed while a tab closes")
+    await room.apply_client_update(update, origin=sender, author_id=owner.pk)
+
+    for connection in (before, after):
+        assert await connection.next() == protocol.SyncUpdate(update)
+    assert text_of(room) == "typed while a tab closes"
+    await room.close()
+
+
+async def test_updates_sent_in_a_row_pass_on_as_one(document, owner):
+    here, there = Rooms(), Rooms()
+    sender, neighbour, far = Sink(), Sink(), Sink()
+    room = await here.join(document.id, sender)
+    await here.join(document.id, neighbour)
+    remote = await there.join(document.id, far)
+    doc = Doc()
+    text = doc.get("codemirror", type=Text)
+    updates = []
+    for word in ("one ", "two ", "three"):
+        before = doc.get_state()
+        text += word
+        updates.append(doc.get_update(before))
+
+    await room.apply_client_updates(updates, origin=sender, author_id=owner.pk)
+
+    merged = await neighbour.next()
+    assert (await far.next()) == merged
+    assert sender.frames.empty()
+    check = Doc()
+    check.apply_update(merged.update)
+    assert str(check.get("codemirror", type=Text)) == "one two three" == text_of(remote)
+    await store.get_writer().flush()
+    assert await sync_to_async(DocumentUpdate.objects.filter(document=document).count)() == 1
+    await room.close()
+    await remote.close()
+
+
+async def test_a_bad_update_in_a_row_keeps_the_good_ones_before_it(document, owner):
+    rooms = Rooms()
+    sender, neighbour = Sink(), Sink()
+    room = await rooms.join(document.id, sender)
+    await rooms.join(document.id, neighbour)
+
+    with pytest.raises(InvalidUpdate):
+        await room.apply_client_updates(
+            [edit("kept"), b"\xff\xff\xff", edit("never")], origin=sender, author_id=owner.pk
+        )
+
+    assert isinstance(await neighbour.next(), protocol.SyncUpdate)
+    assert text_of(room) == "kept"
+    await room.close()
