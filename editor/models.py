@@ -11,15 +11,9 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
 
+from editor.access import SHAREABLE_ROLES, Role, role_from
 
-class Role(models.TextChoices):
-    OWNER = "owner", "Owner"
-    EDITOR = "editor", "Editor"
-    VIEWER = "viewer", "Viewer"
-
-
-# Roles a member can be given from the share page; ownership is not handed out there.
-SHAREABLE_ROLES = (Role.EDITOR, Role.VIEWER)
+__all__ = ["SHAREABLE_ROLES", "Document", "DocumentUpdate", "Membership", "Role", "Version"]
 
 
 class DocumentQuerySet(models.QuerySet):
@@ -73,16 +67,6 @@ class Document(models.Model):
         if user.pk != self.owner_id:
             member_role = self.memberships.filter(user=user).values_list("role", flat=True).first()
         return role_from(user.pk, self.owner_id, member_role)
-
-
-def role_from(user_id, owner_id, member_role: str | None) -> str | None:
-    """The role rule itself, from what a query read: the owner (``owner_id``; None when there is
-    no such document) is always owner; anyone else has their membership's role, or none."""
-    if owner_id is None:
-        return None
-    if user_id == owner_id:
-        return Role.OWNER
-    return member_role
 
 
 class Membership(models.Model):
