@@ -5,6 +5,7 @@ commands fill in with an embedded Valkey server when REDIS_URL is unset.
 """
 
 from pathlib import Path
+from typing import TypedDict
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -225,8 +226,22 @@ LOGGING = {
 # How long /healthz waits for each dependency before calling it down.
 HEALTHCHECK_TIMEOUT = 2.0
 
+
+class ServeOptions(TypedDict):
+    """SERVE's keys and types, for mypy; not a setting (Django reads upper-case names only)."""
+
+    PING_INTERVAL: int
+    PING_TIMEOUT: int
+    MAX_MESSAGE_SIZE: int
+    PROXY_HEADERS: bool
+    EAGER_WRITES: bool
+    SHARED_PROTOCOL_OPTIONS: bool
+    RAW_FRAMES: bool
+    GC_FREEZE: bool
+
+
 # Options for daphne, passed by `manage.py serve` (the one place the server is started from).
-SERVE = {
+SERVE: ServeOptions = {
     # Seconds a WebSocket may be idle before daphne pings it, and before an unanswered ping
     # closes it: dead sockets are found within PING_INTERVAL + PING_TIMEOUT.
     "PING_INTERVAL": env_int("WS_PING_INTERVAL", 20),
@@ -252,7 +267,25 @@ _MAX_CONTENT_BYTES = env_int("MAX_CONTENT_BYTES", 16 * 1024 * 1024)
 # update the size of the largest document, plus its framing, must fit.
 _MAX_INCOMING_FRAME = env_int("WS_MAX_INCOMING_FRAME", _MAX_CONTENT_BYTES + 64 * 1024)
 
-COLLAB = {
+
+class CollabOptions(TypedDict):
+    """COLLAB's keys and types, for mypy: inferred from the dict, every number is a float."""
+
+    MAX_CONTENT_BYTES: int
+    MAX_INCOMING_FRAME: int
+    MAX_SEND_BUFFER: int
+    STORE_FLUSH_INTERVAL: float
+    STORE_MAX_BATCH: int
+    COMPACT_THRESHOLD: int
+    ROOM_GRACE: float
+    CATCHUP_INTERVAL: float
+    TICKET_TTL: int
+    PRESENCE_TTL: float
+    PRESENCE_FLUSH_INTERVAL: float
+    PRESENCE_SWEEP_INTERVAL: float
+
+
+COLLAB: CollabOptions = {
     "MAX_CONTENT_BYTES": _MAX_CONTENT_BYTES,
     "MAX_INCOMING_FRAME": _MAX_INCOMING_FRAME,
     # Most bytes the server holds for one socket that the client has not read yet (a reader
