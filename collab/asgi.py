@@ -4,6 +4,12 @@ import gc
 import os
 from urllib.parse import parse_qs
 
+from asgiref.typing import (
+    ASGI3Application,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    WebSocketScope,
+)
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "collab.settings")
@@ -31,17 +37,19 @@ class SessionUnlessTicket:
     1.5 KB of heap per connection (docs/BENCHMARKS.md).
     """
 
-    def __init__(self, inner):
+    def __init__(self, inner: ASGI3Application) -> None:
         self.inner = inner
         self.with_session = AuthMiddlewareStack(inner)
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(
+        self, scope: WebSocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         # A helper, so that this frame (alive as long as the socket) keeps no parsed query.
         app = self.inner if _has_ticket(scope) else self.with_session
-        return await app(scope, receive, send)
+        await app(scope, receive, send)
 
 
-def _has_ticket(scope) -> bool:
+def _has_ticket(scope: WebSocketScope) -> bool:
     query = parse_qs(scope.get("query_string", b"").decode("latin1"))
     return bool(query.get("ticket", [None])[0])
 

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import difflib
 import os.path
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.contrib.auth.models import User
 from pycrdt import Doc, Text
 
 from editor.models import Document, Version
@@ -74,9 +77,9 @@ def max_content_bytes() -> int:
 # -- reading ----------------------------------------------------------------------------------
 
 
-def load(document_id) -> Doc:
+def load(document_id: uuid.UUID) -> Doc[Text]:
     """A Doc holding the document's stored state."""
-    doc = Doc()
+    doc: Doc[Text] = Doc()
     for update in store.load(document_id)[0]:
         doc.apply_update(update)
     return doc
@@ -93,7 +96,7 @@ def read(document: Document) -> str:
 # -- changing ---------------------------------------------------------------------------------
 
 
-def replace(document: Document, text: str, author) -> str:
+def replace(document: Document, text: str, author: User | None) -> str:
     """Turns the text into ``text`` with the smallest edit difflib finds, so concurrent edits
     elsewhere survive. Returns the text afterwards."""
     check_size(len(text.encode("utf-8")))
@@ -101,7 +104,7 @@ def replace(document: Document, text: str, author) -> str:
     return _commit(document, doc, diff_update(doc, text), author)
 
 
-def edit(document: Document, change: Edit, author) -> str:
+def edit(document: Document, change: Edit, author: User | None) -> str:
     """Applies one positional edit; raises InvalidEdit if it does not fit. Returns the text
     afterwards."""
     doc = load(document.pk)
@@ -165,7 +168,7 @@ def edit_update(doc: Doc, change: Edit) -> bytes:
     return doc.get_update(before)
 
 
-def _commit(document: Document, doc: Doc, update: bytes, author) -> str:
+def _commit(document: Document, doc: Doc[Text], update: bytes, author: User | None) -> str:
     """Makes the update durable, then sends it to the live editors."""
     if update:
         store.write(document.pk, update, author.pk if author else None)
@@ -185,7 +188,7 @@ def _ranges(old: str, new: str) -> list[tuple[int, int, str]]:
     return _coarsen(old, ranges, _MAX_RANGES)
 
 
-def _coarsen(old: str, ranges: list, most: int) -> list[tuple[int, int, str]]:
+def _coarsen(old: str, ranges: list[tuple[int, int, str]], most: int) -> list[tuple[int, int, str]]:
     """Merges the ranges separated by the smallest gaps until at most ``most`` remain: each edit
     costs a walk through the text's blocks, so thousands of scattered ones are slow."""
     if len(ranges) <= most:
@@ -202,7 +205,7 @@ def _coarsen(old: str, ranges: list, most: int) -> list[tuple[int, int, str]]:
     return merged
 
 
-def _byte_ranges(old: str, ranges: list[tuple[int, int, str]]):
+def _byte_ranges(old: str, ranges: list[tuple[int, int, str]]) -> Iterator[tuple[int, int, str]]:
     """The same ranges with start and end in UTF-8 bytes of ``old``."""
     chars = nbytes = 0
     for start, end, replacement in ranges:
@@ -212,7 +215,7 @@ def _byte_ranges(old: str, ranges: list[tuple[int, int, str]]):
         yield nbytes, nbytes + _utf8_len(old[start:end]), replacement
 
 
-def _char_ops(old: str, new: str):
+def _char_ops(old: str, new: str) -> Iterator[tuple[int, int, str]]:
     """(i1, i2, replacement) ranges of ``old`` to replace: by lines, refined by characters."""
     if not old or not new:
         if old or new:
@@ -240,7 +243,7 @@ def _char_ops(old: str, new: str):
             yield a1, a2, new[b1:b2]
 
 
-def _ops(old: str, new: str, autojunk: bool):
+def _ops(old: str, new: str, autojunk: bool) -> Iterator[tuple[int, int, str]]:
     matcher = difflib.SequenceMatcher(None, old, new, autojunk=autojunk)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag != "equal":
@@ -262,7 +265,7 @@ def _utf8_len(s: str) -> int:
 # -- versions ---------------------------------------------------------------------------------
 
 
-def create_version(document: Document, name: str, author) -> Version:
+def create_version(document: Document, name: str, author: User | None) -> Version:
     """Keeps the document's current state under a name."""
     doc = load(document.pk)
     return Version.objects.create(
@@ -277,12 +280,12 @@ def create_version(document: Document, name: str, author) -> Version:
 
 def version_text(version: Version) -> str:
     """The exact text of the version, from its Yjs state."""
-    doc = Doc()
+    doc: Doc[Text] = Doc()
     doc.apply_update(bytes(version.state))
     return text_of(doc)
 
 
-def restore(version: Version, author) -> str:
+def restore(version: Version, author: User | None) -> str:
     """Brings the version's text back as a new change by ``author`` (history is kept, and live
     editors receive it like any edit). Returns the text afterwards."""
     return replace(version.document, version_text(version), author)

@@ -5,6 +5,7 @@ table and no Redis round trip). It stays valid until it expires, so a client can
 the same ticket; it is useless for any other document or after TICKET_TTL seconds.
 """
 
+import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -23,7 +24,7 @@ class TicketError(Exception):
     """The ticket is forged, malformed or expired; the message says which for the log."""
 
 
-def issue(user_id: int, document_id) -> tuple[str, int]:
+def issue(user_id: int, document_id: uuid.UUID | str) -> tuple[str, int]:
     """Returns a ticket for this user and document, and its lifetime in seconds."""
     ttl = settings.COLLAB["TICKET_TTL"]
     token = signing.dumps({"u": user_id, "d": str(document_id)}, salt=_SALT, compress=False)

@@ -7,8 +7,9 @@ it folded (``editor/realtime/store.py``).
 """
 
 import uuid
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count
 
 from editor.models import Document, DocumentUpdate
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         "--min-updates stored updates, into their snapshots."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "document_ids",
             nargs="*",
@@ -36,7 +37,7 @@ class Command(BaseCommand):
             help="Without ids: compact every document with at least N stored updates (1).",
         )
 
-    def handle(self, *args, document_ids: list[str], min_updates: int, **options):
+    def handle(self, *args: Any, document_ids: list[str], min_updates: int, **options: Any) -> None:
         if min_updates < 1:
             raise CommandError(f"--min-updates must be at least 1, not {min_updates}.")
         if document_ids:
@@ -50,7 +51,7 @@ class Command(BaseCommand):
                 .values_list("document_id", flat=True)
             )
         folded = 0
-        failed = []
+        failed: list[str] = []
         for document_id in targets:
             try:
                 result = store.compact(document_id)

@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+from types import FrameType
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from collab.embedded import EmbeddedRedis
 
@@ -44,11 +46,11 @@ class Command(BaseCommand):
     help = "Runs collab under daphne with the project's options (and an embedded Redis if needed)."
     requires_system_checks = []
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Address to bind (127.0.0.1).")
         parser.add_argument("--port", type=int, default=8000, help="Port to listen on (8000).")
 
-    def handle(self, *args, host: str, port: int, **options):
+    def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         env = os.environ.copy()
         embedded = None
         if not settings.REDIS_URL:
@@ -64,7 +66,7 @@ class Command(BaseCommand):
         self.stdout.flush()
         child = subprocess.Popen(daphne_command(host, port), env=env)
 
-        def forward(signum, frame):
+        def forward(signum: int, frame: FrameType | None) -> None:
             child.send_signal(signum)
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
