@@ -4,31 +4,60 @@ Against collab it creates a user and fresh documents in the configured database 
 servers use, DATABASE_URL) and connects with tickets signed by SECRET_KEY, so the servers must
 share both. With ``--reference`` the target is a stock y-websocket server: no database, no
 tickets, room name = a fresh uuid. The documents it made are deleted at the end.
+
+The engine and its packages (websockets, psutil) come with the ``bench`` extra, so they are
+imported only when the command runs: ``editor`` imports without them, and without them the
+command says in one line what to install.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 import time
+from types import ModuleType
+from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from bench import loadtest
 from editor.models import Document
 from editor.realtime import tickets
 
 USERNAME = "loadtest"
+MISSING = "loadtest needs the bench extra: pip install 'collab[bench]'"
+
+
+def engine() -> ModuleType:
+    """The load-test engine (bench/loadtest.py); raises CommandError naming the extra when it or
+    the packages of the extra cannot be imported."""
+    try:
+        importlib.import_module("psutil")
+        return importlib.import_module("bench.loadtest")
+    except ImportError as exc:
+        raise CommandError(f"{MISSING} ({exc})") from exc
 
 
 class Command(BaseCommand):
     help = "Runs a y-websocket load test (fanout, throughput, idle, joinstorm); prints JSON."
     requires_system_checks = []
 
-    def add_arguments(self, parser):
-        loadtest.add_arguments(parser)
+    def run_from_argv(self, argv: list[str]) -> None:
+        # The parser needs the engine, and BaseCommand reports a CommandError in one line only
+        # when handle() raises it, not when building the parser does.
+        try:
+            engine()
+        except CommandError as exc:
+            self.stderr.write(f"CommandError: {exc}")
+            sys.exit(exc.returncode)
+        super().run_from_argv(argv)
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser: CommandParser) -> None:
+        engine().add_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        loadtest = engine()
         count = loadtest.documents_needed(options)
         if options["reference"]:
             target = loadtest.Target(options["url"], name="reference")
@@ -54,7 +83,7 @@ class Command(BaseCommand):
             return
         loadtest.emit(report, options["json_out"], self.stdout)
 
-    def delete(self, documents) -> None:
+    def delete(self, documents: list[Document]) -> None:
         """Deletes the run's documents once the servers have written their last updates (a
         delete racing a server's insert fails on the foreign key; the next try wins)."""
         for attempt in range(5):
