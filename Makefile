@@ -17,6 +17,14 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# django-stubs reads the settings' types from collab/settings.py, but mypy's cache does not record
+# that code using `settings` depends on that file: after it changes, mypy starts from a clean cache.
+MYPY_CACHE_STAMP := .mypy_cache/settings.stamp
+$(MYPY_CACHE_STAMP): collab/settings.py
+	rm -rf .mypy_cache
+	mkdir -p .mypy_cache
+	@touch $@
+
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
@@ -28,7 +36,7 @@ chromium:
 	  && apt-get update -qq && apt-get install -y -qq chromium; } \
 	  || { echo "tests/browser needs Chromium at /usr/bin/chromium (Debian: apt-get install chromium)"; exit 1; }
 
-test: install chromium
+test: install chromium $(MYPY_CACHE_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -39,7 +47,7 @@ test: install chromium
 bench: install
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-lint: install
+lint: install $(MYPY_CACHE_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
