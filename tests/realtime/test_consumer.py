@@ -10,7 +10,7 @@ from django.contrib.auth.models import AnonymousUser
 from pycrdt import Doc, Text
 
 from editor.realtime import protocol, store, tickets
-from editor.realtime.consumer import Refused, authorize
+from editor.realtime.auth import Refused, authorize
 from editor.realtime.room import get_rooms
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

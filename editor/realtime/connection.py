@@ -1,0 +1,512 @@
+"""One socket's session with one document: what it may do, the awareness client ids it
+introduced, the limits on what it sends and receives, and the dispatch of its decoded messages
+to the room and the presence.
+
+A ``Connection`` is plain Python: the consumer (Channels plumbing) builds one when a socket has
+been authorised and hands it every frame; the room sends to it through ``send_frame``. It never
+sees Channels or the server, only a ``Socket`` (editor/realtime/sockets.py), so it can be
+driven in tests without any.
+
+Messages are handled in order by one task of the connection's own (``_work``): updates a client
+sent in a row are applied as one batch, and a clean close still applies everything received
+before it (daphne kills a consumer that takes longer than 10 s to finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.conf import settings
+
+from editor.realtime import auth, protocol, store
+from editor.realtime.auth import Access
+from editor.realtime.codes import (
+    CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL,
+    CLOSE_MALFORMED,
+    CLOSE_SLOW_READER,
+    CLOSE_TOO_LARGE,
+)
+from editor.realtime.presence import Entry, get_presence, identity
+from editor.realtime.room import InvalidUpdate, Room, get_rooms
+from editor.realtime.sockets import Socket
+
+logger = logging.getLogger("collab.ws")
+
+_UPDATES = (protocol.SyncStep2, protocol.SyncUpdate)
+# Most updates applied as one batch: merging is fast up to about a thousand (pycrdt 0.14: 1,000
+# small updates in 4 ms) and then grows much faster than linearly (5,000: 87 ms; 50,000: 9 s).
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    """In a connection's inbox: close after the messages before it."""
+
+    code: int
+    reason: str
+    tell: bool
+
+
+class Connection:
+    """One socket's session with one document (see the module docstring)."""
+
+    __slots__ = (
+        "__dict__",  # functools.cached_property (identity) keeps its value there
+        "access",
+        "socket",
+        "client",
+        "document_id",
+        "room",
+        "conn_id",
+        "client_ids",
+        "inbox",
+        "answered_step1",
+        "opened",
+        "bytes_in",
+        "bytes_out",
+        "close_code",
+        "gone",
+        "stopping",
+        "_left",
+        "_worker",
+    )
+
+    def __init__(self, access: Access, socket: Socket, client: str = "?") -> None:
+        self.access = access
+        self.socket = socket
+        self.client = client
+        self.document_id = access.document_id
+        self.room: Room | None = None
+        # Identifies this socket's presence entries in Redis, across processes.
+        self.conn_id = uuid.uuid4().hex
+        # Awareness client ids this connection introduced, with their last clock.
+        self.client_ids: dict[int, int] = {}
+        # Decoded messages waiting for ``_work``, in the order they came.
+        self.inbox: collections.deque[protocol.Message | _Stop] = collections.deque()
+        # The last state vector answered with a sync step 2 (duplicates are not re-answered
+        # while the answer is still on its way).
+        self.answered_step1: bytes | None = None
+        self.opened = time.monotonic()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        # The close code this side sent, once it did.
+        self.close_code: int | None = None
+        # The client has gone (its disconnect came, or a send found the socket closing).
+        self.gone = False
+        # A frame that cannot be taken came: nothing after it is read.
+        self.stopping = False
+        self._left = False
+        self._worker: asyncio.Future[None] | None = None
+
+    # -- what the room asks ---------------------------------------------------------------
+
+    @property
+    def user_id(self) -> int:
+        return self.access.user.pk
+
+    @functools.cached_property
+    def identity(self) -> dict[str, Any]:
+        """The ``user`` field the server writes into this socket's awareness states. Made on
+        first use: sockets that never send awareness (readers, scripts) keep none."""
+        return identity(self.access.user)
+
+    @property
+    def scope_name(self) -> str:
+        """What this socket may do, as the auth message names it."""
+        return protocol.SCOPE_READ_WRITE if self.access.can_edit else protocol.SCOPE_READ_ONLY
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def open(self) -> bool:
+        """Joins the document's room and runs the server's half of the handshake: sync step
+        1, the socket's scope, everyone's presence. False (the socket closed with 1011) when
+        the document could not be loaded."""
+        try:
+            self.room = await get_rooms().join(self.document_id, self)
+        except Exception:
+            logger.exception("ws could not load document=%s", self.document_id)
+            await self.refuse(CLOSE_INTERNAL, "document could not be loaded; retry shortly")
+            return False
+        store.install_shutdown_flush()
+        logger.info(
+            "ws open user=%s document=%s role=%s via=%s client=%s",
+            self.access.user,
+            self.document_id,
+            self.access.role,
+            self.access.via,
+            self.client,
+        )
+        await self.send_frame(protocol.sync_step1(self.room.doc))
+        await self.send_frame(protocol.authenticated(self.scope_name))
+        await self.send_presence()
+        return True
+
+    def receive(self, frame: bytes | None) -> None:
+        """Checks and decodes a frame (None: a text frame), and queues it for ``_work``. A
+        frame that cannot be taken ends the socket, after what was received before it has been
+        handled."""
+        if self.room is None or self.close_code is not None or self.stopping:
+            return  # refused or closing: nothing more is read
+        if frame is None:
+            self.stop(CLOSE_MALFORMED, "text frames are not part of the protocol")
+            return
+        self.bytes_in += len(frame)
+        limit = settings.COLLAB["MAX_INCOMING_FRAME"]
+        if len(frame) > limit:
+            reason = (
+                f"this change is too large to save ({_mb(len(frame))} MB;"
+                f" the limit is {_mb(limit)} MB)"
+            )
+            self.stop(CLOSE_TOO_LARGE, reason, tell=True)
+            return
+        try:
+            message = protocol.parse_message(frame)
+        except protocol.ProtocolError as exc:
+            self.stop(CLOSE_MALFORMED, f"malformed frame: {exc}")
+            return
+        self._queue(message)
+
+    def stop(self, code: int, reason: str, tell: bool = False) -> None:
+        """Reads nothing more, and closes with ``code`` once the messages queued before are
+        handled; ``tell`` sends the reason first, in an auth message the client can show."""
+        self.stopping = True
+        self._queue(_Stop(code, reason, tell))
+
+    async def finish(self, code: int | None) -> None:
+        """Called when the socket has closed (``code``: the client's): applies what the client
+        sent before closing, then leaves the room and the presence, and logs the close."""
+        self.gone = True
+        if self._worker is not None:
+            await self._worker
+        await self.leave()
+        logger.info(
+            "ws close user=%s document=%s duration=%.1fs code=%s bytes_in=%d bytes_out=%d",
+            self.access.user,
+            self.document_id,
+            time.monotonic() - self.opened,
+            # 1005 is "no status": the client closed without giving a code.
+            self.close_code or code or 1005,
+            self.bytes_in,
+            self.bytes_out,
+        )
+
+    def abandon(self) -> None:
+        """Called when the socket's consumer ended without ``finish`` (daphne kills consumers
+        that take too long to shut down; a crash): leaves the room now, so it does not keep
+        sending to a dead socket, and removes the presence in a task of its own, which no
+        cancellation of the consumer can stop."""
+        if self.room is None or self._left:
+            return
+        logger.warning(
+            "ws cleaned up after an abrupt end user=%s document=%s",
+            self.access.user,
+            self.document_id,
+        )
+        self._leave_room()
+        in_background(self._remove_presence(self.room))
+
+    async def leave(self) -> None:
+        """Leaves the room at once (no frame is sent to this socket after it), then removes
+        this socket's presence and tells the others. Runs once."""
+        if self.room is None or self._left:
+            return
+        self._leave_room()
+        await self._remove_presence(self.room)
+
+    def _leave_room(self) -> None:
+        assert self.room is not None
+        self._left = True
+        get_rooms().leave(self.room, self)
+
+    async def _remove_presence(self, room: Room) -> None:
+        if not self.client_ids:
+            return
+        try:
+            await get_presence().remove(self.document_id, list(self.client_ids))
+            await room.announce_removal(self.client_ids)
+        except redis.RedisError as exc:
+            # The entries expire by themselves; the sweep will announce them.
+            logger.warning("ws presence not removed document=%s: %s", self.document_id, exc)
+
+    async def recheck_access(self) -> None:
+        """Called when this user's membership changed: reads the role again and applies it."""
+        if self.gone or self.close_code is not None:
+            return
+        await self.apply_role(await auth.current_role(self.document_id, self.user_id))
+
+    async def apply_role(self, role: str | None) -> None:
+        """A removed member (or a deleted document: ``None``) is closed with 4403; a new role
+        applies at once and the client is told (``authenticated``), followed by a fresh sync
+        step 1: a demoted client learns what the server has, so it can tell its user what was
+        not saved; a promoted one answers with what it holds, which is now accepted."""
+        if role is None:
+            logger.info("ws access revoked user=%s document=%s", self.access.user, self.document_id)
+            await self.refuse(CLOSE_FORBIDDEN, "access removed")
+        elif role != self.access.role:
+            self.access = dataclasses.replace(self.access, role=role)
+            logger.info(
+                "ws role changed user=%s document=%s role=%s",
+                self.access.user,
+                self.document_id,
+                role,
+            )
+            await self.send_frame(protocol.authenticated(self.scope_name))
+            if self.room is not None:
+                await self.send_frame(protocol.sync_step1(self.room.doc))
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def _queue(self, message: protocol.Message | _Stop) -> None:
+        self.inbox.append(message)
+        if self._worker is None:
+            self._worker = asyncio.ensure_future(self._work())
+
+    async def _work(self) -> None:
+        """Handles queued messages in order until none is left. Updates that follow each other
+        in the queue (the client got ahead) are applied as one batch, up to a frame's worth."""
+        limit = settings.COLLAB["MAX_INCOMING_FRAME"]
+        inbox = self.inbox
+        try:
+            while inbox and self.close_code is None:
+                message = inbox.popleft()
+                if isinstance(message, _Stop):
+                    if message.tell:
+                        logger.warning(
+                            "ws closing user=%s document=%s code=%s reason=%s",
+                            self.access.user,
+                            self.document_id,
+                            message.code,
+                            message.reason,
+                        )
+                        await self.refuse(message.code, message.reason)
+                    else:
+                        await self.fail(message.code, message.reason)
+                    break
+                if not isinstance(message, _UPDATES):
+                    await self.handle(message)
+                    continue
+                updates = [message.update]
+                size = len(message.update)
+                while (
+                    inbox
+                    and isinstance(inbox[0], _UPDATES)
+                    and size < limit
+                    and len(updates) < MAX_BATCH
+                ):
+                    update = inbox.popleft().update  # type: ignore[union-attr]
+                    updates.append(update)
+                    size += len(update)
+                await self.apply_updates(updates)
+        except Exception:
+            logger.exception("ws failed user=%s document=%s", self.access.user, self.document_id)
+            await self.fail(CLOSE_INTERNAL, "internal error")
+        finally:
+            self._worker = None
+
+    async def handle(self, message: protocol.Message) -> None:
+        """The one dispatch point for a decoded client message."""
+        if isinstance(message, protocol.SyncStep1):
+            await self.answer_step1(message.state_vector)
+        elif isinstance(message, _UPDATES):
+            await self.apply_updates([message.update])
+        elif isinstance(message, protocol.Awareness):
+            await self.update_presence(message.entries)
+        elif isinstance(message, protocol.QueryAwareness):
+            await self.send_presence()
+        # Auth messages flow from server to client only; one from a client is ignored.
+
+    async def answer_step1(self, state_vector: bytes) -> None:
+        """Sends what the client is missing (sync step 2)."""
+        assert self.room is not None
+        if state_vector == self.answered_step1 and self.socket.queued():
+            # The same question while the answer is still queued for this socket: the answer,
+            # and every update sent after it, will bring the client up to date.
+            return
+        try:
+            reply = protocol.sync_step2(self.room.doc, state_vector)
+        except protocol.ProtocolError as exc:
+            await self.fail(CLOSE_MALFORMED, f"bad state vector: {exc}")
+            return
+        self.answered_step1 = state_vector
+        await self.send_frame(reply)
+
+    async def apply_updates(self, updates: list[bytes]) -> None:
+        """Applies the client's updates through the room, if its role lets it edit."""
+        assert self.room is not None
+        if not self.access.can_edit:
+            # A viewer's client answers our sync step 1 with an empty step 2: that is no write.
+            if any(update != b"\x00\x00" for update in updates):
+                await self.send_frame(protocol.permission_denied("view only"))
+            return
+        try:
+            await self.room.apply_client_updates(updates, origin=self, author_id=self.user_id)
+        except InvalidUpdate as exc:
+            await self.fail(CLOSE_MALFORMED, f"update does not apply: {exc}")
+
+    async def update_presence(self, entries: Iterable[protocol.AwarenessEntry]) -> None:
+        """Records and relays awareness, with two rules: the ``user`` field is the server's
+        (identity comes from the account, never the client), and a connection speaks only
+        for client ids it introduced; entries about anyone else's are dropped."""
+        assert self.room is not None
+        presence = get_presence()
+        user = self.access.user
+        accepted = []
+        for entry in entries:
+            known = entry.client_id in self.client_ids
+            if not known:
+                if entry.state is None:
+                    continue  # nobody removes another connection's presence
+                try:
+                    allowed = await presence.owner_allows(
+                        self.document_id, entry.client_id, self.conn_id, user.pk
+                    )
+                except redis.RedisError as exc:
+                    # Identity is still the server's, so a client can at worst reuse an id.
+                    logger.warning("ws presence check skipped (Redis: %s)", exc)
+                    allowed = True
+                if not allowed:
+                    logger.warning(
+                        "ws awareness ignored user=%s document=%s client_id=%s: not theirs",
+                        user,
+                        self.document_id,
+                        entry.client_id,
+                    )
+                    continue
+            if entry.state is None:
+                self.client_ids.pop(entry.client_id, None)
+                await _quietly(presence.remove(self.document_id, [entry.client_id]))
+                accepted.append(entry)
+                continue
+            state = {**entry.state, "user": self.identity}
+            stored = Entry(
+                client_id=entry.client_id,
+                clock=entry.clock,
+                state=state,
+                user_id=user.pk,
+                conn=self.conn_id,
+                deadline=presence.deadline(),
+            )
+            self.client_ids[entry.client_id] = entry.clock
+            if known:
+                presence.renew(self.document_id, stored)
+            else:
+                await _quietly(presence.put(self.document_id, stored))
+            accepted.append(stored.awareness())
+        if accepted:
+            await self.room.relay_awareness(protocol.encode_awareness(accepted))
+
+    async def send_presence(self) -> None:
+        """Sends every live awareness state of the document, from all processes."""
+        try:
+            entries = await get_presence().entries(self.document_id)
+        except redis.RedisError as exc:
+            logger.warning("ws presence unavailable document=%s: %s", self.document_id, exc)
+            return
+        if entries:
+            payload = protocol.encode_awareness(entry.awareness() for entry in entries)
+            await self.send_frame(protocol.awareness(payload))
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Sends one y-websocket message, or nothing once the socket is closing: a send never
+        raises, so a socket closing under a broadcast is its own business only.
+
+        A client that does not read, with more than ``WS_MAX_SEND_BUFFER`` bytes queued for
+        it, is closed with 4408 (its buffer is freed when the server drops it). The message is
+        then written straight to the socket when the socket allows (encoded once per
+        broadcast), or sent the ordinary way."""
+        if self.gone or self.close_code is not None:
+            return
+        socket = self.socket
+        queued = socket.queued()
+        if queued and queued + len(frame) > settings.COLLAB["MAX_SEND_BUFFER"]:
+            await self.fail(
+                CLOSE_SLOW_READER,
+                f"client is not reading: {queued} bytes queued, a {len(frame)}-byte"
+                f" message would pass WS_MAX_SEND_BUFFER",
+            )
+            return
+        if not socket.write(frame):
+            try:
+                await socket.send(frame)
+            except Exception as exc:
+                # autobahn's Disconnected ("Attempt to send on a closed protocol"): the socket
+                # closed between its last message and this send. Its disconnect is on the way.
+                self.gone = True
+                logger.info(
+                    "ws send to a closing socket dropped user=%s document=%s: %s",
+                    self.access.user,
+                    self.document_id,
+                    exc,
+                )
+                return
+        self.bytes_out += len(frame)
+
+    async def refuse(self, code: int, reason: str) -> None:
+        """Tells the client why in a y-websocket auth message, then closes with ``code``."""
+        self.close_code = code
+        await self._close_quietly(code, protocol.permission_denied(reason))
+
+    async def fail(self, code: int, reason: str) -> None:
+        """Closes with ``code`` and logs ``reason`` (the client is not told more)."""
+        logger.warning(
+            "ws closing user=%s document=%s code=%s reason=%s",
+            self.access.user,
+            self.document_id,
+            code,
+            reason,
+        )
+        self.close_code = code
+        await self._close_quietly(code)
+
+    async def _close_quietly(self, code: int, last_frame: bytes | None = None) -> None:
+        """Sends a last frame if given, then the close; a socket already closing is left be.
+        autobahn drops a peer that does not answer the close within a second, freeing what
+        was queued for it."""
+        if self.gone:
+            return
+        try:
+            if last_frame is not None:
+                await self.socket.send(last_frame)
+            await self.socket.close(code)
+        except Exception as exc:
+            self.gone = True
+            logger.info(
+                "ws close of a closing socket skipped document=%s: %s", self.document_id, exc
+            )
+
+
+# Tasks started by ``in_background``: the event loop keeps only weak references to tasks.
+_background: set[asyncio.Future[Any]] = set()
+
+
+def in_background(operation: Awaitable[Any]) -> None:
+    """Runs ``operation`` in a task that outlives whoever started it."""
+    task = asyncio.ensure_future(operation)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f}"
+
+
+async def _quietly(operation: Awaitable[Any]) -> None:
+    """Runs a presence write; with Redis down, editing goes on and presence heals later
+    (entries expire, clients renew every 15 s)."""
+    try:
+        await operation
+    except redis.RedisError as exc:
+        logger.warning("ws presence not written (Redis: %s)", exc)

@@ -1,0 +1,298 @@
+"""Connection: one socket's session with one document, driven without any socket (a recording
+``Socket`` of the tests' own), on the real room, store, Redis and database."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from pycrdt import Doc, Text
+
+from editor.realtime import protocol, store
+from editor.realtime.auth import Access, Person
+from editor.realtime.connection import Connection
+from editor.realtime.presence import get_presence
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+class RecordingSocket:
+    """A socket that keeps what it is sent. ``backlog`` stands for bytes the peer has not read
+    yet; ``closing`` for a socket that has started to close (sends raise, as autobahn's do)."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.close_code: int | None = None
+        self.backlog: int | None = None
+        self.closing = False
+
+    def queued(self) -> int | None:
+        return self.backlog
+
+    def write(self, frame: bytes) -> bool:
+        return False
+
+    async def send(self, frame: bytes) -> None:
+        if self.closing:
+            raise ConnectionError("Attempt to send on a closed protocol")
+        self.frames.append(frame)
+
+    async def close(self, code: int) -> None:
+        if self.closing:
+            raise ConnectionError("Attempt to close a closed protocol")
+        self.close_code = code
+
+    def messages(self) -> list[protocol.Message]:
+        return [protocol.parse_message(frame) for frame in self.frames]
+
+    def take(self) -> list[protocol.Message]:
+        messages = self.messages()
+        self.frames.clear()
+        return messages
+
+
+def access_of(user, document, role: str) -> Access:
+    return Access(user=Person.of(user), document_id=str(document.pk), role=role, via="session")
+
+
+async def opened(user, document, role: str) -> tuple[Connection, RecordingSocket]:
+    socket = RecordingSocket()
+    connection = Connection(access_of(user, document, role), socket)
+    assert await connection.open()
+    socket.frames.clear()
+    return connection, socket
+
+
+async def until(condition, timeout: float = 5) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def edit(doc: Doc, text: str) -> bytes:
+    before = doc.get_state()
+    doc.get("codemirror", type=Text).insert(len(doc.get("codemirror", type=Text)), text)
+    return doc.get_update(before)
+
+
+def awareness(*entries: protocol.AwarenessEntry) -> protocol.Message:
+    return protocol.parse_message(protocol.awareness(protocol.encode_awareness(entries)))
+
+
+def text_of(doc: Doc) -> str:
+    return str(doc.get("codemirror", type=Text))
+
+
+async def test_it_opens_with_sync_step1_and_the_sockets_scope(document, owner, viewer):
+    for user, role, scope in (
+        (owner, "owner", protocol.SCOPE_READ_WRITE),
+        (viewer, "viewer", protocol.SCOPE_READ_ONLY),
+    ):
+        socket = RecordingSocket()
+        connection = Connection(access_of(user, document, role), socket)
+        assert await connection.open()
+
+        first, second = socket.messages()[:2]
+        assert isinstance(first, protocol.SyncStep1)
+        assert second == protocol.Authenticated(scope)
+        await connection.finish(1000)
+
+
+async def test_an_editors_update_reaches_the_others_and_not_the_sender(
+    document, owner, editor_user
+):
+    writer, writer_socket = await opened(owner, document, "owner")
+    reader, reader_socket = await opened(editor_user, document, "editor")
+    client = Doc()
+
+    update = edit(client, "hello")
+    writer.receive(protocol.sync_update(update))
+
+    await until(lambda: reader_socket.frames)
+    assert reader_socket.messages() == [protocol.SyncUpdate(update)]
+    assert writer_socket.frames == []
+    assert text_of(writer.room.doc) == "hello"
+    await writer.finish(1000)
+    await reader.finish(1000)
+    await store.get_writer().flush()
+    updates, _ = await sync_to_async(store.load)(document.pk)
+    stored = Doc()
+    for row in updates:
+        stored.apply_update(row)
+    assert text_of(stored) == "hello"
+
+
+async def test_a_viewers_update_is_refused_and_changes_nothing(document, viewer):
+    connection, socket = await opened(viewer, document, "viewer")
+
+    await connection.handle(protocol.SyncUpdate(edit(Doc(), "sneaky")))
+    await connection.handle(protocol.SyncStep2(b"\x00\x00"))  # the handshake's empty answer
+
+    assert socket.messages() == [protocol.Auth("view only")]
+    assert text_of(connection.room.doc) == ""
+    await connection.finish(1000)
+
+
+async def test_a_frame_over_the_limit_is_refused_once_after_what_came_before(
+    document, owner, settings
+):
+    settings.COLLAB = {**settings.COLLAB, "MAX_INCOMING_FRAME": 1000}
+    connection, socket = await opened(owner, document, "owner")
+    client = Doc()
+
+    connection.receive(protocol.sync_update(edit(client, "kept")))
+    connection.receive(protocol.sync_update(edit(client, "x" * 2000)))
+    connection.receive(protocol.sync_update(edit(client, "after")))
+
+    await until(lambda: socket.close_code is not None)
+    assert socket.close_code == 4413
+    assert socket.messages() == [
+        protocol.Auth("this change is too large to save (0.0 MB; the limit is 0.0 MB)")
+    ]
+    assert text_of(connection.room.doc) == "kept"
+    await connection.finish(None)
+
+
+async def test_a_malformed_frame_closes_with_4400_and_keeps_the_document(document, owner):
+    connection, socket = await opened(owner, document, "owner")
+    await connection.handle(protocol.SyncUpdate(edit(Doc(), "safe")))
+
+    connection.receive(b"\x00\x02\xff\xff\xff")
+    await until(lambda: socket.close_code is not None)
+
+    assert socket.close_code == 4400
+    assert text_of(connection.room.doc) == "safe"
+    connection.receive(protocol.sync_update(edit(Doc(), "ignored")))  # nothing more is read
+    await asyncio.sleep(0.05)
+    assert text_of(connection.room.doc) == "safe"
+    await connection.finish(None)
+
+
+async def test_a_text_frame_closes_with_4400(document, owner):
+    connection, socket = await opened(owner, document, "owner")
+    connection.receive(None)
+    await until(lambda: socket.close_code is not None)
+    assert socket.close_code == 4400
+    await connection.finish(None)
+
+
+async def test_a_client_that_does_not_read_is_closed_with_4408(document, owner, settings):
+    settings.COLLAB = {**settings.COLLAB, "MAX_SEND_BUFFER": 10_000}
+    connection, socket = await opened(owner, document, "owner")
+
+    socket.backlog = 9_990
+    await connection.send_frame(b"x" * 100)
+
+    assert socket.frames == []
+    assert socket.close_code == 4408
+    await connection.send_frame(b"later")
+    assert socket.frames == []
+    await connection.finish(None)
+
+
+async def test_a_socket_closing_under_a_send_is_skipped_quietly(document, owner, editor_user):
+    closing, closing_socket = await opened(owner, document, "owner")
+    writer, _ = await opened(editor_user, document, "editor")
+    closing_socket.closing = True
+
+    await writer.handle(protocol.SyncUpdate(edit(Doc(), "typed")))  # must not raise
+
+    assert closing.gone
+    assert text_of(writer.room.doc) == "typed"
+    await closing.finish(1001)
+    await writer.finish(1000)
+
+
+async def test_the_same_sync_step1_is_not_answered_again_while_the_answer_is_queued(
+    document, owner
+):
+    connection, socket = await opened(owner, document, "owner")
+    state_vector = Doc().get_state()
+
+    await connection.handle(protocol.SyncStep1(state_vector))
+    socket.backlog = 5_000  # the answer is still on its way
+    await connection.handle(protocol.SyncStep1(state_vector))
+    socket.backlog = 0  # read: a new question is answered
+    await connection.handle(protocol.SyncStep1(state_vector))
+
+    assert [type(message) for message in socket.messages()] == [protocol.SyncStep2] * 2
+    await connection.finish(1000)
+
+
+async def test_awareness_carries_the_servers_identity_and_only_the_senders_ids(
+    document, owner, editor_user
+):
+    alice, alice_socket = await opened(owner, document, "owner")
+    bob, bob_socket = await opened(editor_user, document, "editor")
+    forged = {"user": {"name": "Mallory", "id": 999}, "cursor": None}
+
+    await alice.handle(awareness(protocol.AwarenessEntry(11, 1, forged)))
+    # Bob speaks for Alice's client id: ignored.
+    await bob.handle(awareness(protocol.AwarenessEntry(11, 2, {"cursor": 5})))
+
+    received = bob_socket.take()
+    assert len(received) == 1
+    (entry,) = received[0].entries
+    assert entry.client_id == 11
+    assert entry.state["user"]["name"] == "olive"
+    assert entry.state["user"]["id"] == owner.pk
+    entries = await get_presence().entries(str(document.pk))
+    assert [(e.client_id, e.user_id, e.clock) for e in entries] == [(11, owner.pk, 1)]
+
+    await alice.finish(1000)
+    assert await get_presence().entries(str(document.pk)) == []
+    (removal,) = bob_socket.take()
+    assert [(e.client_id, e.state) for e in removal.entries] == [(11, None)]
+    # Her own state comes back to her too: the stock client needs to hear its renewals.
+    (echo,) = alice_socket.messages()
+    assert echo == received[0]
+    await bob.finish(1000)
+
+
+async def test_a_new_role_applies_at_once_and_the_client_is_told(document, editor_user):
+    connection, socket = await opened(editor_user, document, "editor")
+
+    await connection.apply_role("viewer")
+    told, resync = socket.take()
+    assert told == protocol.Authenticated(protocol.SCOPE_READ_ONLY)
+    assert isinstance(resync, protocol.SyncStep1)
+    await connection.handle(protocol.SyncUpdate(edit(Doc(), "too late")))
+    assert socket.take() == [protocol.Auth("view only")]
+
+    await connection.apply_role("editor")
+    assert socket.take()[0] == protocol.Authenticated(protocol.SCOPE_READ_WRITE)
+    await connection.handle(protocol.SyncUpdate(edit(Doc(), "welcome back")))
+    assert text_of(connection.room.doc) == "welcome back"
+
+    await connection.apply_role(None)
+    assert socket.take() == [protocol.Auth("access removed")]
+    assert socket.close_code == 4403
+    await connection.finish(None)
+
+
+async def test_finish_applies_what_came_before_the_close_then_leaves(document, owner):
+    connection, _ = await opened(owner, document, "owner")
+    client = Doc()
+    for word in ("one ", "two ", "three"):
+        connection.receive(protocol.sync_update(edit(client, word)))
+    room = connection.room
+
+    await connection.finish(1000)
+
+    assert text_of(room.doc) == "one two three"
+    assert connection not in room.connections
+
+
+async def test_an_abandoned_connection_leaves_its_room_and_presence(document, owner):
+    connection, _ = await opened(owner, document, "owner")
+    await connection.handle(awareness(protocol.AwarenessEntry(7, 1, {"a": 1})))
+    room = connection.room
+
+    connection.abandon()
+
+    assert connection not in room.connections
+    for _ in range(100):
+        if not await get_presence().entries(str(document.pk)):
+            break
+        await asyncio.sleep(0.02)
+    assert await get_presence().entries(str(document.pk)) == []
