@@ -1,29 +1,41 @@
 """The one access policy: every "may this role do X" question in collab is answered here, from
-a role. Pages, forms, the API, the admin and the WebSocket consumer all ask these functions; no
+a role. Models, pages, forms, the API and the WebSocket consumer all ask these functions; no
 other module compares role names.
 
-| role    | view | edit | manage (share, delete) |
-|---------|------|------|------------------------|
-| owner   | yes  | yes  | yes                    |
-| editor  | yes  | yes  | no                     |
-| viewer  | yes  | no   | no                     |
-| nobody  | no   | no   | no                     |
+| role    | view | edit (text, title, versions) | manage (members, delete) |
+|---------|------|------------------------------|--------------------------|
+| owner   | yes  | yes                          | yes                      |
+| editor  | yes  | yes                          | no                       |
+| viewer  | yes  | no                           | no                       |
+| nobody  | no   | no                           | no                       |
 
-Where a role comes from is here too (``role_from``): the owner of a document is always its
-owner, anyone else has their membership's role, or none.
+Where a role comes from is here too: the owner of a document is always its owner, anyone else
+has their membership's role, or none. ``role_from`` applies that rule to values a query read,
+``with_roles`` writes the same rule in SQL for a list of documents (tests/test_access.py checks
+that the two agree).
 
 Callers turn "cannot view" into 404, never 403, so a stranger learns nothing about a document.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import models
+from django.db.models import Case, OuterRef, QuerySet, Subquery, Value, When
 from django.http import Http404
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
+
     from editor.models import Document
+
+    AnyUser = AbstractBaseUser | AnonymousUser
+
+_Documents = TypeVar("_Documents", bound=QuerySet[Any])
 
 
 class Role(models.TextChoices):
@@ -32,8 +44,9 @@ class Role(models.TextChoices):
     VIEWER = "viewer", "Viewer"
 
 
-# Roles a member can be given from the share page; ownership is not handed out there.
+# Roles a member can be given (share page, API); ownership is not handed out there.
 SHAREABLE_ROLES = (Role.EDITOR, Role.VIEWER)
+SHAREABLE_CHOICES = [(role.value, role.label) for role in SHAREABLE_ROLES]
 
 _VIEW = frozenset({Role.OWNER, Role.EDITOR, Role.VIEWER})
 _EDIT = frozenset({Role.OWNER, Role.EDITOR})
@@ -46,12 +59,14 @@ def may_view(role: str | None) -> bool:
 
 
 def may_edit(role: str | None) -> bool:
-    """Whether someone with this role may change the document's text and versions."""
+    """Whether someone with this role may change the document: its text (typing, the content
+    API), its title, and its versions (save, restore)."""
     return role in _EDIT
 
 
 def may_manage(role: str | None) -> bool:
-    """Whether someone with this role may share, rename away from others, or delete."""
+    """Whether someone with this role may decide who has access (share, change a member's role,
+    remove a member) and delete the document."""
     return role in _MANAGE
 
 
@@ -65,19 +80,41 @@ def role_from(user_id: object, owner_id: object, member_role: str | None) -> str
     return member_role
 
 
-def can_view(user, document: Document) -> bool:
+def with_roles(documents: _Documents, user: AnyUser) -> _Documents:
+    """Annotates each document with ``role``, the user's role in it (None: no access), by
+    ``role_from``'s rule written in SQL: one query for a whole list instead of one per row."""
+    from editor.models import Membership
+
+    if not user.is_authenticated:
+        return documents.annotate(role=Value(None, output_field=models.CharField()))
+    membership = Membership.objects.filter(document=OuterRef("pk"), user_id=user.pk)
+    return documents.annotate(
+        role=Case(
+            When(owner_id=user.pk, then=Value(Role.OWNER.value)),
+            default=Subquery(membership.values("role")[:1]),
+            output_field=models.CharField(),
+        )
+    )
+
+
+def viewable(documents: _Documents, user: AnyUser) -> _Documents:
+    """The documents the user may view, each annotated with ``role`` (``with_roles``)."""
+    return with_roles(documents, user).filter(role__in=[role for role in Role if may_view(role)])
+
+
+def can_view(user: AnyUser, document: Document) -> bool:
     return may_view(document.role_of(user))
 
 
-def can_edit(user, document: Document) -> bool:
+def can_edit(user: AnyUser, document: Document) -> bool:
     return may_edit(document.role_of(user))
 
 
-def can_manage(user, document: Document) -> bool:
+def can_manage(user: AnyUser, document: Document) -> bool:
     return may_manage(document.role_of(user))
 
 
-def get_viewable_document(user, document_id) -> tuple[Document, str]:
+def get_viewable_document(user: AnyUser, document_id: UUID | str) -> tuple[Document, str]:
     """Returns the document and the user's role, or raises Http404 for anyone without access."""
     from editor.models import Document
 

@@ -2,9 +2,8 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
-from editor.models import SHAREABLE_ROLES, Document, Membership
-
-ROLE_CHOICES = [(role.value, role.label) for role in SHAREABLE_ROLES]
+from editor.access import SHAREABLE_CHOICES, Role
+from editor.models import Document, Membership
 
 
 class SignupForm(UserCreationForm):
@@ -29,7 +28,7 @@ class DocumentForm(forms.ModelForm):
 
 class ShareForm(forms.Form):
     username = forms.CharField(max_length=150)
-    role = forms.ChoiceField(choices=ROLE_CHOICES, initial="editor")
+    role = forms.ChoiceField(choices=SHAREABLE_CHOICES, initial=Role.EDITOR)
 
     def __init__(self, *args, document: Document, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -50,4 +49,4 @@ class ShareForm(forms.Form):
 
 
 class MemberRoleForm(forms.Form):
-    role = forms.ChoiceField(choices=ROLE_CHOICES)
+    role = forms.ChoiceField(choices=SHAREABLE_CHOICES)

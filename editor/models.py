@@ -5,26 +5,34 @@ log and ``Document.snapshot`` the log merged up to ``snapshot_seq``. Only
 ``editor/realtime/store.py`` writes those (docs/architecture.md).
 """
 
+from __future__ import annotations
+
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import Q
 
-from editor.access import SHAREABLE_ROLES, Role, role_from
+from editor.access import Role, role_from, viewable
 
-__all__ = ["SHAREABLE_ROLES", "Document", "DocumentUpdate", "Membership", "Role", "Version"]
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from editor.access import AnyUser
+
+__all__ = ["Document", "DocumentUpdate", "Membership", "Role", "Version"]
 
 
-class DocumentQuerySet(models.QuerySet):
-    def visible_to(self, user) -> "DocumentQuerySet":
+class DocumentQuerySet(models.QuerySet["Document"]):
+    def visible_to(self, user: AnyUser) -> DocumentQuerySet:
+        """The documents this user may view, each with their ``role`` (editor/access.py)."""
         if not user.is_authenticated:
             return self.none()
-        return self.filter(Q(owner=user) | Q(memberships__user=user)).distinct()
+        return viewable(self, user)
 
 
-class DocumentManager(models.Manager.from_queryset(DocumentQuerySet)):
-    def create_for(self, owner, title: str) -> "Document":
+class DocumentManager(models.Manager["Document"]):
+    def create_for(self, owner: User, title: str) -> Document:
         """Creates a document and its owner membership together, so neither exists alone."""
         with transaction.atomic():
             document = self.create(owner=owner, title=title)
@@ -45,7 +53,7 @@ class Document(models.Model):
     snapshot = models.BinaryField(default=b"", editable=False)
     snapshot_seq = models.BigIntegerField(default=0, editable=False)
 
-    objects = DocumentManager()
+    objects = DocumentManager.from_queryset(DocumentQuerySet)()
 
     class Meta:
         ordering = ["-updated_at"]
@@ -59,13 +67,16 @@ class Document(models.Model):
 
         return reverse("document-detail", args=[self.id])
 
-    def role_of(self, user) -> str | None:
-        """The user's role here, or None. The owner is always owner, membership row or not."""
+    def role_of(self, user: AnyUser) -> str | None:
+        """The user's role here, or None, by ``access.role_from``: the owner is always owner,
+        membership row or not. Asks the database only about someone other than the owner."""
         if not user.is_authenticated:
             return None
         member_role = None
         if user.pk != self.owner_id:
-            member_role = self.memberships.filter(user=user).values_list("role", flat=True).first()
+            member_role = (
+                self.memberships.filter(user_id=user.pk).values_list("role", flat=True).first()
+            )
         return role_from(user.pk, self.owner_id, member_role)
 
 

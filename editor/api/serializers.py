@@ -3,9 +3,8 @@
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from editor.models import SHAREABLE_ROLES, Document, Membership, Role, Version
-
-SHAREABLE_CHOICES = [(role.value, role.label) for role in SHAREABLE_ROLES]
+from editor.access import SHAREABLE_CHOICES, Role
+from editor.models import Document, Membership, Version
 
 
 class UserSerializer(serializers.ModelSerializer):
