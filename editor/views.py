@@ -15,9 +15,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from editor.access import can_edit, can_manage, get_viewable_document
+from editor.access import SHAREABLE_CHOICES, get_viewable_document, may_edit, may_manage
 from editor.forms import DocumentForm, MemberRoleForm, ShareForm, SignupForm
-from editor.models import Document, Membership, Role
+from editor.models import Document, Membership
 from editor.realtime.presence import identity
 
 logger = logging.getLogger("editor.views")
@@ -43,17 +43,16 @@ def signup(request):
     return render(request, "registration/signup.html", {"form": form}, status=status)
 
 
+def _document_rows(user) -> list[tuple[Document, str, bool]]:
+    """The list page's rows: each document the user may view, their role, whether they manage it."""
+    documents = Document.objects.visible_to(user).select_related("owner")
+    return [(doc, doc.role, may_manage(doc.role)) for doc in documents]
+
+
 @login_required
 @require_GET
 def document_list(request):
-    documents = Document.objects.visible_to(request.user).select_related("owner")
-    memberships = dict(
-        Membership.objects.filter(user=request.user).values_list("document_id", "role")
-    )
-    rows = [
-        (doc, Role.OWNER if doc.owner_id == request.user.pk else memberships.get(doc.pk))
-        for doc in documents
-    ]
+    rows = _document_rows(request.user)
     return render(request, "editor/document_list.html", {"rows": rows, "form": DocumentForm()})
 
 
@@ -62,8 +61,7 @@ def document_list(request):
 def document_create(request):
     form = DocumentForm(request.POST)
     if not form.is_valid():
-        documents = Document.objects.visible_to(request.user).select_related("owner")
-        rows = [(doc, doc.role_of(request.user)) for doc in documents]
+        rows = _document_rows(request.user)
         return render(
             request, "editor/document_list.html", {"rows": rows, "form": form}, status=400
         )
@@ -81,8 +79,8 @@ def document_detail(request, document_id):
         {
             "document": document,
             "role": role,
-            "can_edit": role in (Role.OWNER, Role.EDITOR),
-            "can_manage": role == Role.OWNER,
+            "can_edit": may_edit(role),
+            "can_manage": may_manage(role),
             # The name and colour the server gives this user in presence, so the page shows
             # the same ones before the socket connects.
             "identity": identity(request.user),
@@ -94,8 +92,8 @@ def document_detail(request, document_id):
 @login_required
 @require_POST
 def document_rename(request, document_id):
-    document, _ = get_viewable_document(request.user, document_id)
-    if not can_edit(request.user, document):
+    document, role = get_viewable_document(request.user, document_id)
+    if not may_edit(role):
         raise PermissionDenied("Viewers cannot rename a document.")
     form = DocumentForm(request.POST, instance=document)
     if form.is_valid():
@@ -113,8 +111,8 @@ def document_rename(request, document_id):
 @login_required
 @require_http_methods(["GET", "POST"])
 def document_delete(request, document_id):
-    document, _ = get_viewable_document(request.user, document_id)
-    if not can_manage(request.user, document):
+    document, role = get_viewable_document(request.user, document_id)
+    if not may_manage(role):
         raise PermissionDenied("Only the owner can delete a document.")
     if request.method == "POST":
         title = document.title
@@ -127,8 +125,8 @@ def document_delete(request, document_id):
 @login_required
 @require_http_methods(["GET", "POST"])
 def document_share(request, document_id):
-    document, _ = get_viewable_document(request.user, document_id)
-    if not can_manage(request.user, document):
+    document, role = get_viewable_document(request.user, document_id)
+    if not may_manage(role):
         raise PermissionDenied("Only the owner can share this document.")
     form = ShareForm(request.POST or None, document=document)
     if request.method == "POST" and form.is_valid():
@@ -140,7 +138,12 @@ def document_share(request, document_id):
     return render(
         request,
         "editor/document_share.html",
-        {"document": document, "form": form, "members": members},
+        {
+            "document": document,
+            "form": form,
+            "members": members,
+            "role_choices": SHAREABLE_CHOICES,
+        },
         status=400 if form.errors else 200,
     )
 
@@ -148,8 +151,8 @@ def document_share(request, document_id):
 @login_required
 @require_POST
 def member_update(request, document_id, membership_id):
-    document, _ = get_viewable_document(request.user, document_id)
-    if not can_manage(request.user, document):
+    document, role = get_viewable_document(request.user, document_id)
+    if not may_manage(role):
         raise PermissionDenied("Only the owner can change who has access.")
     membership = get_object_or_404(Membership, pk=membership_id, document=document)
     if membership.user_id == document.owner_id:
