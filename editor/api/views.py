@@ -6,7 +6,6 @@ gets 404 before anything else is looked at, then a member whose role is too low 
 only then is the request itself validated (400).
 """
 
-from django.db.models import Case, OuterRef, Subquery, Value, When
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import fields as drf_fields
 from rest_framework import mixins, status, viewsets
@@ -18,11 +17,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from editor import content
-from editor.access import can_edit, can_manage, get_viewable_document
+from editor.access import get_viewable_document, may_edit, may_manage
 from editor.api import serializers
 from editor.api.errors import PayloadTooLarge
 from editor.api.parsers import LargeJSONParser
-from editor.models import Document, Membership, Role, Version
+from editor.models import Document, Membership, Version
 from editor.realtime import tickets
 
 _VIEWERS_CANNOT_EDIT = "Viewers cannot change this document."
@@ -30,8 +29,9 @@ _ONLY_THE_OWNER_SHARES = "Only the owner can change who has access."
 
 
 class DocumentScoped:
-    """For views under /api/documents/<document_id>/: sets ``self.document`` (404 for anyone who
-    cannot view it) and applies ``rules``, action (or method) → (policy, message for 403)."""
+    """For views under /api/documents/<document_id>/: sets ``self.document`` and ``self.role``
+    (404 for anyone who cannot view it) and applies ``rules``, action (or method) → (the
+    access question to ask of the role, message for 403)."""
 
     rules: dict = {}
 
@@ -39,7 +39,7 @@ class DocumentScoped:
         super().initial(request, *args, **kwargs)  # authentication comes first
         self.document, self.role = get_viewable_document(request.user, kwargs["document_id"])
         rule = self.rules.get(getattr(self, "action", None) or request.method.lower())
-        if rule is not None and not rule[0](request.user, self.document):
+        if rule is not None and not rule[0](self.role):
             raise PermissionDenied(rule[1])
 
 
@@ -65,24 +65,15 @@ class DocumentViewSet(
         user = self.request.user
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Document.objects.none()
-        membership = Membership.objects.filter(document=OuterRef("pk"), user=user)
-        return (
-            Document.objects.visible_to(user)
-            .select_related("owner")
-            .annotate(
-                role=Case(
-                    When(owner=user, then=Value(Role.OWNER.value)),
-                    default=Subquery(membership.values("role")[:1]),
-                )
-            )
-        )
+        # visible_to annotates each document with the user's role (editor/access.py).
+        return Document.objects.visible_to(user).select_related("owner")
 
     def get_object(self):
         document, role = get_viewable_document(self.request.user, self.kwargs["document_id"])
         document.role = role
-        if self.action == "partial_update" and not can_edit(self.request.user, document):
+        if self.action == "partial_update" and not may_edit(role):
             raise PermissionDenied("Viewers cannot rename this document.")
-        if self.action == "destroy" and not can_manage(self.request.user, document):
+        if self.action == "destroy" and not may_manage(role):
             raise PermissionDenied("Only the owner can delete this document.")
         return document
 
@@ -90,7 +81,7 @@ class DocumentViewSet(
         document = Document.objects.create_for(
             self.request.user, serializer.validated_data["title"]
         )
-        document.role = Role.OWNER
+        document.role = document.role_of(self.request.user)  # owner, without a query
         serializer.instance = document
 
 
@@ -109,9 +100,9 @@ class MembershipViewSet(
     lookup_value_converter = "int"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     rules = {
-        "create": (can_manage, _ONLY_THE_OWNER_SHARES),
-        "partial_update": (can_manage, _ONLY_THE_OWNER_SHARES),
-        "destroy": (can_manage, _ONLY_THE_OWNER_SHARES),
+        "create": (may_manage, _ONLY_THE_OWNER_SHARES),
+        "partial_update": (may_manage, _ONLY_THE_OWNER_SHARES),
+        "destroy": (may_manage, _ONLY_THE_OWNER_SHARES),
     }
 
     def get_queryset(self):
@@ -160,8 +151,8 @@ class ContentView(DocumentScoped, APIView):
 
     parser_classes = [LargeJSONParser]
     rules = {
-        "put": (can_edit, _VIEWERS_CANNOT_EDIT),
-        "patch": (can_edit, _VIEWERS_CANNOT_EDIT),
+        "put": (may_edit, _VIEWERS_CANNOT_EDIT),
+        "patch": (may_edit, _VIEWERS_CANNOT_EDIT),
     }
 
     @extend_schema(responses=serializers.TextSerializer)
@@ -223,8 +214,8 @@ class VersionViewSet(
     serializer_class = serializers.VersionSerializer
     lookup_value_converter = "int"
     rules = {
-        "create": (can_edit, "Viewers cannot save versions."),
-        "restore": (can_edit, "Viewers cannot restore versions."),
+        "create": (may_edit, "Viewers cannot save versions."),
+        "restore": (may_edit, "Viewers cannot restore versions."),
     }
 
     def get_queryset(self):
