@@ -55,6 +55,10 @@ class Document(models.Model):
 
     objects = DocumentManager.from_queryset(DocumentQuerySet)()
 
+    # The requesting user's role, where a query annotated it (``access.with_roles``, behind
+    # ``visible_to``) or a view set it; not a column.
+    role: str | None
+
     class Meta:
         ordering = ["-updated_at"]
         indexes = [models.Index(fields=["owner", "-updated_at"])]

@@ -1,6 +1,10 @@
 """Pages. Each view checks access through editor/access.py, calls one model method, renders."""
 
+from __future__ import annotations
+
 import logging
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import redis
 from django.conf import settings
@@ -9,7 +13,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
-from django.http import JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
@@ -20,17 +24,29 @@ from editor.forms import DocumentForm, MemberRoleForm, ShareForm, SignupForm
 from editor.models import Document, Membership
 from editor.realtime.presence import identity
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from editor.access import AnyUser
+
+
+class AuthenticatedHttpRequest(HttpRequest):
+    """What a view behind ``login_required`` receives (for mypy: its user is never anonymous)."""
+
+    user: User
+
+
 logger = logging.getLogger("editor.views")
 
 
-def home(request):
+def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("document-list")
     return render(request, "home.html")
 
 
 @require_http_methods(["GET", "POST"])
-def signup(request):
+def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("document-list")
     form = SignupForm(request.POST or None)
@@ -43,7 +59,7 @@ def signup(request):
     return render(request, "registration/signup.html", {"form": form}, status=status)
 
 
-def _document_rows(user) -> list[tuple[Document, str, bool]]:
+def _document_rows(user: AnyUser) -> list[tuple[Document, str | None, bool]]:
     """The list page's rows: each document the user may view, their role, whether they manage it."""
     documents = Document.objects.visible_to(user).select_related("owner")
     return [(doc, doc.role, may_manage(doc.role)) for doc in documents]
@@ -51,14 +67,14 @@ def _document_rows(user) -> list[tuple[Document, str, bool]]:
 
 @login_required
 @require_GET
-def document_list(request):
+def document_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     rows = _document_rows(request.user)
     return render(request, "editor/document_list.html", {"rows": rows, "form": DocumentForm()})
 
 
 @login_required
 @require_POST
-def document_create(request):
+def document_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = DocumentForm(request.POST)
     if not form.is_valid():
         rows = _document_rows(request.user)
@@ -71,7 +87,7 @@ def document_create(request):
 
 @login_required
 @require_GET
-def document_detail(request, document_id):
+def document_detail(request: AuthenticatedHttpRequest, document_id: UUID) -> HttpResponse:
     document, role = get_viewable_document(request.user, document_id)
     return render(
         request,
@@ -91,7 +107,7 @@ def document_detail(request, document_id):
 
 @login_required
 @require_POST
-def document_rename(request, document_id):
+def document_rename(request: AuthenticatedHttpRequest, document_id: UUID) -> HttpResponse:
     document, role = get_viewable_document(request.user, document_id)
     if not may_edit(role):
         raise PermissionDenied("Viewers cannot rename a document.")
@@ -100,7 +116,7 @@ def document_rename(request, document_id):
         form.save()
         messages.success(request, "Renamed.")
     else:
-        messages.error(request, " ".join(form.errors["title"]))
+        messages.error(request, " ".join(str(error) for error in form.errors["title"]))
         return redirect(document)
     next_url = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
@@ -110,7 +126,7 @@ def document_rename(request, document_id):
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def document_delete(request, document_id):
+def document_delete(request: AuthenticatedHttpRequest, document_id: UUID) -> HttpResponse:
     document, role = get_viewable_document(request.user, document_id)
     if not may_manage(role):
         raise PermissionDenied("Only the owner can delete a document.")
@@ -124,7 +140,7 @@ def document_delete(request, document_id):
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def document_share(request, document_id):
+def document_share(request: AuthenticatedHttpRequest, document_id: UUID) -> HttpResponse:
     document, role = get_viewable_document(request.user, document_id)
     if not may_manage(role):
         raise PermissionDenied("Only the owner can share this document.")
@@ -150,7 +166,9 @@ def document_share(request, document_id):
 
 @login_required
 @require_POST
-def member_update(request, document_id, membership_id):
+def member_update(
+    request: AuthenticatedHttpRequest, document_id: UUID, membership_id: int
+) -> HttpResponse:
     document, role = get_viewable_document(request.user, document_id)
     if not may_manage(role):
         raise PermissionDenied("Only the owner can change who has access.")
@@ -175,7 +193,7 @@ def member_update(request, document_id, membership_id):
 
 @never_cache
 @require_GET
-def healthz(request):
+def healthz(request: HttpRequest) -> JsonResponse:
     """Says whether the database and Redis answer; 503 names whatever did not."""
     checks = {"database": "ok", "redis": "ok"}
     try:
@@ -184,9 +202,10 @@ def healthz(request):
     except Exception as exc:  # any failure means "down"; the message says which
         logger.warning("healthz: database check failed: %s", exc)
         checks["database"] = f"error: {exc.__class__.__name__}: {exc}"
+    layer: Any = settings.CHANNEL_LAYERS["default"]
     try:
         client = redis.Redis.from_url(
-            settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0],
+            layer["CONFIG"]["hosts"][0],
             socket_timeout=settings.HEALTHCHECK_TIMEOUT,
             socket_connect_timeout=settings.HEALTHCHECK_TIMEOUT,
         )
@@ -198,7 +217,7 @@ def healthz(request):
         logger.warning("healthz: redis check failed: %s", exc)
         checks["redis"] = f"error: {exc.__class__.__name__}: {exc}"
     failed = [name for name, state in checks.items() if state != "ok"]
-    body = {"status": "ok" if not failed else "error", "checks": checks}
+    body: dict[str, Any] = {"status": "ok" if not failed else "error", "checks": checks}
     if failed:
         body["failed"] = failed
     return JsonResponse(body, status=503 if failed else 200)
