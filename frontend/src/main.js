@@ -23,15 +23,6 @@ import { CollabProvider, tooLargeMessage } from './provider.js'
 import { bindTitle } from './title.js'
 import { characters, unsavedInserts } from './unsaved.js'
 
-const PALETTE = ['#d1495b', '#e07a1f', '#c59a00', '#5a9e3a', '#1f9e89', '#2a7ab8', '#4b5bd6', '#8a4fd1', '#c2448f', '#6d7a88']
-
-/** A colour per user id, the same on every device; the server's identity wins when given. */
-export function colorFor (userId) {
-  let hash = 0
-  for (const char of String(userId)) hash = (hash * 31 + char.charCodeAt(0)) >>> 0
-  return PALETTE[hash % PALETTE.length]
-}
-
 function start (app) {
   const config = {
     documentId: app.dataset.documentId,
@@ -42,10 +33,11 @@ function start (app) {
     apiBase: app.dataset.apiBase,
     loginUrl: app.dataset.loginUrl,
   }
-  const identityScript = document.getElementById('collab-identity')
-  const identity = identityScript ? JSON.parse(identityScript.textContent) : {}
-  const color = identity.color || colorFor(identity.id)
-  const user = { id: identity.id, name: identity.name || 'Anonymous', color, colorLight: identity.colorLight || color + '33' }
+  // Who this user is, as the server writes it into every awareness state (id, name, colour:
+  // editor.realtime.presence.identity, rendered into the page). The browser computes no colour
+  // of its own, so one's own cursor and avatar look the same before and after the socket
+  // connects, and the same as everyone else sees them.
+  const user = JSON.parse(document.getElementById('collab-identity').textContent)
 
   const toast = makeToast(document.getElementById('toast'))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from editor.models import Membership, Role
+from editor.realtime.presence import identity
 from tests.browser.conftest import (
     open_document,
     status,
@@ -115,6 +116,35 @@ def test_two_people_co_edit_and_see_each_others_named_cursors(
     path = screenshot_path(tmp_path, "screenshot.png")
     olive.screenshot(path=str(path))
     assert png_size(path) == (1280, 800)
+    assert olive.errors == [] and eddie.errors == []
+
+
+def rgb(color: str) -> str:
+    """``#rrggbb`` as the browser computes it: ``rgb(r, g, b)``."""
+    red, green, blue = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
+
+
+def test_each_person_has_the_colour_the_server_gives_them_on_every_screen(
+    people, document, owner, editor_user
+):
+    colors = {"olive": identity(owner)["color"], "eddie": identity(editor_user)["color"]}
+    assert colors["olive"] != colors["eddie"]
+    olive = people.page(owner, document)
+    eddie = people.page(editor_user, document)
+    for page, other in ((olive, "eddie"), (eddie, "olive")):
+        page.locator(".cm-content").click()
+        page.keyboard.type(f"{other} sees me here. ")
+
+    for page, other in ((olive, "eddie"), (eddie, "olive")):
+        label = page.locator(".cm-ySelectionInfo", has_text=other)
+        label.wait_for()
+        caret = page.locator(".cm-ySelectionCaret", has=label)
+        assert caret.evaluate("e => getComputedStyle(e).backgroundColor") == rgb(colors[other])
+        for name, color in colors.items():
+            avatar = page.locator(f'#presence .presence-avatar[data-name="{name}"]')
+            avatar.wait_for()
+            assert avatar.evaluate("e => e.style.getPropertyValue('--user-color')") == color
     assert olive.errors == [] and eddie.errors == []
 
 
