@@ -1,5 +1,8 @@
+from typing import Any
+
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.forms import UserCreationForm
 
 from editor.access import SHAREABLE_CHOICES, Role
@@ -7,7 +10,7 @@ from editor.models import Document, Membership
 
 
 class SignupForm(UserCreationForm):
-    class Meta(UserCreationForm.Meta):
+    class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]  # the stubs omit Meta
         model = get_user_model()
         fields = ("username",)
 
@@ -30,11 +33,11 @@ class ShareForm(forms.Form):
     username = forms.CharField(max_length=150)
     role = forms.ChoiceField(choices=SHAREABLE_CHOICES, initial=Role.EDITOR)
 
-    def __init__(self, *args, document: Document, **kwargs) -> None:
+    def __init__(self, *args: Any, document: Document, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.document = document
 
-    def clean_username(self):
+    def clean_username(self) -> AbstractBaseUser:
         username = self.cleaned_data["username"].strip()
         user = get_user_model().objects.filter(username__iexact=username).first()
         if user is None:

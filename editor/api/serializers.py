@@ -1,6 +1,7 @@
 """Shapes of the REST API's payloads (docs/api.md). Validation only; the work is elsewhere."""
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from rest_framework import serializers
 
 from editor.access import SHAREABLE_CHOICES, Role
@@ -40,7 +41,7 @@ class NewMemberSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(choices=SHAREABLE_CHOICES)
 
-    def validate_username(self, username: str):
+    def validate_username(self, username: str) -> AbstractBaseUser:
         document = self.context["document"]
         user = get_user_model().objects.filter(username__iexact=username).first()
         if user is None:

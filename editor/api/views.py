@@ -6,6 +6,13 @@ gets 404 before anything else is looked at, then a member whose role is too low 
 only then is the request itself validated (400).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import fields as drf_fields
 from rest_framework import mixins, status, viewsets
@@ -13,7 +20,9 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.filters import SearchFilter
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer, Serializer
 from rest_framework.views import APIView
 
 from editor import content
@@ -24,21 +33,31 @@ from editor.api.parsers import LargeJSONParser
 from editor.models import Document, Membership, Version
 from editor.realtime import tickets
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 _VIEWERS_CANNOT_EDIT = "Viewers cannot change this document."
 _ONLY_THE_OWNER_SHARES = "Only the owner can change who has access."
 
 
-class DocumentScoped:
+def _user(request: Request) -> User:
+    """The request's user: never anonymous here, every view requires authentication."""
+    return cast("User", request.user)
+
+
+class DocumentScoped(APIView):
     """For views under /api/documents/<document_id>/: sets ``self.document`` and ``self.role``
     (404 for anyone who cannot view it) and applies ``rules``, action (or method) → (the
     access question to ask of the role, message for 403)."""
 
-    rules: dict = {}
+    rules: dict[str, tuple[Callable[[str | None], bool], str]] = {}
+    document: Document
+    role: str
 
-    def initial(self, request, *args, **kwargs):
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authentication comes first
         self.document, self.role = get_viewable_document(request.user, kwargs["document_id"])
-        rule = self.rules.get(getattr(self, "action", None) or request.method.lower())
+        rule = self.rules.get(getattr(self, "action", None) or (request.method or "").lower())
         if rule is not None and not rule[0](self.role):
             raise PermissionDenied(rule[1])
 
@@ -61,14 +80,14 @@ class DocumentViewSet(
     lookup_value_converter = "uuid"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Document]:
         user = self.request.user
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Document.objects.none()
         # visible_to annotates each document with the user's role (editor/access.py).
         return Document.objects.visible_to(user).select_related("owner")
 
-    def get_object(self):
+    def get_object(self) -> Document:
         document, role = get_viewable_document(self.request.user, self.kwargs["document_id"])
         document.role = role
         if self.action == "partial_update" and not may_edit(role):
@@ -77,11 +96,10 @@ class DocumentViewSet(
             raise PermissionDenied("Only the owner can delete this document.")
         return document
 
-    def perform_create(self, serializer):
-        document = Document.objects.create_for(
-            self.request.user, serializer.validated_data["title"]
-        )
-        document.role = document.role_of(self.request.user)  # owner, without a query
+    def perform_create(self, serializer: BaseSerializer[Document]) -> None:
+        user = _user(self.request)
+        document = Document.objects.create_for(user, serializer.validated_data["title"])
+        document.role = document.role_of(user)  # owner, without a query
         serializer.instance = document
 
 
@@ -105,7 +123,7 @@ class MembershipViewSet(
         "destroy": (may_manage, _ONLY_THE_OWNER_SHARES),
     }
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Membership]:
         if getattr(self, "swagger_fake_view", False):
             return Membership.objects.none()
         return self.document.memberships.select_related("user").order_by("created_at", "id")
@@ -113,7 +131,7 @@ class MembershipViewSet(
     @extend_schema(
         request=serializers.NewMemberSerializer, responses={201: serializers.MembershipSerializer}
     )
-    def create(self, request, *args, **kwargs):
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         new = serializers.NewMemberSerializer(
             data=request.data, context={"document": self.document}
         )
@@ -128,7 +146,7 @@ class MembershipViewSet(
     @extend_schema(
         request=serializers.MemberRoleSerializer, responses=serializers.MembershipSerializer
     )
-    def partial_update(self, request, *args, **kwargs):
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         membership = self.get_object()
         if membership.user_id == self.document.owner_id:
             raise ValidationError({"role": ["The owner’s role cannot be changed."]})
@@ -138,7 +156,7 @@ class MembershipViewSet(
         membership.save(update_fields=["role"])
         return Response(self.get_serializer(membership).data)
 
-    def perform_destroy(self, membership):
+    def perform_destroy(self, membership: Membership) -> None:
         if membership.user_id == self.document.owner_id:
             raise ValidationError({"non_field_errors": ["The owner cannot be removed."]})
         membership.delete()
@@ -156,24 +174,26 @@ class ContentView(DocumentScoped, APIView):
     }
 
     @extend_schema(responses=serializers.TextSerializer)
-    def get(self, request, document_id):
+    def get(self, request: Request, document_id: UUID) -> Response:
         return Response({"text": content.read(self.document)})
 
     @extend_schema(request=serializers.TextSerializer, responses=serializers.TextSerializer)
-    def put(self, request, document_id):
+    def put(self, request: Request, document_id: UUID) -> Response:
         self._check_body_size(request)
         data = self._validate(serializers.TextSerializer, request)
         return self._write(content.replace, data["text"])
 
     @extend_schema(request=serializers.EditSerializer, responses=serializers.TextSerializer)
-    def patch(self, request, document_id):
+    def patch(self, request: Request, document_id: UUID) -> Response:
         self._check_body_size(request)
         data = self._validate(serializers.EditSerializer, request)
         return self._write(content.edit, content.Edit(**data))
 
-    def _write(self, change, argument) -> Response:
+    def _write(
+        self, change: Callable[[Document, Any, User | None], str], argument: Any
+    ) -> Response:
         try:
-            text = change(self.document, argument, self.request.user)
+            text = change(self.document, argument, _user(self.request))
         except content.InvalidEdit as exc:
             raise ValidationError({exc.field: [str(exc)]}) from None
         except content.ContentTooLarge as exc:
@@ -181,13 +201,13 @@ class ContentView(DocumentScoped, APIView):
         return Response({"text": text})
 
     @staticmethod
-    def _validate(serializer_class, request) -> dict:
+    def _validate(serializer_class: type[Serializer[Any]], request: Request) -> dict[str, Any]:
         serializer = serializer_class(data=request.data)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
     @staticmethod
-    def _check_body_size(request) -> None:
+    def _check_body_size(request: Request) -> None:
         # Refused before parsing. JSON escaping at most sextuples a text ("\u0001" for one
         # byte), so a larger body cannot hold a text within the limit.
         try:
@@ -218,14 +238,14 @@ class VersionViewSet(
         "restore": (may_edit, "Viewers cannot restore versions."),
     }
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Version]:
         if getattr(self, "swagger_fake_view", False):
             return Version.objects.none()
         versions = self.document.versions.select_related("author")
         # A list needs neither the state nor the text, and each may be megabytes.
         return versions.defer("state", "text") if self.action == "list" else versions
 
-    def get_serializer_class(self):
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
         if self.action == "retrieve":
             return serializers.VersionDetailSerializer
         return serializers.VersionSerializer
@@ -233,19 +253,20 @@ class VersionViewSet(
     @extend_schema(
         request=serializers.NewVersionSerializer, responses={201: serializers.VersionSerializer}
     )
-    def create(self, request, *args, **kwargs):
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         new = serializers.NewVersionSerializer(data=request.data)
         new.is_valid(raise_exception=True)
-        version = content.create_version(self.document, new.validated_data["name"], request.user)
+        name = new.validated_data["name"]
+        version = content.create_version(self.document, name, _user(request))
         return Response(self.get_serializer(version).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=serializers.TextSerializer)
     @action(detail=True, methods=["post"])
-    def restore(self, request, *args, **kwargs):
+    def restore(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         version = self.get_object()
         version.document = self.document
         try:
-            text = content.restore(version, request.user)
+            text = content.restore(version, _user(request))
         except content.ContentTooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None
         return Response({"text": text})
@@ -268,7 +289,7 @@ class TicketView(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    def post(self, request, document_id):
+    def post(self, request: Request, document_id: UUID) -> Response:
         document, _ = get_viewable_document(request.user, document_id)
-        token, ttl = tickets.issue(request.user.pk, document.pk)
+        token, ttl = tickets.issue(_user(request).pk, document.pk)
         return Response({"ticket": token, "expires_in": ttl}, status=201)
