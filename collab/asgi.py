@@ -23,10 +23,17 @@ from django.conf import settings  # noqa: E402
 from collab import transport  # noqa: E402
 from editor.routing import websocket_urlpatterns  # noqa: E402
 
-if settings.SERVE["EAGER_WRITES"]:
+# Each tuning first checks the library internals it relies on; one that fails logs a warning
+# and stays off (collab/transport.py). Checked here, at load, rather than on the first socket.
+if settings.SERVE["EAGER_WRITES"] and transport.available(transport.EAGER_WRITES):
     transport.install()
-if settings.SERVE["SHARED_PROTOCOL_OPTIONS"]:
+if settings.SERVE["SHARED_PROTOCOL_OPTIONS"] and transport.available(
+    transport.SHARED_PROTOCOL_OPTIONS
+):
     transport.share_protocol_options()
+if settings.SERVE["RAW_FRAMES"]:
+    transport.available(transport.RAW_FRAMES)
+transport.available(transport.QUEUED_BYTES)  # the send-buffer cap, always on
 
 
 class SessionUnlessTicket:

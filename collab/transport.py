@@ -18,16 +18,48 @@ read from daphne's protocol class instead of being copied into every connection.
 
 **Raw frames** (``websocket_of``, ``write_message``): a document message is framed once and
 written straight to each open socket, instead of one trip per socket through Channels, daphne
-and autobahn.
+and autobahn. ``queued_bytes`` reads the same socket's Twisted buffers for the consumer's
+send-buffer cap.
+
+**The self-check.** All of this uses names private to Twisted, autobahn, daphne and Channels.
+pyproject.toml pins Twisted and autobahn to the release lines it was tested with, but names may
+still move, so each tuning (``EAGER_WRITES``, ``SHARED_PROTOCOL_OPTIONS``, ``RAW_FRAMES``,
+``QUEUED_BYTES``) first checks, once per process, that what it relies on is there
+(``available(tuning)``; ``check()`` asks for all four): the functions it replaces or calls take
+the arguments it passes (``inspect.signature``); throw-away objects built off the live server
+(a Twisted connection on a socket pair with a reactor of its own, a daphne protocol on a string
+transport, a daphne ``Server`` whose application only catches the ``send`` it is given) still
+have the attributes it reads and still hand over ``send`` the way ``websocket_of`` looks
+through it. When anything is missing the tuning logs one warning naming itself and what is
+missing, and stays off: ``install`` and ``share_protocol_options`` leave Twisted and autobahn
+alone, ``write_message`` says False and ``queued_bytes`` None for every socket, and
+``websocket_of`` finds no socket when neither of those two can use it; the consumer then takes
+the ordinary ASGI path. collab/asgi.py asks at start-up, so the warning comes at load, not on
+the first socket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
+import logging
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from importlib import metadata
+from typing import Any, NamedTuple
 
 from twisted.internet import tcp
 
-# Twisted's own write (through its TLS mixin, which buffers plain connections).
+logger = logging.getLogger(__name__)
+
+EAGER_WRITES = "eager_writes"
+SHARED_PROTOCOL_OPTIONS = "shared_protocol_options"
+RAW_FRAMES = "raw_frames"
+QUEUED_BYTES = "queued_bytes"
+
+# Twisted's own write (through its TLS mixin, which buffers plain connections); what
+# eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
 _buffered_write = tcp.Server.write
 
 
@@ -38,7 +70,7 @@ def eager_write(self: tcp.Connection, data: bytes) -> None:
         or self.disconnecting
         or not self.connected
         or self._writeDisconnected
-        or getattr(self, "TLS", False)
+        or self.TLS
         or type(data) is not bytes
         or not data
     ):
@@ -52,9 +84,17 @@ def eager_write(self: tcp.Connection, data: bytes) -> None:
         _buffered_write(self, data[sent:])
 
 
-def install() -> None:
-    """Makes TCP server connections (what daphne accepts) write eagerly. Idempotent."""
-    tcp.Server.write = eager_write
+def install() -> bool:
+    """Makes TCP server connections (what daphne accepts) write eagerly, if Twisted has what
+    eager writes rely on; says whether they do. Idempotent."""
+    global _buffered_write
+    if installed():
+        return True
+    if not available(EAGER_WRITES):
+        return False
+    _buffered_write = tcp.Server.write
+    tcp.Server.write = eager_write  # type: ignore[method-assign,assignment]
+    return True
 
 
 def installed() -> bool:
@@ -64,8 +104,9 @@ def installed() -> bool:
 # -- autobahn's per-connection copy of the factory's options ----------------------------------
 
 
-def _options_on_the_class(connection_made):
-    def _connectionMade(self) -> None:
+def _options_on_the_class(connection_made: Callable[[Any], None]) -> Callable[[Any], None]:
+    @functools.wraps(connection_made)
+    def _connectionMade(self: Any) -> None:
         cls = type(self)
         if cls.__dict__.get("_options_of") is not self.factory:
             for name in self.CONFIG_ATTRS:
@@ -75,36 +116,49 @@ def _options_on_the_class(connection_made):
             cls._options_of = self.factory
         connection_made(self)
 
-    _connectionMade.shares_options = True
+    _connectionMade.shares_options = True  # type: ignore[attr-defined]
     return _connectionMade
 
 
-def share_protocol_options() -> None:
+def share_protocol_options() -> bool:
     """autobahn copies its factory's ~30 protocol options into every connection's ``__dict__``
     (``_connectionMade``), unless the protocol already has them. daphne configures one factory
     once, at start-up, so the values are the same for every connection: set on the protocol
     class on the first connection, they are found there and each connection's dict stays a
-    third smaller. Idempotent."""
+    third smaller. Says whether the options are shared (autobahn has what this relies on).
+    Idempotent."""
     from daphne.ws_protocol import WebSocketProtocol
 
-    if not getattr(WebSocketProtocol._connectionMade, "shares_options", False):
-        WebSocketProtocol._connectionMade = _options_on_the_class(WebSocketProtocol._connectionMade)
+    connection_made = getattr(WebSocketProtocol, "_connectionMade", None)
+    if getattr(connection_made, "shares_options", False):
+        return True
+    if connection_made is None or not available(SHARED_PROTOCOL_OPTIONS):
+        return False
+    WebSocketProtocol._connectionMade = _options_on_the_class(connection_made)
+    return True
 
 
 # -- one encoded frame for many sockets -------------------------------------------------------
 
 
-def websocket_of(send) -> object | None:
+def websocket_of(send: Callable[..., Any]) -> Any | None:
     """daphne's WebSocket protocol behind an ASGI ``send`` callable (daphne passes
-    ``partial(server.handle_reply, protocol)``), or None under any other server or wrapper.
+    ``partial(server.handle_reply, protocol)``), or None under any other server or wrapper,
+    or when neither raw frames nor the queued-bytes count can run on the installed libraries.
 
     Channels' session middleware wraps ``send`` to save the session on HTTP responses; it does
     nothing to WebSocket messages, so the protocol is looked up through it."""
+    if not (available(QUEUED_BYTES) or available(RAW_FRAMES)):
+        return None
+    return _protocol_behind(send)
+
+
+def _protocol_behind(send: Any) -> Any | None:
     from channels.sessions import InstanceSessionWrapper
     from daphne.server import Server
 
     while getattr(send, "__func__", None) is InstanceSessionWrapper.send:
-        send = send.__self__.real_send
+        send = getattr(send.__self__, "real_send", None)
     if (
         isinstance(send, functools.partial)
         and getattr(send.func, "__func__", None) is Server.handle_reply
@@ -132,15 +186,18 @@ _last: tuple[bytes, bytes] = (b"", b"")
 _CACHE_BELOW = 64 * 1024
 
 
-def write_message(protocol, payload: bytes) -> bool:
+def write_message(protocol: Any, payload: bytes) -> bool:
     """Writes ``payload`` as one binary message straight to the socket, skipping the per-socket
     trips through Channels, daphne and autobahn's framing. Says False, having written nothing,
     whenever the socket is not plainly open (handshake, closing, muted, disconnected), or would
     need anything a plain frame cannot give (compression, masking, fragmentation, autobahn's
-    send queue, frame logging, a message over its size limit): the caller then sends the
-    ordinary way, which handles every such case as before. autobahn's traffic counters, which
-    nothing in daphne or collab reads, do not count these messages."""
+    send queue, frame logging, a message over its size limit), or raw frames failed their
+    check: the caller then sends the ordinary way, which handles every such case as before.
+    autobahn's traffic counters, which nothing in daphne or collab reads, do not count these
+    messages."""
     global _last
+    if not available(RAW_FRAMES):
+        return False
     try:
         if (
             protocol.state != protocol.STATE_OPEN
@@ -167,12 +224,252 @@ def write_message(protocol, payload: bytes) -> bool:
     return True
 
 
-def queued_bytes(protocol) -> int | None:
+def queued_bytes(protocol: Any) -> int | None:
     """Bytes written to this socket that the kernel has not taken yet: what Twisted holds in
     the connection's buffers (the peer is not reading, or reads slowly). None when the socket
-    is not a Twisted connection daphne serves."""
+    is not a Twisted connection daphne serves, or Twisted's buffers failed their check."""
+    if not available(QUEUED_BYTES):
+        return None
     try:
-        connection = protocol.transport
-        return len(connection.dataBuffer) - connection.offset + connection._tempDataLen
+        return _queued(protocol.transport)
     except (AttributeError, TypeError):
         return None
+
+
+def _queued(connection: Any) -> int:
+    return len(connection.dataBuffer) - connection.offset + connection._tempDataLen
+
+
+# -- the self-check ---------------------------------------------------------------------------
+
+
+class _Tuning(NamedTuple):
+    check: Callable[[], list[str]]
+    # What the process does instead when the check fails.
+    without: str
+
+
+# Tuning name -> whether it passed its check; each is checked once per process.
+_checked: dict[str, bool] = {}
+
+
+def available(tuning: str) -> bool:
+    """Whether ``tuning`` (EAGER_WRITES, SHARED_PROTOCOL_OPTIONS, RAW_FRAMES, QUEUED_BYTES)
+    finds what it relies on in the installed Twisted, autobahn, daphne and Channels. Checked
+    on the first ask, once per process; a failed check logs one warning, and the tuning stays
+    off."""
+    try:
+        return _checked[tuning]
+    except KeyError:
+        pass
+    spec = _TUNINGS[tuning]
+    try:
+        missing = spec.check()
+    except Exception as exc:  # a probe that cannot even be built is a change too
+        missing = [f"its check could not run ({exc!r})"]
+    if missing:
+        logger.warning(
+            "transport tuning %s is off: %s. Installed: %s; pyproject.toml pins the tested"
+            " releases. %s.",
+            tuning,
+            "; ".join(missing),
+            _versions(),
+            spec.without,
+        )
+    _checked[tuning] = not missing
+    return not missing
+
+
+def check() -> dict[str, bool]:
+    """Every tuning and whether it passed its check (``available``)."""
+    return {tuning: available(tuning) for tuning in _TUNINGS}
+
+
+def _versions() -> str:
+    found = []
+    for name in ("Twisted", "autobahn", "daphne", "channels"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not found)")
+    return ", ".join(found)
+
+
+def _lacks(thing: object, names: Iterable[str], what: str) -> list[str]:
+    return [f"{what} has no {name}" for name in names if not hasattr(thing, name)]
+
+
+def _takes_only(function: Callable[..., Any], count: int, what: str) -> list[str]:
+    """[] when ``function`` takes exactly ``count`` plain positional arguments: the shape a
+    function collab replaces or wraps must keep, since a new argument would be lost."""
+    signature = inspect.signature(function)
+    plain = all(
+        p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty
+        for p in signature.parameters.values()
+    )
+    if plain and len(signature.parameters) == count:
+        return []
+    return [f"{what} takes {signature}, not {count} plain arguments"]
+
+
+def _callable_as(function: Callable[..., Any], args: tuple[Any, ...], what: str) -> list[str]:
+    """[] when ``function`` accepts the arguments collab calls it with."""
+    signature = inspect.signature(function)
+    try:
+        signature.bind(*args)
+    except TypeError:
+        return [f"{what} takes {signature}, which collab's call does not fit"]
+    return []
+
+
+@contextlib.contextmanager
+def _throwaway_connection() -> Iterator[tcp.Server]:
+    """A Twisted TCP server connection on a socket pair, registered with a reactor of its own
+    that never runs: Twisted sets the write buffers' attributes in its constructor, so an
+    instance is the only place to see them."""
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.testing import MemoryReactor
+
+    ours, theirs = socket.socketpair()
+    try:
+        # (zope interfaces, which mypy does not see, make the arguments' types fit)
+        yield tcp.Server(ours, Protocol(), ("127.0.0.1", 0), None, 0, MemoryReactor())  # type: ignore[arg-type]
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def _throwaway_websocket() -> Any:
+    """A daphne WebSocket protocol after autobahn's connectionMade, on a string transport, from
+    a factory with a reactor of its own (building one must not install the process's)."""
+    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    factory = WebSocketFactory(None, server="collab-check", reactor=MemoryReactorClock())
+    factory.setProtocolOptions(openHandshakeTimeout=0)  # no timer
+    # A class of its own, on which shared options (if installed) set this factory's values.
+    factory.protocol = type("CheckedProtocol", (WebSocketProtocol,), {})
+    protocol = factory.buildProtocol(("127.0.0.1", 0))
+    protocol.makeConnection(StringTransport())
+    return protocol
+
+
+class _Sent(Exception):
+    """Carries the ``send`` daphne hands an application out of Server.create_application."""
+
+
+def _socket_lookup_missing() -> list[str]:
+    """What websocket_of and write_message rely on in daphne and Channels: daphne hands each
+    application ``partial(server.handle_reply, protocol)``, Channels' session wrapper keeps it
+    as ``real_send``, and daphne marks a protocol's entry in ``server.connections``
+    ``disconnected`` when it goes."""
+    from channels.sessions import InstanceSessionWrapper
+    from daphne.server import Server
+
+    def application(scope: dict, receive: object, send: object) -> None:
+        raise _Sent(send)
+
+    server = Server(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    server.connections = {}  # what Server.run() starts with
+    probe = object()
+    server.protocol_connected(probe)
+    try:
+        server.create_application(probe, {"type": "websocket"})
+    except _Sent as sent:
+        send = sent.args[0]
+    else:
+        return ["daphne's Server.create_application does not call the application"]
+    missing = []
+    wrapper = InstanceSessionWrapper({"type": "websocket", "cookies": {}}, send)
+    if _protocol_behind(send) is not probe:
+        missing.append("daphne's send is not partial(Server.handle_reply, protocol)")
+    elif _protocol_behind(wrapper.send) is not probe:
+        missing.append("Channels' InstanceSessionWrapper.send does not keep it as real_send")
+    entry = server.connections.get(probe)
+    server.protocol_disconnected(probe)
+    if not (isinstance(entry, dict) and entry.get("disconnected")):
+        missing.append("daphne's Server.connections does not mark a gone socket disconnected")
+    return missing
+
+
+def _eager_writes_missing() -> list[str]:
+    write = _buffered_write if installed() else tcp.Server.write
+    missing = _takes_only(write, 2, "twisted.internet.tcp.Server.write")
+    missing += _callable_as(tcp.Server.writeSomeData, (None, b""), "tcp.Server.writeSomeData")
+    with _throwaway_connection() as connection:
+        missing += _lacks(
+            connection,
+            [
+                "dataBuffer",
+                "_tempDataLen",
+                "disconnecting",
+                "connected",
+                "_writeDisconnected",
+                "TLS",
+            ],
+            "a Twisted tcp.Server",
+        )
+    return missing
+
+
+def _shared_protocol_options_missing() -> list[str]:
+    from daphne.ws_protocol import WebSocketProtocol
+
+    connection_made = getattr(WebSocketProtocol, "_connectionMade", None)
+    if connection_made is None:
+        return ["autobahn's WebSocketProtocol has no _connectionMade"]
+    missing = _takes_only(connection_made, 1, "autobahn's WebSocketProtocol._connectionMade")
+    names = getattr(WebSocketProtocol, "CONFIG_ATTRS", None)
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        return [*missing, "autobahn's WebSocketProtocol has no CONFIG_ATTRS list"]
+    factory = _throwaway_websocket().factory
+    return missing + _lacks(factory, names, "a daphne WebSocketFactory")
+
+
+def _raw_frames_missing() -> list[str]:
+    protocol = _throwaway_websocket()
+    missing = _lacks(
+        protocol,
+        [
+            "STATE_OPEN",
+            "SEND_STATE_GROUND",
+            "state",
+            "send_state",
+            "muted",
+            "send_queue",
+            "_perMessageCompress",
+            "maskServerFrames",
+            "logFrames",
+            "logOctets",
+            "autoFragmentSize",
+            "maxMessagePayloadSize",
+        ],
+        "a daphne WebSocketProtocol",
+    )
+    return missing + _socket_lookup_missing()
+
+
+def _queued_bytes_missing() -> list[str]:
+    with _throwaway_connection() as connection:
+        missing = _lacks(
+            connection, ["dataBuffer", "offset", "_tempDataLen"], "a Twisted tcp.Server"
+        )
+        if not missing:
+            # Twisted's own write only buffers (its reactor here never runs): all of it counts.
+            _buffered_write(connection, b"queued")
+            if _queued(connection) != len(b"queued"):
+                missing.append("Twisted's buffers do not add up to what was written")
+    return missing + _socket_lookup_missing()
+
+
+_TUNINGS: dict[str, _Tuning] = {
+    EAGER_WRITES: _Tuning(_eager_writes_missing, "Twisted's own buffered write is used"),
+    SHARED_PROTOCOL_OPTIONS: _Tuning(
+        _shared_protocol_options_missing, "Each connection keeps its own copy of the options"
+    ),
+    RAW_FRAMES: _Tuning(_raw_frames_missing, "Every message takes the ordinary ASGI send"),
+    QUEUED_BYTES: _Tuning(
+        _queued_bytes_missing,
+        "Sockets' queued bytes are unknown: WS_MAX_SEND_BUFFER is not applied",
+    ),
+}

@@ -2,7 +2,15 @@
 with daphne's asyncio reactor (not installed globally, not running unless a test drives it)."""
 
 import asyncio
+import functools
+import json
+import logging
+import os
+import re
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from twisted.internet import error, protocol, tcp
@@ -216,6 +224,7 @@ def open_socket(connection):
     ws = factory.buildProtocol(("127.0.0.1", 1))
     ws.makeConnection(server)
     ws.server = daphne
+    ws.client_addr = ["127.0.0.1", 1]  # what onConnect sets; daphne logs it when it sends
     daphne.protocol_connected(ws)
     ws.state = ws.STATE_OPEN
     client.settimeout(1)
@@ -302,8 +311,6 @@ def test_anything_but_a_plainly_open_socket_takes_the_ordinary_path(open_socket,
 
 
 def test_the_protocol_is_found_behind_daphnes_send_and_the_session_wrapper():
-    import functools
-
     from channels.sessions import InstanceSessionWrapper
     from daphne.server import Server
 
@@ -320,3 +327,326 @@ def test_the_protocol_is_found_behind_daphnes_send_and_the_session_wrapper():
 
     assert transport.websocket_of(other_server_send) is None
     assert transport.websocket_of(functools.partial(print, protocol)) is None
+
+
+# -- the self-check ----------------------------------------------------------------------------
+# Each test breaks one thing a tuning relies on (as a release that renamed or changed it would),
+# asks for the tuning, and then writes for real: the tuning must stay off with one warning, and
+# the write must take the ordinary path and arrive.
+
+
+@pytest.fixture
+def unchecked():
+    """The tunings are checked afresh in this test; what it found (against libraries the test
+    broke) is forgotten after it."""
+    saved = dict(transport._checked)
+    transport._checked.clear()
+    yield
+    transport._checked.clear()
+    transport._checked.update(saved)
+
+
+@pytest.fixture
+def untuned(monkeypatch):
+    """Twisted's write and autobahn's _connectionMade as the libraries ship them."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    monkeypatch.setattr(tcp.Server, "write", transport._buffered_write)
+    connection_made = WebSocketProtocol._connectionMade
+    monkeypatch.setattr(
+        WebSocketProtocol,
+        "_connectionMade",
+        getattr(connection_made, "__wrapped__", connection_made),
+    )
+
+
+def hide(patch: pytest.MonkeyPatch, cls: type, name: str) -> None:
+    """Instances of ``cls`` no longer have ``name``: a release that renamed it, from outside."""
+    original = cls.__getattribute__
+
+    def __getattribute__(self, attribute):
+        if attribute == name:
+            raise AttributeError(attribute)
+        return original(self, attribute)
+
+    patch.setattr(cls, "__getattribute__", __getattribute__)
+
+
+def warnings_for(caplog, tuning: str) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "collab.transport"
+        and record.levelno == logging.WARNING
+        and f"tuning {tuning} is off" in record.getMessage()
+    ]
+
+
+def assert_written_by_twisted(server, client, reactor) -> None:
+    """A write Twisted buffers and its reactor flushes: the ordinary path, not the eager one."""
+    server.write(b"hello")
+    assert server in reactor.getWriters()
+    server.doWrite()
+    client.settimeout(1)
+    assert client.recv(100) == b"hello"
+
+
+def test_every_tuning_passes_its_check_on_the_installed_libraries(unchecked, caplog):
+    assert transport.check() == {
+        "eager_writes": True,
+        "shared_protocol_options": True,
+        "raw_frames": True,
+        "queued_bytes": True,
+    }
+    assert [r for r in caplog.records if r.name == "collab.transport"] == []
+
+
+def test_it_keeps_twisteds_write_when_its_signature_changed(
+    unchecked, untuned, connection, caplog, monkeypatch
+):
+    twisted_write = tcp.Server.write
+
+    def write(self, data, urgent=False):  # an argument eager_write would not pass on
+        twisted_write(self, data)
+
+    monkeypatch.setattr(tcp.Server, "write", write)
+
+    assert transport.install() is False
+    assert transport.install() is False
+    assert tcp.Server.write is write
+    assert transport.check()["eager_writes"] is False
+    [warning] = warnings_for(caplog, "eager_writes")
+    assert "tcp.Server.write takes (self, data, urgent=False)" in warning
+    assert_written_by_twisted(*connection)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["dataBuffer", "_tempDataLen", "disconnecting", "connected", "_writeDisconnected", "TLS"],
+)
+def test_it_keeps_twisteds_write_when_a_connection_lacks_what_it_reads(
+    unchecked, untuned, connection, caplog, name
+):
+    with pytest.MonkeyPatch.context() as broken:
+        hide(broken, tcp.Server, name)
+        assert transport.install() is False
+        assert transport.check()["eager_writes"] is False
+    # Twisted is whole again, but the answer stands for the process.
+    assert transport.install() is False
+    assert not transport.installed()
+    [warning] = warnings_for(caplog, "eager_writes")
+    assert re.search(rf"has no {name}\b", warning)
+    assert_written_by_twisted(*connection)
+
+
+def assert_a_connection_keeps_its_own_options(connection) -> None:
+    """autobahn's ordinary path: options copied into the connection, which still sends."""
+    from daphne.ws_protocol import WebSocketFactory
+
+    factory = WebSocketFactory(None, server="collab-test")
+    factory.setProtocolOptions(autoPingTimeout=7)
+    ws = connect(factory, connection)
+    assert ws.__dict__["autoPingTimeout"] == 7
+    ws.state = ws.STATE_OPEN
+    ws.sendMessage(b"hello", isBinary=True)
+    server, client, reactor = connection
+    frame = transport.encode_binary_frame(b"hello")
+    assert receive(client, len(frame), reactor, server) == frame
+
+
+def test_options_stay_per_connection_when_connection_made_changed(
+    unchecked, untuned, connection, caplog, monkeypatch
+):
+    from daphne.ws_protocol import WebSocketProtocol
+
+    autobahn_connection_made = WebSocketProtocol._connectionMade
+
+    def _connectionMade(self, details=None):
+        autobahn_connection_made(self)
+
+    monkeypatch.setattr(WebSocketProtocol, "_connectionMade", _connectionMade)
+
+    assert transport.share_protocol_options() is False
+    assert transport.share_protocol_options() is False
+    assert WebSocketProtocol._connectionMade is _connectionMade
+    [warning] = warnings_for(caplog, "shared_protocol_options")
+    assert "_connectionMade takes (self, details=None)" in warning
+    assert_a_connection_keeps_its_own_options(connection)
+
+
+def test_options_stay_per_connection_without_config_attrs(unchecked, untuned, connection, caplog):
+    from autobahn.websocket.protocol import WebSocketServerProtocol
+    from daphne.ws_protocol import WebSocketProtocol
+
+    with pytest.MonkeyPatch.context() as broken:
+        broken.delattr(WebSocketServerProtocol, "CONFIG_ATTRS")
+        assert transport.share_protocol_options() is False
+    assert transport.share_protocol_options() is False
+    assert not getattr(WebSocketProtocol._connectionMade, "shares_options", False)
+    [warning] = warnings_for(caplog, "shared_protocol_options")
+    assert "has no CONFIG_ATTRS" in warning
+    assert_a_connection_keeps_its_own_options(connection)
+
+
+def assert_sent_the_asgi_way(send, ws, client) -> None:
+    """The ordinary path: daphne's ASGI send, autobahn's framing, Twisted's write."""
+    payload = b"\x00\x02hello"
+    asyncio.run(send({"type": "websocket.send", "bytes": payload}))
+    frame = transport.encode_binary_frame(payload)
+    assert receive(client, len(frame), ws.transport.reactor, ws.transport) == frame
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "STATE_OPEN",
+        "SEND_STATE_GROUND",
+        "state",
+        "send_state",
+        "muted",
+        "send_queue",
+        "_perMessageCompress",
+        "maskServerFrames",
+        "logFrames",
+        "logOctets",
+        "autoFragmentSize",
+        "maxMessagePayloadSize",
+    ],
+)
+def test_raw_frames_stay_off_when_a_protocol_lacks_what_they_read(
+    unchecked, open_socket, caplog, name
+):
+    from daphne.ws_protocol import WebSocketProtocol
+
+    ws, client, daphne = open_socket
+    with pytest.MonkeyPatch.context() as broken:
+        hide(broken, WebSocketProtocol, name)
+        assert transport.write_message(ws, b"\x00\x02hello") is False
+    assert transport.write_message(ws, b"\x00\x02hello") is False
+    [warning] = warnings_for(caplog, "raw_frames")
+    assert re.search(rf"\b{name}\b", warning)
+    # The send-buffer count needs none of it: the socket is still found, its bytes still counted.
+    send = functools.partial(daphne.handle_reply, ws)
+    assert transport.websocket_of(send) is ws
+    assert transport.queued_bytes(ws) == 0
+    assert_sent_the_asgi_way(send, ws, client)
+
+
+class Captured(Exception):
+    pass
+
+
+def test_no_socket_is_found_when_daphne_hands_over_send_differently(
+    unchecked, open_socket, caplog, monkeypatch
+):
+    import daphne.server
+
+    def partial(function, *args):  # a closure instead of functools.partial
+        async def send(message):
+            await function(*args, message)
+
+        return send
+
+    monkeypatch.setattr(daphne.server, "partial", partial)
+    ws, client, server = open_socket
+
+    def application(scope, receive, send):
+        raise Captured(send)
+
+    server.application = application
+    with pytest.raises(Captured) as captured:
+        server.create_application(ws, {"type": "websocket"})
+    send = captured.value.args[0]
+
+    assert transport.websocket_of(send) is None
+    assert transport.write_message(ws, b"\x00\x02hello") is False
+    assert transport.queued_bytes(ws) is None
+    for tuning in ("raw_frames", "queued_bytes"):
+        [warning] = warnings_for(caplog, tuning)
+        assert "daphne's send is not partial(Server.handle_reply, protocol)" in warning
+    assert_sent_the_asgi_way(send, ws, client)
+
+
+@pytest.mark.parametrize("name", ["dataBuffer", "offset", "_tempDataLen"])
+def test_queued_bytes_are_unknown_when_a_connection_lacks_its_buffers(
+    unchecked, open_socket, caplog, name
+):
+    ws, client, daphne = open_socket
+    with pytest.MonkeyPatch.context() as broken:
+        hide(broken, tcp.Server, name)
+        assert transport.queued_bytes(ws) is None
+    assert transport.queued_bytes(ws) is None
+    [warning] = warnings_for(caplog, "queued_bytes")
+    assert re.search(rf"has no {name}\b", warning)
+    # Raw frames need no Twisted buffers: the socket is still found and written to directly.
+    send = functools.partial(daphne.handle_reply, ws)
+    assert transport.websocket_of(send) is ws
+    assert transport.write_message(ws, b"\x00\x02hello") is True
+    frame = transport.encode_binary_frame(b"\x00\x02hello")
+    assert receive(client, len(frame), ws.transport.reactor, ws.transport) == frame
+
+
+def test_no_socket_is_found_when_neither_raw_frames_nor_queued_bytes_can_run(
+    unchecked, open_socket, caplog
+):
+    from daphne.ws_protocol import WebSocketProtocol
+
+    ws, client, daphne = open_socket
+    send = functools.partial(daphne.handle_reply, ws)
+    with pytest.MonkeyPatch.context() as broken:
+        hide(broken, tcp.Server, "offset")
+        hide(broken, WebSocketProtocol, "send_state")
+        assert transport.websocket_of(send) is None
+    assert transport.websocket_of(send) is None
+    assert len(warnings_for(caplog, "raw_frames")) == len(warnings_for(caplog, "queued_bytes")) == 1
+    assert_sent_the_asgi_way(send, ws, client)
+
+
+def test_no_socket_is_found_through_a_changed_session_wrapper(unchecked, open_socket, caplog):
+    from channels.sessions import InstanceSessionWrapper
+
+    ws, client, daphne = open_socket
+    send = functools.partial(daphne.handle_reply, ws)
+    with pytest.MonkeyPatch.context() as broken:
+        hide(broken, InstanceSessionWrapper, "real_send")
+        wrapper = InstanceSessionWrapper({"type": "websocket", "cookies": {}}, send)
+        assert transport.websocket_of(wrapper.send) is None
+    assert transport.websocket_of(send) is None
+    for tuning in ("raw_frames", "queued_bytes"):
+        [warning] = warnings_for(caplog, tuning)
+        assert "InstanceSessionWrapper.send does not keep it as real_send" in warning
+    assert_sent_the_asgi_way(send, ws, client)
+
+
+ASGI_WITH_A_CHANGED_TWISTED = """
+import json
+from twisted.internet import tcp
+twisted_write = tcp.Server.write
+def write(self, data, urgent=False):
+    twisted_write(self, data)
+tcp.Server.write = write
+import collab.asgi
+from collab import transport
+print(json.dumps({"write_kept": tcp.Server.write is write, **transport.check()}))
+"""
+
+
+def test_loading_the_application_leaves_a_changed_twisted_alone():
+    result = subprocess.run(
+        [sys.executable, "-c", ASGI_WITH_A_CHANGED_TWISTED],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "write_kept": True,
+        "eager_writes": False,
+        "shared_protocol_options": True,
+        "raw_frames": True,
+        "queued_bytes": True,
+    }
+    assert result.stderr.count("transport tuning eager_writes is off") == 1
+    assert result.stderr.count("transport tuning") == 1
