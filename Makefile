@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install lint format clean bench assets chromium
+.PHONY: run test install lint format clean bench assets chromium nginx
 
 # Re-install only when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -36,7 +36,13 @@ chromium:
 	  && apt-get update -qq && apt-get install -y -qq chromium; } \
 	  || { echo "tests/browser needs Chromium at /usr/bin/chromium (Debian: apt-get install chromium)"; exit 1; }
 
-test: install chromium $(MYPY_CACHE_STAMP)
+# tests/deploy put Debian's nginx in front of live servers; installed the same way when missing.
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq nginx-light; } \
+	  || { echo "tests/deploy need nginx (Debian: apt-get install nginx-light)"; exit 1; }
+
+test: install chromium nginx $(MYPY_CACHE_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
