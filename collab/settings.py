@@ -227,6 +227,14 @@ LOGGING = {
 HEALTHCHECK_TIMEOUT = 2.0
 
 
+# Largest document text (UTF-8 bytes) the REST API writes; larger answers 413.
+_MAX_CONTENT_BYTES = env_int("MAX_CONTENT_BYTES", 16 * 1024 * 1024)
+# Largest frame a client may send; larger ones are refused with 4413 and a reason. It was 1 MiB,
+# which made any paste over 1 MiB impossible to save while documents may hold 16 MiB: a single
+# update the size of the largest document, plus its framing, must fit.
+_MAX_INCOMING_FRAME = env_int("WS_MAX_INCOMING_FRAME", _MAX_CONTENT_BYTES + 64 * 1024)
+
+
 class ServeOptions(TypedDict):
     """SERVE's keys and types, for mypy; not a setting (Django reads upper-case names only)."""
 
@@ -246,8 +254,16 @@ SERVE: ServeOptions = {
     # closes it: dead sockets are found within PING_INTERVAL + PING_TIMEOUT.
     "PING_INTERVAL": env_int("WS_PING_INTERVAL", 20),
     "PING_TIMEOUT": env_int("WS_PING_TIMEOUT", 30),
-    # daphne >= 4.2.2 caps WebSocket messages at 1 MiB; a large document's first sync is bigger.
-    "MAX_MESSAGE_SIZE": env_int("WS_SERVER_MAX_MESSAGE_SIZE", 64 * 1024 * 1024),
+    # daphne's cap on one incoming WebSocket message (and frame), applied before collab sees a
+    # byte: an unfinished message is held in memory up to it. daphne's own default (1 MiB) is
+    # below collab's frame limit; 64 MiB (what it was) let 10 sockets each holding an unfinished
+    # 60 MiB frame cost 600 MB. An eighth above collab's limit (at least 64 KiB), so a change
+    # somewhat over the limit (the usual case: a paste a little too big) still reaches collab
+    # and is refused with 4413 and a reason the client can show; autobahn drops anything
+    # larger as soon as its header announces it.
+    "MAX_MESSAGE_SIZE": env_int(
+        "WS_SERVER_MAX_MESSAGE_SIZE", _MAX_INCOMING_FRAME + max(64 * 1024, _MAX_INCOMING_FRAME // 8)
+    ),
     "PROXY_HEADERS": env_bool("PROXY_HEADERS", True),
     # Socket writes go out at once instead of on the reactor's next turn (collab/transport.py).
     "EAGER_WRITES": env_bool("WS_EAGER_WRITES", True),
@@ -258,14 +274,6 @@ SERVE: ServeOptions = {
     # Objects loaded at start-up are frozen out of the garbage collector (collab/asgi.py).
     "GC_FREEZE": env_bool("GC_FREEZE", True),
 }
-
-# The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.
-# Largest document text (UTF-8 bytes) the REST API writes; larger answers 413.
-_MAX_CONTENT_BYTES = env_int("MAX_CONTENT_BYTES", 16 * 1024 * 1024)
-# Largest frame a client may send; larger ones are refused with 4413 and a reason. It was 1 MiB,
-# which made any paste over 1 MiB impossible to save while documents may hold 16 MiB: a single
-# update the size of the largest document, plus its framing, must fit.
-_MAX_INCOMING_FRAME = env_int("WS_MAX_INCOMING_FRAME", _MAX_CONTENT_BYTES + 64 * 1024)
 
 
 class CollabOptions(TypedDict):
@@ -283,8 +291,15 @@ class CollabOptions(TypedDict):
     PRESENCE_TTL: float
     PRESENCE_FLUSH_INTERVAL: float
     PRESENCE_SWEEP_INTERVAL: float
+    RATE_MESSAGES: float
+    RATE_MESSAGE_BURST: float
+    RATE_BYTES: float
+    RATE_BYTE_BURST: float
+    MAX_AWARENESS_CLIENTS: int
+    MAX_AWARENESS_BYTES: int
 
 
+# The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.
 COLLAB: CollabOptions = {
     "MAX_CONTENT_BYTES": _MAX_CONTENT_BYTES,
     "MAX_INCOMING_FRAME": _MAX_INCOMING_FRAME,
@@ -314,4 +329,17 @@ COLLAB: CollabOptions = {
     "PRESENCE_TTL": env_float("PRESENCE_TTL", 30.0),
     "PRESENCE_FLUSH_INTERVAL": env_float("PRESENCE_FLUSH_INTERVAL", 0.5),
     "PRESENCE_SWEEP_INTERVAL": env_float("PRESENCE_SWEEP_INTERVAL", 5.0),
+    # Token buckets on what one socket sends (editor/realtime/limits.py): messages and bytes
+    # per second, with bursts; a user's sockets in one process share twice that. Past either,
+    # the socket is closed with 4429. Typing sends 10-30 messages a second (updates and
+    # cursors); a paste or an offline batch is one large message, and a reconnect's handshake
+    # may carry the whole document twice, hence bursts of four frames' worth of bytes.
+    "RATE_MESSAGES": env_float("WS_RATE_MESSAGES", 200.0),
+    "RATE_MESSAGE_BURST": env_float("WS_RATE_MESSAGE_BURST", 2000.0),
+    "RATE_BYTES": env_float("WS_RATE_BYTES", 8 * 1024 * 1024),
+    "RATE_BYTE_BURST": env_float("WS_RATE_BYTE_BURST", 4 * _MAX_INCOMING_FRAME),
+    # Awareness: client ids one socket may speak for (a tab has one; a reconnect may bring a
+    # second), and the largest state (JSON bytes) relayed to everyone.
+    "MAX_AWARENESS_CLIENTS": env_int("WS_MAX_AWARENESS_CLIENTS", 8),
+    "MAX_AWARENESS_BYTES": env_int("WS_MAX_AWARENESS_BYTES", 64 * 1024),
 }

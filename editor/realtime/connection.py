@@ -28,7 +28,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
-from editor.realtime import auth, protocol, store
+from editor.realtime import auth, limits, protocol, store
 from editor.realtime.auth import Access
 from editor.realtime.codes import (
     CLOSE_FORBIDDEN,
@@ -37,6 +37,7 @@ from editor.realtime.codes import (
     CLOSE_SLOW_READER,
     CLOSE_TOO_LARGE,
 )
+from editor.realtime.limits import Budget, Refusal, UserBudgets
 from editor.realtime.presence import Entry, get_presence, identity
 from editor.realtime.room import InvalidUpdate, Room, get_rooms
 from editor.realtime.sockets import Socket
@@ -47,6 +48,17 @@ _UPDATES = (protocol.SyncStep2, protocol.SyncUpdate)
 # Most updates applied as one batch: merging is fast up to about a thousand (pycrdt 0.14: 1,000
 # small updates in 4 ms) and then grows much faster than linearly (5,000: 87 ms; 50,000: 9 s).
 MAX_BATCH = 256
+
+
+def _socket_rates() -> limits.Rates:
+    c = settings.COLLAB
+    return limits.rates(
+        c["RATE_MESSAGES"], c["RATE_MESSAGE_BURST"], c["RATE_BYTES"], c["RATE_BYTE_BURST"]
+    )
+
+
+# Each user's sockets in this process share one budget on top of their own.
+user_budgets = UserBudgets(lambda: limits.doubled(_socket_rates()), time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +87,8 @@ class Connection:
         "opened",
         "bytes_in",
         "bytes_out",
+        "budget",
+        "user_budget",
         "close_code",
         "gone",
         "stopping",
@@ -100,6 +114,9 @@ class Connection:
         self.opened = time.monotonic()
         self.bytes_in = 0
         self.bytes_out = 0
+        # What this socket, and this user's sockets together, may still send (limits.py).
+        self.budget = Budget(_socket_rates(), self.opened)
+        self.user_budget: Budget | None = user_budgets.acquire(access.user.pk)
         # The close code this side sent, once it did.
         self.close_code: int | None = None
         # The client has gone (its disconnect came, or a send found the socket closing).
@@ -170,12 +187,23 @@ class Connection:
             )
             self.stop(CLOSE_TOO_LARGE, reason, tell=True)
             return
+        now = time.monotonic()
+        if not self.budget.spend(len(frame), now):
+            self.refuse_later(limits.over_rate("socket", len(frame)))
+            return
+        if self.user_budget is not None and not self.user_budget.spend(len(frame), now):
+            self.refuse_later(limits.over_rate("user's sockets", len(frame)))
+            return
         try:
             message = protocol.parse_message(frame)
         except protocol.ProtocolError as exc:
             self.stop(CLOSE_MALFORMED, f"malformed frame: {exc}")
             return
         self._queue(message)
+
+    def refuse_later(self, refusal: Refusal) -> None:
+        """Stops reading; once what came before is handled, tells the client why and closes."""
+        self.stop(refusal.code, refusal.reason, tell=True)
 
     def stop(self, code: int, reason: str, tell: bool = False) -> None:
         """Reads nothing more, and closes with ``code`` once the messages queued before are
@@ -189,6 +217,7 @@ class Connection:
         self.gone = True
         if self._worker is not None:
             await self._worker
+        self._release_budget()
         await self.leave()
         logger.info(
             "ws close user=%s document=%s duration=%.1fs code=%s bytes_in=%d bytes_out=%d",
@@ -206,6 +235,7 @@ class Connection:
         that take too long to shut down; a crash): leaves the room now, so it does not keep
         sending to a dead socket, and removes the presence in a task of its own, which no
         cancellation of the consumer can stop."""
+        self._release_budget()
         if self.room is None or self._left:
             return
         logger.warning(
@@ -223,6 +253,11 @@ class Connection:
             return
         self._leave_room()
         await self._remove_presence(self.room)
+
+    def _release_budget(self) -> None:
+        if self.user_budget is not None:
+            self.user_budget = None
+            user_budgets.release(self.user_id)
 
     def _leave_room(self) -> None:
         assert self.room is not None
@@ -282,14 +317,7 @@ class Connection:
                 message = inbox.popleft()
                 if isinstance(message, _Stop):
                     if message.tell:
-                        logger.warning(
-                            "ws closing user=%s document=%s code=%s reason=%s",
-                            self.access.user,
-                            self.document_id,
-                            message.code,
-                            message.reason,
-                        )
-                        await self.refuse(message.code, message.reason)
+                        await self.refuse_now(Refusal(message.code, message.reason))
                     else:
                         await self.fail(message.code, message.reason)
                     break
@@ -362,11 +390,17 @@ class Connection:
         presence = get_presence()
         user = self.access.user
         accepted = []
+        collab = settings.COLLAB
         for entry in entries:
             known = entry.client_id in self.client_ids
             if not known:
                 if entry.state is None:
                     continue  # nobody removes another connection's presence
+                if len(self.client_ids) >= collab["MAX_AWARENESS_CLIENTS"]:
+                    await self.refuse_now(
+                        limits.too_many_client_ids(collab["MAX_AWARENESS_CLIENTS"])
+                    )
+                    return
                 try:
                     allowed = await presence.owner_allows(
                         self.document_id, entry.client_id, self.conn_id, user.pk
@@ -388,7 +422,19 @@ class Connection:
                 await _quietly(presence.remove(self.document_id, [entry.client_id]))
                 accepted.append(entry)
                 continue
-            state = {**entry.state, "user": self.identity}
+            refusal = limits.check_awareness_state(entry.state, collab["MAX_AWARENESS_BYTES"])
+            if refusal is not None:
+                await self.refuse_now(refusal)
+                return
+            state, dropped = limits.clean_cursor(entry.state)
+            if dropped:
+                logger.info(
+                    "ws malformed cursor dropped user=%s document=%s client_id=%s",
+                    user,
+                    self.document_id,
+                    entry.client_id,
+                )
+            state = {**state, "user": self.identity}
             stored = Entry(
                 client_id=entry.client_id,
                 clock=entry.clock,
@@ -453,6 +499,17 @@ class Connection:
                 )
                 return
         self.bytes_out += len(frame)
+
+    async def refuse_now(self, refusal: Refusal) -> None:
+        """Logs the refusal, tells the client why, and closes."""
+        logger.warning(
+            "ws closing user=%s document=%s code=%s reason=%s",
+            self.access.user,
+            self.document_id,
+            refusal.code,
+            refusal.reason,
+        )
+        await self.refuse(refusal.code, refusal.reason)
 
     async def refuse(self, code: int, reason: str) -> None:
         """Tells the client why in a y-websocket auth message, then closes with ``code``."""

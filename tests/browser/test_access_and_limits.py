@@ -304,6 +304,10 @@ def small_server(server, django_db_blocker, tmp_path_factory):
             tmp_path_factory.mktemp("small-frame-server"),
             DJANGO_ALLOW_ASYNC_UNSAFE="",
             WS_MAX_INCOMING_FRAME=SMALL_LIMIT,
+            # daphne's own cap defaults to just above collab's limit: a frame beyond it is cut
+            # off by autobahn before collab can give a reason. Raised here so the 512 KiB paste
+            # below reaches collab and is refused with 4413 and its reason.
+            WS_SERVER_MAX_MESSAGE_SIZE=1024 * 1024,
         )
         servers.start()
     yield servers

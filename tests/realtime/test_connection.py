@@ -296,3 +296,84 @@ async def test_an_abandoned_connection_leaves_its_room_and_presence(document, ow
             break
         await asyncio.sleep(0.02)
     assert await get_presence().entries(str(document.pk)) == []
+
+
+# -- limits -----------------------------------------------------------------------------------
+
+
+async def test_a_flood_is_closed_with_4429_after_what_came_before(document, owner, settings):
+    settings.COLLAB = {**settings.COLLAB, "RATE_MESSAGES": 1.0, "RATE_MESSAGE_BURST": 5.0}
+    connection, socket = await opened(owner, document, "owner")
+    client = Doc()
+
+    for n in range(50):
+        connection.receive(protocol.sync_update(edit(client, f"{n} ")))
+
+    await until(lambda: socket.close_code is not None)
+    assert socket.close_code == 4429
+    (told,) = socket.messages()
+    assert told.reason.startswith("too many messages from this socket")
+    assert text_of(connection.room.doc) == "0 1 2 3 4 "  # the burst was applied, no more
+    await connection.finish(None)
+
+
+async def test_a_users_sockets_share_a_budget(document, owner, settings):
+    # One socket may send 5 in a burst; the user's sockets together 10.
+    settings.COLLAB = {**settings.COLLAB, "RATE_MESSAGES": 0.001, "RATE_MESSAGE_BURST": 5.0}
+    sockets = [await opened(owner, document, "owner") for _ in range(3)]
+    client = Doc()
+
+    for connection, _ in sockets:
+        for n in range(4):
+            connection.receive(protocol.sync_update(edit(client, f"{n}")))
+        await until(lambda c=connection: not c.inbox)
+
+    (*_, (last, last_socket)) = sockets
+    await until(lambda: last_socket.close_code is not None)
+    assert last_socket.close_code == 4429
+    assert "user's sockets" in last_socket.messages()[-1].reason
+    assert [s.close_code for _, s in sockets[:2]] == [None, None]
+    for connection, _ in sockets:
+        await connection.finish(None)
+
+
+async def test_a_socket_may_speak_for_a_few_client_ids_only(document, owner, settings):
+    settings.COLLAB = {**settings.COLLAB, "MAX_AWARENESS_CLIENTS": 2}
+    connection, socket = await opened(owner, document, "owner")
+
+    for client_id in (1, 2):
+        await connection.handle(awareness(protocol.AwarenessEntry(client_id, 1, {})))
+    assert socket.close_code is None
+    await connection.handle(awareness(protocol.AwarenessEntry(3, 1, {})))
+
+    assert socket.close_code == 4400
+    assert socket.messages()[-1] == protocol.Auth(
+        "too many awareness client ids on one socket (the limit is 2)"
+    )
+    await connection.finish(None)
+
+
+async def test_an_awareness_state_too_large_is_refused_with_4413(document, owner, settings):
+    settings.COLLAB = {**settings.COLLAB, "MAX_AWARENESS_BYTES": 1000}
+    connection, socket = await opened(owner, document, "owner")
+
+    await connection.handle(awareness(protocol.AwarenessEntry(1, 1, {"name": "x" * 2000})))
+
+    assert socket.close_code == 4413
+    assert socket.messages()[-1].reason.startswith("awareness state too large")
+    assert await get_presence().entries(str(document.pk)) == []
+    await connection.finish(None)
+
+
+async def test_a_malformed_cursor_is_not_passed_on(document, owner, editor_user):
+    sender, _ = await opened(owner, document, "owner")
+    _, reader_socket = await opened(editor_user, document, "editor")
+
+    bad = {"cursor": {"anchor": {"item": "oops"}, "head": 3}, "status": "typing"}
+    await sender.handle(awareness(protocol.AwarenessEntry(1, 1, bad)))
+
+    (relayed,) = reader_socket.messages()
+    (entry,) = relayed.entries
+    assert entry.state["cursor"] is None
+    assert entry.state["status"] == "typing"
+    await sender.finish(1000)

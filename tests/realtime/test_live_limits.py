@@ -1,0 +1,159 @@
+"""Limits on what one client can make a real daphne process do (tests/live.py), with the
+server's default limits: a flood of messages, and unfinished frames held in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+
+import pytest
+from pycrdt import Doc
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from editor.realtime import protocol
+from tests import live
+from tests.realtime.test_live_protection import (
+    daphne_rss,
+    log_since,
+    raw_socket,
+    synced,
+    updates_for,
+    url,
+    wait_for_log,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, tmp_path_factory):
+    with live.LiveServers(1, tmp_path_factory.mktemp("limits-servers")) as servers:
+        yield servers
+
+
+@pytest.fixture(autouse=True)
+def around_each_test(transactional_db, server):
+    start = server.logs[0].stat().st_size
+    yield
+    live.wait_quiet_database()
+    print(f"--- server log during this test ---\n{log_since(server, start)[-20000:]}")
+
+
+def test_a_flood_from_one_socket_is_closed_with_4429_and_others_go_on(
+    server, document, other_document, owner
+):
+    start = server.logs[0].stat().st_size
+    updates = updates_for([f"[{n}]" for n in range(10_000)])
+
+    async def scenario():
+        async with (
+            connect(url(server, other_document, owner)) as writer,
+            connect(url(server, other_document, owner)) as reader,
+            connect(url(server, document, owner), max_size=None) as flooder,
+        ):
+            for ws in (writer, reader, flooder):
+                await synced(ws)
+            # About 5,000 updates a second, for up to two seconds.
+            code = None
+            for batch in range(0, len(updates), 50):
+                try:
+                    for update in updates[batch : batch + 50]:
+                        await flooder.send(protocol.sync_update(update))
+                except ConnectionClosed as closed:
+                    code = closed.rcvd.code if closed.rcvd else None
+                    break
+                await asyncio.sleep(0.01)
+            if code is None:
+                try:
+                    while True:
+                        await asyncio.wait_for(flooder.recv(), 10)
+                except ConnectionClosed as closed:
+                    code = closed.rcvd.code if closed.rcvd else None
+            # Meanwhile and after, the other document's people are served as usual.
+            await writer.send(protocol.sync_update(updates_for(["still here"])[0]))
+            while b"still here" not in await asyncio.wait_for(reader.recv(), 10):
+                pass
+            return code
+
+    assert asyncio.run(scenario()) == 4429
+    log = wait_for_log(server, start, r"code=4429 reason=too many messages from this socket")
+    assert "code=1011" not in log
+
+
+@pytest.fixture
+def other_document(owner):
+    from editor.models import Document
+
+    return Document.objects.create_for(owner, "Elsewhere")
+
+
+def read_until_closed(sock, timeout: float = 10) -> tuple[bool, int | None]:
+    """Reads what the server sends until it ends the connection: whether it did within
+    ``timeout``, and the code of its close frame if one arrived before (autobahn drops the
+    connection right after it, so unread input may turn it into a reset first)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return True, None
+        except TimeoutError:
+            break
+        if not chunk:
+            return True, None
+        data += chunk
+        at = 0
+        while at + 2 <= len(data):  # walk the server's (unmasked) frames
+            opcode, size = data[at] & 0x0F, data[at + 1] & 0x7F
+            header = 2
+            if size == 126:
+                size, header = struct.unpack("!H", data[at + 2 : at + 4])[0], 4
+            elif size == 127:
+                size, header = struct.unpack("!Q", data[at + 2 : at + 10])[0], 10
+            if at + header + size > len(data):
+                break
+            if opcode == 0x8:
+                return True, struct.unpack("!H", data[at + header : at + header + 2])[0]
+            at += header + size
+    return False, None
+
+
+def test_unfinished_frames_larger_than_collabs_limit_are_refused_at_once(
+    server, document, owner, viewer
+):
+    # Reproduced: daphne's 64 MiB message cap applied before collab's own, so 10 sockets each
+    # holding an unfinished 60 MiB frame cost 600 MB. daphne's cap is now an eighth above
+    # collab's limit: a frame announced larger is refused when its header arrives.
+    before = daphne_rss(server)
+    sockets = []
+    for _ in range(10):
+        sock = raw_socket(server, document, viewer)
+        mask = b"\x01\x02\x03\x04"
+        sock.sendall(bytes((0x82, 0x80 | 127)) + struct.pack("!Q", 60 * 1024 * 1024) + mask)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # already refused
+            sock.sendall(b"\x00" * (2 * 1024 * 1024))
+        sockets.append(sock)
+
+    ends = [read_until_closed(sock) for sock in sockets]
+    for sock in sockets:
+        sock.close()
+
+    # Ended by the server at once ("message too big", 1009, from autobahn: collab never sees
+    # a byte of it); before, each was held open waiting for the rest of its 60 MiB.
+    assert all(ended for ended, _ in ends)
+    assert {code for _, code in ends} <= {1009, None}
+    assert daphne_rss(server) - before < 100 * 1024 * 1024
+
+    async def still_editing():
+        async with connect(url(server, document, owner), max_size=None) as ws:
+            await synced(ws)
+            await ws.send(protocol.sync_update(updates_for(["fine"])[0]))
+            await ws.send(protocol.sync_step1(Doc()))
+
+    asyncio.run(still_editing())
+    live.wait_stored(document.pk, length=4)
