@@ -2,6 +2,8 @@
 applies at once (docs/protocol.md). Announced after the transaction commits, to every process."""
 
 import asyncio
+import uuid
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
@@ -11,11 +13,11 @@ from django.dispatch import receiver
 from editor.models import Document, Membership
 
 
-def _announce(document_id, user_id) -> None:
+def _announce(document_id: uuid.UUID, user_id: int | None) -> None:
     transaction.on_commit(lambda: _publish(document_id, user_id))
 
 
-def _publish(document_id, user_id) -> None:
+def _publish(document_id: uuid.UUID, user_id: int | None) -> None:
     from editor.realtime.room import publish_access_change
 
     try:
@@ -28,10 +30,10 @@ def _publish(document_id, user_id) -> None:
 
 @receiver(post_save, sender=Membership)
 @receiver(post_delete, sender=Membership)
-def membership_changed(sender, instance: Membership, **kwargs) -> None:
+def membership_changed(sender: type[Membership], instance: Membership, **kwargs: Any) -> None:
     _announce(instance.document_id, instance.user_id)
 
 
 @receiver(post_delete, sender=Document)
-def document_deleted(sender, instance: Document, **kwargs) -> None:
+def document_deleted(sender: type[Document], instance: Document, **kwargs: Any) -> None:
     _announce(instance.pk, None)
