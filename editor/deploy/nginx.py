@@ -32,6 +32,8 @@ class Options:
     static_root: str | None = None
     access_log: str = "access.log"
     error_log: str = "error.log"
+    tls_certificate: str | None = None
+    tls_key: str | None = None
 
 
 def max_request_body(max_content_bytes: int) -> int:
@@ -61,9 +63,13 @@ def validate(options: Options) -> None:
         ("--static-root", options.static_root),
         ("--access-log", options.access_log),
         ("--error-log", options.error_log),
+        ("--tls-certificate", options.tls_certificate),
+        ("--tls-key", options.tls_key),
     ):
         if value is not None and not _PATH.match(value):
             raise ValueError(f"{name} {value!r}: no spaces, quotes, ';', '{{', '}}', '#' or '$'")
+    if (options.tls_certificate is None) != (options.tls_key is None):
+        raise ValueError("--tls-certificate and --tls-key go together")
 
 
 def arguments(options: Options) -> str:
@@ -76,6 +82,8 @@ def arguments(options: Options) -> str:
         parts.append(f"--access-log {options.access_log}")
     if options.error_log != Options.error_log:
         parts.append(f"--error-log {options.error_log}")
+    if options.tls_certificate:
+        parts.append(f"--tls-certificate {options.tls_certificate} --tls-key {options.tls_key}")
     return " ".join(parts)
 
 
@@ -95,6 +103,8 @@ def render(options: Options) -> str:
                 "static_root": (options.static_root or "").rstrip("/"),
                 "access_log": options.access_log,
                 "error_log": options.error_log,
+                "tls_certificate": options.tls_certificate,
+                "tls_key": options.tls_key,
                 "max_content_bytes": max_content_bytes,
                 "client_max_body_size": max_request_body(max_content_bytes),
                 "ping_interval": serve["PING_INTERVAL"],

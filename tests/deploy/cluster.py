@@ -16,10 +16,12 @@ import random
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +34,11 @@ from pycrdt import Doc, Text
 
 from editor.realtime import protocol
 from tests import live
+
+# The TLS tests' certificate is self-signed.
+UNVERIFIED = ssl.create_default_context()
+UNVERIFIED.check_hostname = False
+UNVERIFIED.verify_mode = ssl.CERT_NONE
 
 NGINX_HINT = "tests/deploy needs nginx (Debian: apt-get install nginx-light; `make nginx` does it)"
 
@@ -81,8 +88,9 @@ class Nginx:
     (pytest's tmp_path is not): static files to serve are collected into it.
     """
 
-    def __init__(self, backends: Backends, static: bool = False) -> None:
+    def __init__(self, backends: Backends, static: bool = False, tls: bool = False) -> None:
         self.backends = backends
+        self.tls = tls
         self.port = live.free_port()
         self.prefix = Path(tempfile.mkdtemp(prefix="collab-nginx-"))
         self.prefix.chmod(0o755)
@@ -105,6 +113,8 @@ class Nginx:
                 with override_settings(STATIC_ROOT=self.static_root):
                     call_command("collectstatic", interactive=False, verbosity=0)
                 arguments += ["--static-root", str(self.static_root)]
+            if self.tls:
+                arguments += self._certificate()
             output = io.StringIO()
             call_command("nginx_conf", *arguments, stdout=output)
         self.config.write_text(output.getvalue())
@@ -121,14 +131,27 @@ class Nginx:
             if self.process.poll() is not None:
                 raise AssertionError(f"nginx exited with {self.process.returncode}:\n{self.logs()}")
             try:
-                status, _ = live._get(self.http() + "/healthz")
-                if status == 200:
-                    return self
+                request = urllib.request.Request(self.http() + "/healthz")
+                with urllib.request.urlopen(request, timeout=2, context=UNVERIFIED) as response:
+                    if response.status == 200:
+                        return self
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 raise AssertionError(f"nginx did not answer within 20 s:\n{self.logs()}")
             time.sleep(0.1)
+
+    def _certificate(self) -> list[str]:
+        """A self-signed certificate for 127.0.0.1 (clients here do not verify it)."""
+        cert, key = self.prefix / "cert.pem", self.prefix / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+            + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return ["--tls-certificate", str(cert), "--tls-key", str(key)]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -147,10 +170,11 @@ class Nginx:
         self.stop()
 
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def ws(self, document_id: object, ticket: str, slash: str = "") -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/documents/{document_id}{slash}?ticket={ticket}"
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/ws/documents/{document_id}{slash}?ticket={ticket}"
 
     def access_log(self) -> list[str]:
         path = self.prefix / "access.log"

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -23,7 +24,7 @@ from rest_framework.authtoken.models import Token
 
 from editor.models import Document, Membership, Role
 from tests import live
-from tests.deploy.cluster import Backends, Nginx, Peer, until
+from tests.deploy.cluster import UNVERIFIED, Backends, Nginx, Peer, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,19 +54,26 @@ def request(url: str, method: str = "GET", body: bytes | None = None, headers=No
     """(status, headers, body) of one request, errors included."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=20) as response:
+        with urllib.request.urlopen(req, timeout=20, context=UNVERIFIED) as response:
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers, exc.read()
 
 
-def upstreams(nginx: Nginx, path: str) -> list[str]:
-    """The backend of each logged request for ``path`` ("-" when nginx answered itself)."""
-    found = []
-    for line in nginx.access_log():
-        if f" {path} " in line or f" {path}?" in line:
-            found.append(re.search(r"upstream=(\S+)", line).group(1))
-    return found
+def upstreams(nginx: Nginx, path: str, at_least: int = 1) -> list[str]:
+    """The backend of each logged request for ``path`` ("-" when nginx answered itself).
+
+    nginx logs a request just after answering it: waits (briefly) for ``at_least`` lines."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = [
+            re.search(r"upstream=(\S+)", line).group(1)
+            for line in nginx.access_log()
+            if f" {path} " in line or f" {path}?" in line
+        ]
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def test_it_sends_every_socket_of_a_document_to_one_backend_and_spreads_documents(
@@ -106,7 +114,7 @@ def test_it_spreads_http_requests_round_robin(cluster):
     for _ in range(6):
         status, _, _ = request(nginx.http() + "/healthz")
         assert status == 200
-    used = collections.Counter(upstreams(nginx, "/healthz")[-6:])
+    used = collections.Counter(upstreams(nginx, "/healthz", 6)[-6:])
     assert set(used) == {backends.address(i) for i in range(3)}, dict(used)
 
 
@@ -133,7 +141,7 @@ def test_a_rest_put_through_nginx_reaches_a_socket_on_another_backend(cluster, o
             )
             assert status == 200, body
             await until(lambda t=text: str(peer) == t, 10, f"PUT {attempt} reached the socket")
-            served_by = upstreams(nginx, path)[-1]
+            served_by = (await asyncio.to_thread(upstreams, nginx, path, attempt + 1))[-1]
             if served_by != home:
                 break
         else:
@@ -219,7 +227,7 @@ def test_it_admits_a_body_at_the_apis_bound_and_refuses_a_larger_one_itself(clus
     status, response_headers, answer = request(url, "PUT", b" " * (bound + 1), headers)
     assert status == 413
     assert response_headers["Server"] == "nginx", "refused by the backend, not by nginx"
-    assert upstreams(nginx, f"/api/documents/{document.pk}/content/")[-1] == "-"
+    assert upstreams(nginx, f"/api/documents/{document.pk}/content/", 2)[-1] == "-"
 
 
 def test_it_serves_collected_static_files_itself_compressed(cluster):
@@ -273,3 +281,29 @@ def test_the_images_health_check_passes_on_a_live_process_and_fails_otherwise(cl
     assert healthcheck(backends.http(1) + "/healthz") == 0
     assert healthcheck(nginx.http() + "/metrics") == 1  # an error status
     assert healthcheck(f"http://127.0.0.1:{live.free_port()}/healthz") == 1  # nobody there
+
+
+def test_with_tls_the_processes_see_https_and_sockets_work(cluster, owner):
+    backends, _ = cluster
+    for n in range(21):
+        Document.objects.create_for(owner, f"doc {n}")
+    token = Token.objects.create(user=owner).key
+    document = Document.objects.first()
+
+    with Nginx(backends, tls=True) as nginx:
+        status, _, body = request(
+            nginx.http() + "/api/documents/", headers={"Authorization": f"Token {token}"}
+        )
+        assert status == 200, body
+        assert json.loads(body)["next"] == f"{nginx.http()}/api/documents/?page=2"
+        assert nginx.http().startswith("https://")
+
+        async def sync_over_wss():
+            import websockets
+
+            url = nginx.ws(document.pk, live.ticket_for(owner, document))
+            async with websockets.connect(url, ssl=UNVERIFIED) as ws:
+                first = await asyncio.wait_for(ws.recv(), 10)
+                assert first[:2] == b"\x00\x00"  # the server's sync step 1
+
+        async_to_sync(sync_over_wss)()

@@ -51,6 +51,12 @@ class Command(BaseCommand):
             metavar="PATH",
             help="Error log, relative to nginx's prefix unless absolute, or `stderr` (error.log).",
         )
+        parser.add_argument(
+            "--tls-certificate",
+            metavar="FILE",
+            help="Serve HTTPS on --listen with this certificate chain (PEM); needs --tls-key.",
+        )
+        parser.add_argument("--tls-key", metavar="FILE", help="The certificate's private key.")
 
     def handle(
         self,
@@ -60,6 +66,8 @@ class Command(BaseCommand):
         static_root: str | None,
         access_log: str,
         error_log: str,
+        tls_certificate: str | None,
+        tls_key: str | None,
         **options: Any,
     ) -> None:
         config = nginx.Options(
@@ -68,6 +76,8 @@ class Command(BaseCommand):
             static_root=static_root,
             access_log=access_log,
             error_log=error_log,
+            tls_certificate=tls_certificate,
+            tls_key=tls_key,
         )
         try:
             self.stdout.write(nginx.render(config), ending="")
