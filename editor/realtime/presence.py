@@ -31,15 +31,17 @@ import hashlib
 import json
 import logging
 import time
-import weakref
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import redis
 import redis.asyncio as aredis
 from django.conf import settings
 
 from editor.realtime import protocol
+from editor.realtime.loops import per_event_loop
 
 logger = logging.getLogger("collab.presence")
 
@@ -107,7 +109,18 @@ class Removal:
     clock: int
 
 
-def identity(user) -> dict[str, Any]:
+class Account(Protocol):
+    """What ``identity()`` reads of a user: a user model instance, or a socket's lighter copy."""
+
+    @property
+    def pk(self) -> Any: ...
+
+    def get_full_name(self) -> str: ...
+
+    def get_username(self) -> str: ...
+
+
+def identity(user: Account) -> dict[str, Any]:
     """The ``user`` field of every awareness state, written by the server from the account.
 
     The colour is derived from the user id, so a person keeps one colour on every device.
@@ -181,7 +194,7 @@ class Presence:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_later())
 
-    async def remove(self, document_id: str, client_ids) -> None:
+    async def remove(self, document_id: str, client_ids: Iterable[int]) -> None:
         client_ids = list(client_ids)
         if not client_ids:
             return
@@ -233,21 +246,13 @@ class Presence:
             await pipe.execute()
 
 
-_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Presence] = (
-    weakref.WeakKeyDictionary()
-)
-
-
+@per_event_loop
 def get_presence() -> Presence:
-    """The presence client of the running event loop (one per daphne process)."""
-    loop = asyncio.get_running_loop()
-    presence = _by_loop.get(loop)
-    if presence is None:
-        presence = _by_loop[loop] = Presence(settings.PRESENCE_REDIS_URL)
-    return presence
+    """The presence client of this process (editor/realtime/loops.py)."""
+    return Presence(settings.PRESENCE_REDIS_URL)
 
 
-def who_is_here(document_id) -> list[Entry]:
+def who_is_here(document_id: uuid.UUID | str) -> list[Entry]:
     """Live entries of one document, for sync code (the REST API)."""
     client = redis.Redis.from_url(settings.PRESENCE_REDIS_URL, socket_timeout=2)
     try:
@@ -261,7 +266,8 @@ def everyone_here() -> dict[str, list[Entry]]:
     """Live entries of every document, for sync code (the admin's "who is editing now")."""
     client = redis.Redis.from_url(settings.PRESENCE_REDIS_URL, socket_timeout=2)
     try:
-        members = client.zrangebyscore(_deadlines_key(), time.time(), "+inf")
+        # redis-py types every answer as whatever any command may return; this one is bytes.
+        members = cast(list[bytes], client.zrangebyscore(_deadlines_key(), time.time(), "+inf"))
         documents = sorted({m.decode().partition("|")[0] for m in members})
         pipe = client.pipeline(transaction=False)
         for document_id in documents:

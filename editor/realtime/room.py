@@ -17,9 +17,9 @@ import asyncio
 import hashlib
 import logging
 import time
-import weakref
+import uuid
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -28,6 +28,7 @@ from django.utils import timezone
 from pycrdt import Doc, merge_updates
 
 from editor.realtime import protocol, store
+from editor.realtime.loops import per_event_loop
 from editor.realtime.presence import get_presence
 
 logger = logging.getLogger("collab.room")
@@ -36,9 +37,15 @@ EMPTY_UPDATE = b"\x00\x00"
 
 
 class Connection(Protocol):
-    """What a room needs of a connection: a way to send it one frame."""
+    """What a room needs of a connection: a way to send it one frame, and whose it is and how
+    to re-check its access when the document's access changes."""
+
+    @property
+    def user_id(self) -> int | None: ...
 
     async def send_frame(self, frame: bytes) -> None: ...
+
+    async def recheck_access(self) -> None: ...
 
 
 class InvalidUpdate(ValueError):
@@ -57,7 +64,7 @@ def group_name(document_id: str) -> str:
     return f"doc.{document_id}"
 
 
-async def publish_update(document_id, update: bytes) -> None:
+async def publish_update(document_id: uuid.UUID | str, update: bytes) -> None:
     """Sends an update written outside any room (the REST API) to the document's group: every
     process's room applies it and passes it on to its connections. Store it first: a lost group
     message is then recovered by the rooms' catch-up from the log."""
@@ -68,7 +75,7 @@ async def publish_update(document_id, update: bytes) -> None:
         logger.exception("document %s: could not publish an update", document_id)
 
 
-async def publish_access_change(document_id, user_id: int | None) -> None:
+async def publish_access_change(document_id: uuid.UUID | str, user_id: int | None) -> None:
     """Tells every process that a user's access to a document changed (``None``: everyone's,
     e.g. the document was deleted); their sockets re-check it at once."""
     message = {"type": "doc.access", "user_id": user_id, "origin": None}
@@ -87,7 +94,7 @@ class Room:
     def __init__(self, document_id: str) -> None:
         self.document_id = str(document_id)
         self.group = group_name(self.document_id)
-        self.doc = Doc()
+        self.doc: Doc = Doc()
         self.connections: set[Connection] = set()
         self.channel: str | None = None
         # Digests of updates already applied, so catch-up re-sends only what was really missed.
@@ -123,13 +130,8 @@ class Room:
 
     # -- document updates -----------------------------------------------------------------
 
-    async def apply_client_update(self, update: bytes, origin: Connection, author_id) -> None:
-        """Validates an update from a local client by applying it, makes it durable, and sends
-        it to every other connection of the document, here and in other processes."""
-        await self.apply_client_updates([update], origin, author_id)
-
     async def apply_client_updates(
-        self, updates: list[bytes], origin: Connection, author_id
+        self, updates: list[bytes], origin: Connection, author_id: int | None
     ) -> None:
         """Applies updates one client sent in a row (it got ahead of the server: a paste
         burst, an offline batch, a flood) and passes them on as ONE merged update: one log
@@ -155,7 +157,7 @@ class Room:
         await self._pass_on(merged, origin, author_id)
 
     def _apply_each(self, updates: list[bytes]) -> tuple[list[bytes], InvalidUpdate]:
-        applied = []
+        applied: list[bytes] = []
         for update in updates:
             try:
                 self.doc.apply_update(update)
@@ -165,7 +167,7 @@ class Room:
         # Each applies alone though not together: not expected of valid Yjs updates.
         return applied, InvalidUpdate("updates do not apply together")
 
-    async def _pass_on(self, update: bytes, origin: Connection, author_id) -> None:
+    async def _pass_on(self, update: bytes, origin: Connection, author_id: int | None) -> None:
         """Makes an applied update durable and sends it to every other connection of the
         document, here and in other processes."""
         self._remember(update)
@@ -189,7 +191,7 @@ class Room:
     def _remember(self, update: bytes) -> None:
         self._seen[_digest(update)] = time.monotonic()
 
-    async def catch_up(self, rows: list[bytes]) -> int:
+    async def catch_up(self, rows: list[bytes]) -> None:
         """Applies log rows this room may have missed and forwards the new ones locally."""
         missed = 0
         for update in rows:
@@ -202,7 +204,6 @@ class Room:
             logger.warning(
                 "room %s: recovered %d missed updates from the log", self.document_id, missed
             )
-        return missed
 
     # -- awareness ------------------------------------------------------------------------
     # Presence state itself lives in Redis (presence.py); a room only moves awareness frames.
@@ -264,7 +265,7 @@ class Room:
                     "room %s: could not handle %s", self.document_id, message.get("type")
                 )
 
-    async def _dispatch(self, message: dict) -> None:
+    async def _dispatch(self, message: dict[str, Any]) -> None:
         if message["type"] == "doc.update":
             update = message["update"]
             if self._apply_remote(update):
@@ -274,10 +275,9 @@ class Room:
         elif message["type"] == "doc.access":
             user_id = message["user_id"]
             for connection in list(self.connections):
-                recheck = getattr(connection, "recheck_access", None)
-                if recheck is not None and user_id in (None, connection.user_id):
+                if user_id in (None, connection.user_id):
                     try:
-                        await recheck()
+                        await connection.recheck_access()
                     except Exception:
                         logger.exception("room %s: an access re-check failed", self.document_id)
 
@@ -298,17 +298,14 @@ class Rooms:
 
     def __init__(self) -> None:
         self._rooms: dict[str, Room] = {}
-        self._loading: dict[str, asyncio.Future] = {}
+        self._loading: dict[str, asyncio.Future[Room]] = {}
         self._catchup: asyncio.Task | None = None
         self._sweeper: asyncio.Task | None = None
 
     def get(self, document_id: str) -> Room | None:
         return self._rooms.get(str(document_id))
 
-    def __len__(self) -> int:
-        return len(self._rooms)
-
-    async def join(self, document_id, connection: Connection) -> Room:
+    async def join(self, document_id: uuid.UUID | str, connection: Connection) -> Room:
         document_id = str(document_id)
         room = self._rooms.get(document_id)
         if room is None:
@@ -366,12 +363,12 @@ class Rooms:
         except Exception:
             logger.exception("room %s: catch-up after load failed", room.document_id)
 
-    async def catch_up_once(self, document_ids: list[str] | None = None) -> int:
+    async def catch_up_once(self, document_ids: list[str] | None = None) -> None:
         """Re-reads recent log rows of these rooms (all by default) and applies what was
         missed."""
         document_ids = list(self._rooms) if document_ids is None else document_ids
         if not document_ids:
-            return 0
+            return
         window = timedelta(seconds=2 * settings.COLLAB["CATCHUP_INTERVAL"] + 2)
         rows = await database_sync_to_async(store.updates_since)(
             document_ids, timezone.now() - window
@@ -379,12 +376,10 @@ class Rooms:
         by_document: dict[str, list[bytes]] = {}
         for document_id, _id, data in rows:
             by_document.setdefault(str(document_id), []).append(bytes(data))
-        missed = 0
         for document_id, updates in by_document.items():
             room = self._rooms.get(document_id)
             if room is not None:
-                missed += await room.catch_up(updates)
-        return missed
+                await room.catch_up(updates)
 
     async def _catch_up_forever(self) -> None:
         while self._rooms:
@@ -398,7 +393,7 @@ class Rooms:
                     "catch-up failed; retrying in %ss", settings.COLLAB["CATCHUP_INTERVAL"]
                 )
 
-    async def sweep_once(self) -> int:
+    async def sweep_once(self) -> None:
         """Removes expired presence of every document (any process's) and announces it."""
         removals = await get_presence().sweep()
         by_document: dict[str, dict[int, int]] = {}
@@ -412,7 +407,6 @@ class Rooms:
                 group_name(document_id),
                 {"type": "doc.awareness", "payload": removal_payload(clocks), "origin": None},
             )
-        return len(removals)
 
     async def _sweep_forever(self) -> None:
         while self._rooms:
@@ -425,15 +419,7 @@ class Rooms:
                 logger.exception("presence sweep failed; trying again after the interval")
 
 
-_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Rooms] = (
-    weakref.WeakKeyDictionary()
-)
-
-
+@per_event_loop
 def get_rooms() -> Rooms:
-    """The rooms of this process (of this event loop, so tests with fresh loops stay apart)."""
-    loop = asyncio.get_running_loop()
-    rooms = _registries.get(loop)
-    if rooms is None:
-        rooms = _registries[loop] = Rooms()
-    return rooms
+    """The rooms of this process (editor/realtime/loops.py)."""
+    return Rooms()

@@ -53,6 +53,7 @@ from pycrdt import Decoder, Doc
 from pycrdt import get_update as diff_update
 
 from editor.models import Document, DocumentUpdate
+from editor.realtime.loops import per_event_loop
 
 __all__ = [
     "CompactResult",
@@ -81,7 +82,7 @@ _DELETE_CHUNK = 500
 # -- reads ----------------------------------------------------------------------------------
 
 
-def load(document_id) -> tuple[list[bytes], int]:
+def load(document_id: uuid.UUID | str) -> tuple[list[bytes], int]:
     """The document's state as updates to apply in order: the snapshot (if any), then every row
     still in the log, by id. Also returns the largest row id seen, or ``snapshot_seq`` if the log
     is empty. Raises ``Document.DoesNotExist`` for an unknown document. Sync: run it through
@@ -126,7 +127,7 @@ class CompactResult:
     kept: int = 0  # rows left in the log: they failed to apply or wait for a missing dependency
 
 
-def compact(document_id) -> CompactResult:
+def compact(document_id: uuid.UUID | str) -> CompactResult:
     """Folds the document's log into its snapshot, in one transaction. Sync."""
     with transaction.atomic():
         # Row lock: two compactions at once could each write a snapshot from the rows they saw
@@ -161,7 +162,7 @@ def compact(document_id) -> CompactResult:
 def _fold(snapshot: bytes, rows: list[tuple[int, bytes]]) -> tuple[bytes, list[int]]:
     """Applies the snapshot and rows to a fresh Doc; returns its full state as one update and
     the ids of the rows it fully contains."""
-    doc = Doc()
+    doc: Doc = Doc()
     if snapshot:
         doc.apply_update(snapshot)  # a corrupt snapshot raises: better stop than delete rows
     applied = []
@@ -273,8 +274,8 @@ def _insert(batch: list[_Pending]) -> None:
         Document.objects.filter(pk__in={p.document_id for p in batch}).update(updated_at=now)
 
 
-def write(document_id, data: bytes, author_id: int | None) -> int:
-    """Writes one update now and returns its row id. Sync.
+def write(document_id: uuid.UUID | str, data: bytes, author_id: int | None) -> None:
+    """Writes one update now. Sync.
 
     For callers outside the event loop that must not answer before the change is durable (the
     REST API); rooms use the batching writer instead.
@@ -285,7 +286,6 @@ def write(document_id, data: bytes, author_id: int | None) -> int:
         )
         Document.objects.filter(pk=document_id).update(updated_at=timezone.now())
     _compact_crowded({row.document_id})
-    return row.pk
 
 
 def _without_orphans(batch: list[_Pending]) -> list[_Pending]:
@@ -324,16 +324,13 @@ class UpdateWriter:
         self._task: asyncio.Task | None = None
         self._flush_requested = asyncio.Event()  # cuts the gathering pause short
         self._waiters: list[tuple[int, asyncio.Future]] = []
-        # Counters, for logs and tests.
-        self.batches_written = 0
-        self.write_failures = 0
 
     @property
     def pending(self) -> int:
         """Updates appended but not committed yet."""
         return len(self._queue)
 
-    def append(self, document_id, data: bytes, author_id: int | None) -> None:
+    def append(self, document_id: uuid.UUID | str, data: bytes, author_id: int | None) -> None:
         """Queues an update for writing and returns at once."""
         loop = asyncio.get_running_loop()
         # Parsed here so a bad id fails its caller instead of poisoning a whole batch.
@@ -394,7 +391,6 @@ class UpdateWriter:
                 await database_sync_to_async(_write_batch)(batch)
             except Exception:
                 failures += 1
-                self.write_failures += 1
                 logger.exception(
                     "could not write %d update(s) (attempt %d, %d pending); retrying in %.1f s",
                     len(batch),
@@ -409,7 +405,6 @@ class UpdateWriter:
             for _ in batch:
                 self._queue.popleft()
             self._written += len(batch)
-            self.batches_written += 1
             for target, waiter in self._waiters:
                 if target <= self._written and not waiter.done():
                     waiter.set_result(None)
@@ -421,18 +416,10 @@ class UpdateWriter:
             await asyncio.wait_for(self._flush_requested.wait(), seconds)
 
 
-_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpdateWriter] = (
-    weakref.WeakKeyDictionary()
-)
-
-
+@per_event_loop
 def get_writer() -> UpdateWriter:
-    """The writer of the running event loop (one per daphne process), created on first use."""
-    loop = asyncio.get_running_loop()
-    writer = _writers.get(loop)
-    if writer is None:
-        writer = _writers[loop] = UpdateWriter()
-    return writer
+    """The writer of this process (editor/realtime/loops.py)."""
+    return UpdateWriter()
 
 
 # -- shutdown -------------------------------------------------------------------------------

@@ -12,19 +12,24 @@ from pycrdt import Doc, Text
 
 from editor.models import DocumentUpdate
 from editor.realtime import protocol, store
-from editor.realtime.room import InvalidUpdate, Rooms
+from editor.realtime.room import InvalidUpdate, Rooms, publish_access_change
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
 class Sink:
-    """A connection that keeps what it is sent."""
+    """A connection that keeps what it is sent, and counts the access re-checks it is asked."""
 
-    def __init__(self) -> None:
+    def __init__(self, user_id: int = 0) -> None:
+        self.user_id = user_id
         self.frames: asyncio.Queue[bytes] = asyncio.Queue()
+        self.rechecks = 0
 
     async def send_frame(self, frame: bytes) -> None:
         await self.frames.put(frame)
+
+    async def recheck_access(self) -> None:
+        self.rechecks += 1
 
     async def next(self, timeout: float = 5) -> protocol.Message:
         return protocol.parse_message(await asyncio.wait_for(self.frames.get(), timeout))
@@ -60,7 +65,7 @@ async def test_it_fans_out_to_another_process_once(document, owner):
     await there.join(document.id, far_2)
 
     update = edit("across processes")
-    await room.apply_client_update(update, origin=sender, author_id=owner.pk)
+    await room.apply_client_updates([update], origin=sender, author_id=owner.pk)
 
     assert await neighbour.next() == protocol.SyncUpdate(update)
     assert await far_1.next() == protocol.SyncUpdate(update)
@@ -78,7 +83,7 @@ async def test_it_rejects_an_update_that_does_not_apply_without_changing_anythin
     await rooms.join(document.id, other)
 
     with pytest.raises(InvalidUpdate):
-        await room.apply_client_update(b"\xff\xff\xff", origin=sender, author_id=owner.pk)
+        await room.apply_client_updates([b"\xff\xff\xff"], origin=sender, author_id=owner.pk)
 
     await store.get_writer().flush()
     assert text_of(room) == ""
@@ -95,10 +100,11 @@ async def test_it_recovers_an_update_the_channel_layer_lost(document, owner):
     update = edit("from the log")
     await sync_to_async(DocumentUpdate.objects.create)(document=document, data=update, author=owner)
 
-    assert await rooms.catch_up_once() == 1
+    await rooms.catch_up_once()
     assert await watcher.next() == protocol.SyncUpdate(update)
     assert text_of(room) == "from the log"
-    assert await rooms.catch_up_once() == 0  # seen once, not sent twice
+    await rooms.catch_up_once()
+    assert watcher.frames.empty()  # seen once, not sent twice
     await room.close()
 
 
@@ -108,11 +114,11 @@ async def test_it_does_not_resend_what_it_already_relayed(document, owner):
     room = await here.join(document.id, sender)
     remote = await there.join(document.id, far)
     update = edit("once")
-    await room.apply_client_update(update, origin=sender, author_id=owner.pk)
+    await room.apply_client_updates([update], origin=sender, author_id=owner.pk)
     assert await far.next() == protocol.SyncUpdate(update)
     await store.get_writer().flush()
 
-    assert await there.catch_up_once() == 0
+    await there.catch_up_once()
     assert far.frames.empty()
     await room.close()
     await remote.close()
@@ -159,7 +165,7 @@ async def test_a_send_that_fails_for_one_connection_spares_the_others_and_the_se
     await rooms.join(document.id, after)
 
     update = edit("typed while a tab closes")
-    await room.apply_client_update(update, origin=sender, author_id=owner.pk)
+    await room.apply_client_updates([update], origin=sender, author_id=owner.pk)
 
     for connection in (before, after):
         assert await connection.next() == protocol.SyncUpdate(update)
@@ -209,3 +215,22 @@ async def test_a_bad_update_in_a_row_keeps_the_good_ones_before_it(document, own
     assert isinstance(await neighbour.next(), protocol.SyncUpdate)
     assert text_of(room) == "kept"
     await room.close()
+
+
+async def test_it_asks_the_connections_of_a_user_to_recheck_access_when_it_changes(document):
+    here, there = Rooms(), Rooms()
+    olive, eddie, far_eddie = Sink(user_id=1), Sink(user_id=2), Sink(user_id=2)
+    room = await here.join(document.id, olive)
+    await here.join(document.id, eddie)
+    remote = await there.join(document.id, far_eddie)
+
+    await publish_access_change(document.id, 2)
+    await publish_access_change(document.id, None)  # everyone's (the document was deleted)
+
+    for _ in range(100):  # polls; the deadline is generous, not a performance claim
+        if (olive.rechecks, eddie.rechecks, far_eddie.rechecks) == (1, 2, 2):
+            break
+        await asyncio.sleep(0.05)
+    assert (olive.rechecks, eddie.rechecks, far_eddie.rechecks) == (1, 2, 2)
+    await room.close()
+    await remote.close()
