@@ -49,7 +49,7 @@ from websockets.exceptions import ConnectionClosed
 
 from editor.realtime import protocol
 
-MODES = ("fanout", "throughput", "idle", "joinstorm")
+MODES = ("fanout", "throughput", "idle", "joinstorm", "flood")
 
 SYNC_STEP2_PREFIX = b"\x00\x01"
 SYNC_UPDATE_PREFIX = b"\x00\x02"
@@ -111,6 +111,9 @@ class Target:
 
     urls: list[str]
     ticket: Callable[[str], str] | None = None
+    # Tickets of a second person with access, for a client that must not share the first one's
+    # per-user limits (the flooder).
+    other_ticket: Callable[[str], str] | None = None
     server_pids: list[int] = field(default_factory=list)
     name: str = "target"
 
@@ -119,11 +122,12 @@ class Target:
             ensure_loopback(url)
         self.ring = HashRing([url.rstrip("/") for url in self.urls])
 
-    def url_for(self, document: str) -> str:
+    def url_for(self, document: str, other: bool = False) -> str:
         base = self.ring.pick(f"/{document}")
         url = f"{base}/{document}"
-        if self.ticket is not None:
-            url += "?ticket=" + self.ticket(document)
+        ticket = self.other_ticket if other and self.other_ticket else self.ticket
+        if ticket is not None:
+            url += "?ticket=" + ticket(document)
         return url
 
 
@@ -480,6 +484,101 @@ async def fanout(
     }
 
 
+async def _flood(
+    target: Target, document: str, rate: float, stop: asyncio.Event, timeout: float
+) -> dict[str, Any]:
+    """One client sends updates to ``document`` at ``rate`` per second until ``stop``, as an
+    abusive or broken client would: when the server closes it, it reconnects and goes on."""
+    run = Run()
+    frames = make_updates(10_000, 2_000)
+    sent = connects = 0
+    closes: dict[str, int] = {}
+    interval = 0.01  # a batch every 10 ms: the event loop's timers are no finer than ~1 ms
+    per_batch = max(1, round(rate * interval))
+    while not stop.is_set():
+        client = Client(target.url_for(document, other=True), run, writer_id=10_000)
+        try:
+            await client.open(timeout)
+        except Exception as exc:  # refused while reconnecting: count it, back off a little
+            key = str(client.closed_code or type(exc).__name__)
+            closes[key] = closes.get(key, 0) + 1
+            await client.close()
+            await asyncio.sleep(0.1)
+            continue
+        connects += 1
+        started = time.monotonic()
+        batch = 0
+        try:
+            while not stop.is_set() and client.is_open:
+                for _ in range(per_batch):
+                    await client.send(frames[sent % len(frames)])
+                    sent += 1
+                batch += 1
+                delay = started + batch * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        except (ConnectionClosed, OSError):
+            pass
+        if not client.is_open:
+            await asyncio.sleep(0.05)  # let the reader record the close code
+            key = str(client.closed_code)
+            closes[key] = closes.get(key, 0) + 1
+        await client.close()
+    return {"sent": sent, "connects": connects, "closes_by_code": closes}
+
+
+async def flood(
+    target: Target,
+    documents: Sequence[str],
+    readers: int,
+    updates: int,
+    rate: float,
+    flood_rate: float,
+    concurrency: int,
+    timeout: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Fan-out on one document (1 writer, ``readers`` readers, ``updates`` at ``rate``/s), first
+    alone, then while one client floods ANOTHER document served by the same process with
+    ``flood_rate`` updates/s (reconnecting whenever it is closed). What one abusive client
+    costs everyone else: the latency ratio flood / quiet."""
+    # Two documents on the same process (a consistent hash decides which process serves one).
+    quiet_doc = documents[0]
+    base = target.ring.pick(f"/{quiet_doc}")
+    noisy = [doc for doc in documents[1:] if target.ring.pick(f"/{doc}") == base]
+    if not noisy:
+        return {"error": "no second document on the same process; pass more --documents"}
+    phases: dict[str, Any] = {}
+    for phase in ("quiet", "flood"):
+        stop = asyncio.Event()
+        flooder = None
+        if phase == "flood":
+            flooder = asyncio.ensure_future(_flood(target, noisy[0], flood_rate, stop, timeout))
+            await asyncio.sleep(1.0)  # the flood is on before timing starts
+        result = await fanout(
+            target, [quiet_doc], readers, updates, rate, concurrency, timeout, progress
+        )
+        stop.set()
+        if flooder is not None:
+            result["flooder"] = await flooder
+        phases[phase] = result
+        progress(f"{phase}: p99 {result['latency_ms']['p99']} ms", force=True)
+    quiet, flooded = phases["quiet"]["latency_ms"], phases["flood"]["latency_ms"]
+    return {
+        **phases,
+        "flood_rate": flood_rate,
+        "latency_ms_quiet": quiet,
+        "latency_ms_flood": flooded,
+        "p50_ratio": _ratio(flooded["p50"], quiet["p50"]),
+        "p99_ratio": _ratio(flooded["p99"], quiet["p99"]),
+        "lost": phases["quiet"]["lost"] + phases["flood"]["lost"],
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
 async def throughput(
     target: Target,
     documents: Sequence[str],
@@ -715,6 +814,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--readers", type=int, default=100, help="fanout: readers per document")
     parser.add_argument("--updates", type=int, default=200, help="fanout: updates per writer")
     parser.add_argument("--rate", type=float, default=20.0, help="updates/s per writer")
+    parser.add_argument(
+        "--flood-rate", type=float, default=5000.0, help="flood: the flooder's updates/s"
+    )
     parser.add_argument("--writers", type=int, default=5, help="throughput: writers per document")
     parser.add_argument("--duration", type=float, default=10.0, help="throughput: seconds")
     parser.add_argument("--connections", type=int, default=1000, help="idle: connections")
@@ -736,6 +838,8 @@ def documents_needed(options: dict[str, Any]) -> int:
         return 10
     if mode == "idle":
         return max(1, options["connections"] // 100)
+    if mode == "flood":
+        return 8  # two of them on the same process, whatever the hash ring does
     return 1
 
 
@@ -750,6 +854,17 @@ async def run_mode(target: Target, documents: Sequence[str], options: dict[str, 
             options["readers"],
             options["updates"],
             options["rate"],
+            options["concurrency"],
+            **common,
+        )
+    if mode == "flood":
+        return await flood(
+            target,
+            documents,
+            options["readers"],
+            options["updates"],
+            options["rate"],
+            options["flood_rate"],
             options["concurrency"],
             **common,
         )

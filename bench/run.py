@@ -36,7 +36,7 @@ REFERENCE_PACKAGE = "y-websocket@1.5.4"
 # optional one, is native and unused without YPERSISTENCE); versions as tests/interop pins.
 REFERENCE_EXTRAS = ["ws@8.18.3", "yjs@13.6.33"]
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-MODE_ORDER = ("fanout", "throughput", "joinstorm", "idle")
+MODE_ORDER = ("fanout", "flood", "throughput", "joinstorm", "idle")
 
 
 def say(message: str) -> None:
@@ -183,6 +183,17 @@ def mode_arguments(mode: str, args) -> list[str]:
             "--rate",
             str(args.rate),
         ]
+    if mode == "flood":
+        return common + [
+            "--readers",
+            str(args.flood_readers),
+            "--updates",
+            str(args.flood_updates),
+            "--rate",
+            str(args.rate),
+            "--flood-rate",
+            str(args.flood_rate),
+        ]
     if mode == "throughput":
         return common + [
             "--documents",
@@ -246,6 +257,11 @@ ROWS = [
     ("fanout", "delivered", "fan-out delivered", ""),
     ("fanout", "lost", "fan-out lost", ""),
     ("fanout", "client_cpu_percent", "fan-out client CPU", "%"),
+    ("flood", "latency_ms_quiet.p99", "flood: other document p99, quiet", "ms"),
+    ("flood", "latency_ms_flood.p99", "flood: other document p99, flooded", "ms"),
+    ("flood", "p99_ratio", "flood: p99 flooded / quiet", ""),
+    ("flood", "p50_ratio", "flood: p50 flooded / quiet", ""),
+    ("flood", "flood.flooder.sent", "flood: updates the flooder sent", ""),
     ("throughput", "delivered_per_s", "throughput delivered/s", ""),
     ("throughput", "latency_ms.p50", "throughput latency p50", "ms"),
     ("throughput", "latency_ms.p99", "throughput latency p99", "ms"),
@@ -288,6 +304,8 @@ def parameters(args) -> str:
     return (
         f"{args.processes} collab process(es) vs 1 node process; "
         f"fanout 1 writer → {args.readers} readers, {args.updates} updates at {args.rate}/s; "
+        f"flood {args.flood_rate:.0f} updates/s on one document while 1 → {args.flood_readers} "
+        f"fan out on another of the same process; "
         f"throughput {args.tp_documents} docs × {args.writers} writers at {args.tp_rate}/s "
         f"for {args.duration} s; idle {args.connections} connections held {args.hold} s; "
         f"join storm {args.clients} clients on a {args.size:,}-byte document"
@@ -304,6 +322,9 @@ def main(argv=None) -> int:
     parser.add_argument("--readers", type=int, default=100)
     parser.add_argument("--updates", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="fanout updates/s")
+    parser.add_argument("--flood-readers", type=int, default=20)
+    parser.add_argument("--flood-updates", type=int, default=100)
+    parser.add_argument("--flood-rate", type=float, default=5000.0, help="the flooder's updates/s")
     parser.add_argument("--tp-documents", type=int, default=10)
     parser.add_argument("--writers", type=int, default=5)
     parser.add_argument("--tp-rate", type=float, default=10.0, help="throughput, per writer")
@@ -353,6 +374,9 @@ def main(argv=None) -> int:
             ALLOWED_HOSTS="127.0.0.1,localhost",
             LOG_LEVEL=args.log_level,
             PYTHONUNBUFFERED="1",
+            # Every load-test client is the same person (one ticket user): the per-user
+            # socket cap, meant for people's tabs, would refuse the idle mode's thousands.
+            WS_MAX_CONNECTIONS_PER_USER="0",
         )
         env.update(dict(item.split("=", 1) for item in args.server_env))
         say("migrating the scratch database")

@@ -4,10 +4,12 @@ Defaults run on a laptop: DEBUG on, SQLite under var/, and a Redis URL that the 
 commands fill in with an embedded Valkey server when REDIS_URL is unset.
 """
 
+from datetime import timedelta
 from pathlib import Path
 from typing import TypedDict
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from collab.env import env_bool, env_float, env_int, env_list, env_str
@@ -52,6 +54,8 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "editor",
@@ -59,6 +63,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Early, so that every response gets the policy, the lockout page included.
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -66,6 +72,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a login refused for too many failures into a 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "collab.urls"
@@ -144,6 +152,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# Failed logins (the login form, the admin's, POST /api/auth/token/) are counted by django-axes
+# per username and, separately, per client address (REMOTE_ADDR: the proxy's X-Forwarded-For
+# when PROXY_HEADERS is on). Once either reaches the limit, logins for that username or from
+# that address are refused with 429 for the cool-off, correct password or not; each refused
+# attempt starts the cool-off again. Counts live in the database (shared by every process,
+# emptied with the test database; `manage.py axes_reset_username NAME` / `axes_reset_ip ADDR`
+# lift a lock). Known trade-off: anyone can lock a known username out for a while; sessions
+# and API tokens already issued keep working.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF", 15 * 60))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_CALLABLE = "editor.views.login_locked_out"
+AXES_DISABLE_ACCESS_LOG = True  # successful logins need no table of their own
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "document-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -173,6 +201,35 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Behind TLS: redirect plain HTTP to HTTPS, and tell browsers to use HTTPS only for this long.
+# /healthz stays reachable over plain HTTP for the container's own health check.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+# includeSubDomains and preload bind every host of the parent domain, a decision for whoever
+# owns it rather than for one application on it: collab sends neither, and says so here.
+SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
+
+# Content-Security-Policy on every response (django-csp): scripts, styles and everything else
+# from our own origin only, no inline script or style, no plugins, no framing. The editor's
+# bundle styles CodeMirror through constructed style sheets and element.style, which CSP
+# allows; Markdown's inline styles in the preview (table alignment) are dropped.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        # data: for the small icons Swagger UI (/api/docs/) and the admin inline in CSS.
+        "img-src": [SELF, "data:"],
+        # 'self' covers ws:// and wss:// to the page's own host and port.
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -219,6 +276,9 @@ LOGGING = {
         "collab": {"level": env_str("LOG_LEVEL", "INFO")},
         "editor": {"level": env_str("LOG_LEVEL", "INFO")},
         "daphne": {"level": "INFO"},
+        # django-axes logs two or three lines per failed login; collab logs one per refusal
+        # (editor.auth), and axes only its errors.
+        "axes": {"level": "ERROR"},
     },
 }
 
@@ -297,6 +357,8 @@ class CollabOptions(TypedDict):
     RATE_BYTE_BURST: float
     MAX_AWARENESS_CLIENTS: int
     MAX_AWARENESS_BYTES: int
+    MAX_CONNECTIONS: int
+    MAX_CONNECTIONS_PER_USER: int
 
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.
@@ -342,4 +404,10 @@ COLLAB: CollabOptions = {
     # second), and the largest state (JSON bytes) relayed to everyone.
     "MAX_AWARENESS_CLIENTS": env_int("WS_MAX_AWARENESS_CLIENTS", 8),
     "MAX_AWARENESS_BYTES": env_int("WS_MAX_AWARENESS_BYTES", 64 * 1024),
+    # Sockets one process serves, in all and per user (0: no cap). Past either, a socket is
+    # accepted, told why, and closed with 1013 "try again later". A process holds 10,000 idle
+    # sockets in about 300 MB (docs/BENCHMARKS.md); `manage.py serve` raises the open-files
+    # limit to match. Per user: tabs and scripts of one account; per process, not cluster-wide.
+    "MAX_CONNECTIONS": env_int("WS_MAX_CONNECTIONS", 20_000),
+    "MAX_CONNECTIONS_PER_USER": env_int("WS_MAX_CONNECTIONS_PER_USER", 200),
 }

@@ -10,3 +10,4 @@ CLOSE_SLOW_READER = 4408  # more than WS_MAX_SEND_BUFFER queued for a socket tha
 CLOSE_TOO_LARGE = 4413  # a frame over WS_MAX_INCOMING_FRAME, or an awareness state too large
 CLOSE_RATE_LIMITED = 4429  # more messages or bytes per second than WS_RATE_* allow
 CLOSE_INTERNAL = 1011  # the server failed; the client may retry
+CLOSE_TRY_AGAIN_LATER = 1013  # a connection cap (WS_MAX_CONNECTIONS, ..._PER_USER) is reached

@@ -37,7 +37,7 @@ from editor.realtime.codes import (
     CLOSE_SLOW_READER,
     CLOSE_TOO_LARGE,
 )
-from editor.realtime.limits import Budget, Refusal, UserBudgets
+from editor.realtime.limits import Budget, Refusal, Sockets
 from editor.realtime.presence import Entry, get_presence, identity
 from editor.realtime.room import InvalidUpdate, Room, get_rooms
 from editor.realtime.sockets import Socket
@@ -57,8 +57,9 @@ def _socket_rates() -> limits.Rates:
     )
 
 
-# Each user's sockets in this process share one budget on top of their own.
-user_budgets = UserBudgets(lambda: limits.doubled(_socket_rates()), time.monotonic)
+# This process's sockets, counted for the connection caps; each user's share one budget on top
+# of their own.
+sockets = Sockets(lambda: limits.doubled(_socket_rates()), time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,8 @@ class Connection:
         self.bytes_out = 0
         # What this socket, and this user's sockets together, may still send (limits.py).
         self.budget = Budget(_socket_rates(), self.opened)
-        self.user_budget: Budget | None = user_budgets.acquire(access.user.pk)
+        # Taken when the socket is admitted (``open``), given back when it ends.
+        self.user_budget: Budget | None = None
         # The close code this side sent, once it did.
         self.close_code: int | None = None
         # The client has gone (its disconnect came, or a send found the socket closing).
@@ -146,9 +148,18 @@ class Connection:
     # -- life -----------------------------------------------------------------------------
 
     async def open(self) -> bool:
-        """Joins the document's room and runs the server's half of the handshake: sync step
-        1, the socket's scope, everyone's presence. False (the socket closed with 1011) when
-        the document could not be loaded."""
+        """Admits the socket, joins the document's room and runs the server's half of the
+        handshake: sync step 1, the socket's scope, everyone's presence. False (the socket
+        closed with 1011) when
+        the document could not be loaded; False (closed with 1013) past a connection cap."""
+        collab = settings.COLLAB
+        refusal = sockets.admit(
+            self.user_id, collab["MAX_CONNECTIONS"], collab["MAX_CONNECTIONS_PER_USER"]
+        )
+        if refusal is not None:
+            await self.refuse_now(refusal)
+            return False
+        self.user_budget = sockets.acquire(self.user_id)
         try:
             self.room = await get_rooms().join(self.document_id, self)
         except Exception:
@@ -217,7 +228,7 @@ class Connection:
         self.gone = True
         if self._worker is not None:
             await self._worker
-        self._release_budget()
+        self._release()
         await self.leave()
         logger.info(
             "ws close user=%s document=%s duration=%.1fs code=%s bytes_in=%d bytes_out=%d",
@@ -235,7 +246,7 @@ class Connection:
         that take too long to shut down; a crash): leaves the room now, so it does not keep
         sending to a dead socket, and removes the presence in a task of its own, which no
         cancellation of the consumer can stop."""
-        self._release_budget()
+        self._release()
         if self.room is None or self._left:
             return
         logger.warning(
@@ -254,10 +265,11 @@ class Connection:
         self._leave_room()
         await self._remove_presence(self.room)
 
-    def _release_budget(self) -> None:
+    def _release(self) -> None:
+        """Gives back this socket's place in the caps and its share of the user's budget."""
         if self.user_budget is not None:
             self.user_budget = None
-            user_budgets.release(self.user_id)
+            sockets.release(self.user_id)
 
     def _leave_room(self) -> None:
         assert self.room is not None

@@ -1,6 +1,7 @@
 """What one client may make the server do, as pure functions and small objects over a clock:
 token buckets for messages and bytes per second (per socket, and per user across their sockets
-in this process), and the checks on awareness states. No I/O: the connection asks, and closes
+in this process), caps on sockets (per process and per user), and the checks on awareness
+states. No I/O: the connection asks, and closes
 the socket with the code and reason a refusal names (docs/protocol.md).
 """
 
@@ -12,7 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from editor.realtime.codes import CLOSE_MALFORMED, CLOSE_RATE_LIMITED, CLOSE_TOO_LARGE
+from editor.realtime.codes import (
+    CLOSE_MALFORMED,
+    CLOSE_RATE_LIMITED,
+    CLOSE_TOO_LARGE,
+    CLOSE_TRY_AGAIN_LATER,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,32 +66,54 @@ class Budget:
         return True
 
 
-class UserBudgets:
-    """One budget per user, shared by all their sockets in this process, kept while they have
-    one. (Per process: a user's sockets on several backends each get the full budget there.)"""
+class Sockets:
+    """This process's open sockets, counted in all and per user, with one budget per user
+    shared by all their sockets (kept while they have one). Per process: a user's sockets on
+    several backends are counted, and budgeted, on each separately."""
 
     def __init__(self, rates: Callable[[], Rates], clock: Callable[[], float]) -> None:
         self._rates = rates
         self._clock = clock
-        self._budgets: dict[int, tuple[Budget, int]] = {}
+        self._users: dict[int, tuple[Budget, int]] = {}
+        self.total = 0
+
+    def admit(self, user_id: int, max_total: int, max_per_user: int) -> Refusal | None:
+        """Whether one more socket of this user may open here (0: no cap)."""
+        if max_total and self.total >= max_total:
+            return Refusal(CLOSE_TRY_AGAIN_LATER, "the server is at capacity; try again later")
+        if max_per_user and self.count(user_id) >= max_per_user:
+            return Refusal(
+                CLOSE_TRY_AGAIN_LATER,
+                f"too many open connections for this user ({max_per_user}); close some tabs"
+                " or try again later",
+            )
+        return None
 
     def acquire(self, user_id: int) -> Budget:
-        budget, holders = self._budgets.get(user_id) or (Budget(self._rates(), self._clock()), 0)
-        self._budgets[user_id] = (budget, holders + 1)
+        """Counts one more socket of this user and returns the user's shared budget."""
+        budget, holders = self._users.get(user_id) or (Budget(self._rates(), self._clock()), 0)
+        self._users[user_id] = (budget, holders + 1)
+        self.total += 1
         return budget
 
     def release(self, user_id: int) -> None:
-        entry = self._budgets.get(user_id)
+        entry = self._users.get(user_id)
         if entry is None:
             return
+        self.total -= 1
         budget, holders = entry
         if holders <= 1:
-            del self._budgets[user_id]
+            del self._users[user_id]
         else:
-            self._budgets[user_id] = (budget, holders - 1)
+            self._users[user_id] = (budget, holders - 1)
+
+    def count(self, user_id: int) -> int:
+        entry = self._users.get(user_id)
+        return entry[1] if entry else 0
 
     def __len__(self) -> int:
-        return len(self._budgets)
+        """Users with an open socket."""
+        return len(self._users)
 
 
 @functools.lru_cache(maxsize=8)

@@ -9,7 +9,7 @@ from pycrdt import Doc, Text
 
 from editor.realtime import protocol, store
 from editor.realtime.auth import Access, Person
-from editor.realtime.connection import Connection
+from editor.realtime.connection import Connection, sockets
 from editor.realtime.presence import get_presence
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -377,3 +377,39 @@ async def test_a_malformed_cursor_is_not_passed_on(document, owner, editor_user)
     assert entry.state["cursor"] is None
     assert entry.state["status"] == "typing"
     await sender.finish(1000)
+
+
+async def test_a_socket_over_a_connection_cap_is_told_and_closed_with_1013(
+    document, owner, editor_user, settings
+):
+    # Sockets left open by other tests of this process count too: room for two more.
+    room_for_two = sockets.total + 2
+    settings.COLLAB = {
+        **settings.COLLAB,
+        "MAX_CONNECTIONS_PER_USER": 1,
+        "MAX_CONNECTIONS": room_for_two,
+    }
+    first, _ = await opened(owner, document, "owner")
+
+    socket = RecordingSocket()
+    second = Connection(access_of(owner, document, "owner"), socket)
+    assert not await second.open()
+    assert socket.close_code == 1013
+    assert socket.messages() == [
+        protocol.Auth(
+            "too many open connections for this user (1); close some tabs or try again later"
+        )
+    ]
+    await second.finish(None)
+
+    other, _ = await opened(editor_user, document, "editor")  # another user: admitted
+    socket = RecordingSocket()
+    third = Connection(access_of(editor_user, document, "editor"), socket)
+    assert not await third.open()  # two sockets in all: the process is full
+    assert socket.messages() == [protocol.Auth("the server is at capacity; try again later")]
+    await third.finish(None)
+
+    await first.finish(1000)  # a place is free again
+    again, _ = await opened(owner, document, "owner")
+    for connection in (other, again):
+        await connection.finish(1000)

@@ -1,7 +1,7 @@
 """limits.py: token buckets on a fake clock, and the awareness checks, with no socket."""
 
 from editor.realtime import limits
-from editor.realtime.limits import Budget, Rates, UserBudgets
+from editor.realtime.limits import Budget, Rates, Sockets
 
 RATES = Rates(messages=10, message_burst=20, bytes=1000, byte_burst=5000)
 
@@ -35,7 +35,7 @@ def test_a_budget_counts_bytes_as_well_as_messages():
 
 def test_a_users_sockets_share_one_budget_while_any_is_open():
     clock = [0.0]
-    budgets = UserBudgets(lambda: RATES, lambda: clock[0])
+    budgets = Sockets(lambda: RATES, lambda: clock[0])
 
     first, second = budgets.acquire(7), budgets.acquire(7)
     other = budgets.acquire(8)
@@ -87,3 +87,22 @@ def test_a_malformed_cursor_is_dropped_and_the_rest_kept():
     ):
         state = {"cursor": cursor, "name": "kept"}
         assert limits.clean_cursor(state) == ({"cursor": None, "name": "kept"}, True), cursor
+
+
+def test_sockets_are_counted_in_all_and_per_user_for_the_caps():
+    sockets = Sockets(lambda: RATES, lambda: 0.0)
+    for user_id in (1, 1, 2):
+        assert sockets.admit(user_id, max_total=3, max_per_user=2) is None
+        sockets.acquire(user_id)
+
+    full = sockets.admit(3, max_total=3, max_per_user=2)
+    assert full is not None and full.code == 1013
+    assert "at capacity" in full.reason
+    per_user = sockets.admit(1, max_total=10, max_per_user=2)
+    assert per_user is not None and per_user.code == 1013
+    assert "too many open connections for this user (2)" in per_user.reason
+    assert sockets.admit(1, max_total=0, max_per_user=0) is None  # 0: no cap
+
+    sockets.release(1)
+    assert sockets.admit(1, max_total=3, max_per_user=2) is None
+    assert (sockets.total, sockets.count(1), sockets.count(2)) == (2, 1, 1)

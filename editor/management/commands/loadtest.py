@@ -22,10 +22,13 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from editor.models import Document
+from editor.models import Document, Membership, Role
 from editor.realtime import tickets
 
 USERNAME = "loadtest"
+# The flood mode's flooder: another person, so that the per-user rate limit it runs into is
+# its own, not that of the clients it is measured against.
+OTHER_USERNAME = "loadtest-other"
 MISSING = "loadtest needs the bench extra: pip install 'collab[bench]'"
 
 
@@ -65,13 +68,18 @@ class Command(BaseCommand):
             report = loadtest.execute(target, documents, options)
         else:
             user, _ = get_user_model().objects.get_or_create(username=USERNAME)
+            other, _ = get_user_model().objects.get_or_create(username=OTHER_USERNAME)
             made = [
                 Document.objects.create_for(user, f"loadtest {options['mode']} {index}")
                 for index in range(count)
             ]
+            Membership.objects.bulk_create(
+                Membership(document=document, user=other, role=Role.EDITOR) for document in made
+            )
             target = loadtest.Target(
                 options["url"],
                 ticket=lambda document: tickets.issue(user.pk, document)[0],
+                other_ticket=lambda document: tickets.issue(other.pk, document)[0],
                 server_pids=options["server_pid"],
                 name="collab",
             )
