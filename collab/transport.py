@@ -236,6 +236,16 @@ def queued_bytes(protocol: Any) -> int | None:
         return None
 
 
+def hang_up(protocol: Any) -> None:
+    """Stops reading from this socket and closes its TCP connection once what was written to
+    it (a close frame, say) is flushed: for a client that floods, so that what it goes on
+    sending is no longer read and parsed while the close handshake would run. Twisted's public
+    ``ITransport.loseConnection``; nothing when the socket is not a Twisted one."""
+    lose = getattr(getattr(protocol, "transport", None), "loseConnection", None)
+    if lose is not None:
+        lose()
+
+
 def _queued(connection: Any) -> int:
     return len(connection.dataBuffer) - connection.offset + connection._tempDataLen
 

@@ -34,6 +34,7 @@ from editor.realtime.codes import (
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
     CLOSE_MALFORMED,
+    CLOSE_RATE_LIMITED,
     CLOSE_SLOW_READER,
     CLOSE_TOO_LARGE,
 )
@@ -160,6 +161,11 @@ class Connection:
             await self.refuse_now(refusal)
             return False
         self.user_budget = sockets.acquire(self.user_id)
+        if not self.user_budget.spend(0, time.monotonic()):
+            # This user's sockets used up their budget (a flood, reconnecting): refused before
+            # the document is loaded or anything is sent.
+            await self.refuse_now(limits.over_rate("user's sockets", 0))
+            return False
         try:
             self.room = await get_rooms().join(self.document_id, self)
         except Exception:
@@ -513,7 +519,8 @@ class Connection:
         self.bytes_out += len(frame)
 
     async def refuse_now(self, refusal: Refusal) -> None:
-        """Logs the refusal, tells the client why, and closes."""
+        """Logs the refusal, tells the client why, and closes. A client over the rate limit is
+        not read any more: what it goes on sending would cost the others (bench: flood)."""
         logger.warning(
             "ws closing user=%s document=%s code=%s reason=%s",
             self.access.user,
@@ -522,6 +529,8 @@ class Connection:
             refusal.reason,
         )
         await self.refuse(refusal.code, refusal.reason)
+        if refusal.code == CLOSE_RATE_LIMITED and not self.gone:
+            self.socket.hang_up()
 
     async def refuse(self, code: int, reason: str) -> None:
         """Tells the client why in a y-websocket auth message, then closes with ``code``."""

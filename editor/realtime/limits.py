@@ -53,29 +53,39 @@ class Budget:
 
     def spend(self, size: int, now: float) -> bool:
         """Takes one message of ``size`` bytes if both buckets allow it; False takes nothing."""
-        rates = self.rates
-        elapsed = now - self.stamp
-        if elapsed > 0:
-            self.stamp = now
-            self.messages = min(rates.message_burst, self.messages + elapsed * rates.messages)
-            self.bytes = min(rates.byte_burst, self.bytes + elapsed * rates.bytes)
+        self._refill(now)
         if self.messages < 1 or self.bytes < size:
             return False
         self.messages -= 1
         self.bytes -= size
         return True
 
+    def full(self, now: float) -> bool:
+        """Whether the budget has refilled to its bursts: nothing to remember of it."""
+        self._refill(now)
+        return self.messages >= self.rates.message_burst and self.bytes >= self.rates.byte_burst
+
+    def _refill(self, now: float) -> None:
+        rates = self.rates
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            self.stamp = now
+            self.messages = min(rates.message_burst, self.messages + elapsed * rates.messages)
+            self.bytes = min(rates.byte_burst, self.bytes + elapsed * rates.bytes)
+
 
 class Sockets:
     """This process's open sockets, counted in all and per user, with one budget per user
-    shared by all their sockets (kept while they have one). Per process: a user's sockets on
-    several backends are counted, and budgeted, on each separately."""
+    shared by all their sockets. A budget is kept while its user has a socket, and after, until
+    it has refilled: closing and reconnecting does not give a flooder a fresh one. Per process:
+    a user's sockets on several backends are counted, and budgeted, on each separately."""
 
     def __init__(self, rates: Callable[[], Rates], clock: Callable[[], float]) -> None:
         self._rates = rates
         self._clock = clock
         self._users: dict[int, tuple[Budget, int]] = {}
         self.total = 0
+        self._releases = 0
 
     def admit(self, user_id: int, max_total: int, max_per_user: int) -> Refusal | None:
         """Whether one more socket of this user may open here (0: no cap)."""
@@ -98,21 +108,32 @@ class Sockets:
 
     def release(self, user_id: int) -> None:
         entry = self._users.get(user_id)
-        if entry is None:
+        if entry is None or entry[1] == 0:
             return
         self.total -= 1
         budget, holders = entry
-        if holders <= 1:
+        if holders > 1:
+            self._users[user_id] = (budget, holders - 1)
+        elif budget.full(self._clock()):
             del self._users[user_id]
         else:
-            self._users[user_id] = (budget, holders - 1)
+            self._users[user_id] = (budget, 0)  # resting: forgotten once refilled
+        self._releases += 1
+        if self._releases % 1024 == 0:
+            self._forget_rested()
+
+    def _forget_rested(self) -> None:
+        now = self._clock()
+        for user_id, (budget, holders) in list(self._users.items()):
+            if holders == 0 and budget.full(now):
+                del self._users[user_id]
 
     def count(self, user_id: int) -> int:
         entry = self._users.get(user_id)
         return entry[1] if entry else 0
 
     def __len__(self) -> int:
-        """Users with an open socket."""
+        """Users with an open socket, or a budget still refilling."""
         return len(self._users)
 
 

@@ -31,6 +31,10 @@ class Socket(Protocol):
     async def close(self, code: int) -> None:
         """Closes with ``code``; raises when the socket is already closing."""
 
+    def hang_up(self) -> None:
+        """After a close: reads nothing more, and ends the connection once what was written is
+        flushed, without waiting for the client's half of the close handshake."""
+
 
 class AsgiSocket:
     """Any ASGI server: every message goes through the consumer's ``send``."""
@@ -52,6 +56,9 @@ class AsgiSocket:
     async def close(self, code: int) -> None:
         await self._consumer.close(code=code)
 
+    def hang_up(self) -> None:
+        pass  # the server's own close handshake timeout applies
+
 
 class DaphneSocket(AsgiSocket):
     """daphne's own protocol object behind the consumer: queued bytes can be read, and (with
@@ -69,6 +76,9 @@ class DaphneSocket(AsgiSocket):
 
     def write(self, frame: bytes) -> bool:
         return self._raw and transport.write_message(self._protocol, frame)
+
+    def hang_up(self) -> None:
+        transport.hang_up(self._protocol)
 
 
 def socket_of(consumer: Any) -> AsgiSocket:

@@ -24,6 +24,7 @@ class RecordingSocket:
         self.close_code: int | None = None
         self.backlog: int | None = None
         self.closing = False
+        self.hung_up = False
 
     def queued(self) -> int | None:
         return self.backlog
@@ -40,6 +41,9 @@ class RecordingSocket:
         if self.closing:
             raise ConnectionError("Attempt to close a closed protocol")
         self.close_code = code
+
+    def hang_up(self) -> None:
+        self.hung_up = True
 
     def messages(self) -> list[protocol.Message]:
         return [protocol.parse_message(frame) for frame in self.frames]
@@ -314,17 +318,39 @@ async def test_a_flood_is_closed_with_4429_after_what_came_before(document, owne
     (told,) = socket.messages()
     assert told.reason.startswith("too many messages from this socket")
     assert text_of(connection.room.doc) == "0 1 2 3 4 "  # the burst was applied, no more
+    assert socket.hung_up  # what it sends after this is not read
     await connection.finish(None)
 
 
+async def test_a_user_whose_sockets_used_up_their_budget_cannot_reconnect_at_once(
+    document, owner, settings
+):
+    settings.COLLAB = {**settings.COLLAB, "RATE_MESSAGES": 0.001, "RATE_MESSAGE_BURST": 3.0}
+    # A socket may send 3, the user's sockets 6 (a connect costs one): two floods drain it.
+    for _ in range(2):
+        flooder, flooder_socket = await opened(owner, document, "owner")
+        for n in range(10):
+            flooder.receive(protocol.sync_update(edit(Doc(), f"{n}")))
+        await until(lambda s=flooder_socket: s.close_code is not None)
+        await flooder.finish(None)
+
+    socket = RecordingSocket()
+    again = Connection(access_of(owner, document, "owner"), socket)
+    assert not await again.open()
+    assert socket.close_code == 4429
+    assert socket.messages()[0].reason.startswith("too many messages from this user's sockets")
+    await again.finish(None)
+
+
 async def test_a_users_sockets_share_a_budget(document, owner, settings):
-    # One socket may send 5 in a burst; the user's sockets together 10.
+    # One socket may send 5 in a burst; the user's sockets together 10, a connect costing one:
+    # 7 left for three sockets, 3 each is one too many for the last.
     settings.COLLAB = {**settings.COLLAB, "RATE_MESSAGES": 0.001, "RATE_MESSAGE_BURST": 5.0}
     sockets = [await opened(owner, document, "owner") for _ in range(3)]
     client = Doc()
 
     for connection, _ in sockets:
-        for n in range(4):
+        for n in range(3):
             connection.receive(protocol.sync_update(edit(client, f"{n}")))
         await until(lambda c=connection: not c.inbox)
 

@@ -45,8 +45,26 @@ def test_a_users_sockets_share_one_budget_while_any_is_open():
     assert budgets.acquire(7) is first  # still held by the other socket
     budgets.release(7)
     budgets.release(7)
-    assert budgets.acquire(7) is not first  # all gone: a fresh budget
+    assert budgets.acquire(7) is not first  # all gone, and it was full: a fresh budget
     assert len(budgets) == 2
+
+
+def test_a_used_budget_outlives_its_users_sockets_until_it_has_refilled():
+    clock = [0.0]
+    budgets = Sockets(lambda: RATES, lambda: clock[0])
+    budget = budgets.acquire(7)
+    for _ in range(20):
+        budget.spend(1, clock[0])
+    budgets.release(7)
+
+    assert budgets.acquire(7) is budget  # reconnecting at once: the same, empty budget
+    assert not budget.spend(1, clock[0])
+    budgets.release(7)
+    clock[0] = 10.0  # 10 s at 10 messages/s: full again
+    budgets.release(7)  # (a release with nothing held changes nothing)
+    assert budgets.acquire(7) is budget
+    budgets.release(7)
+    assert budgets.acquire(7) is not budget
 
 
 def test_doubled_rates_are_twice_every_figure():
