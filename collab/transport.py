@@ -224,6 +224,33 @@ def write_message(protocol: Any, payload: bytes) -> bool:
     return True
 
 
+# Close codes autobahn refuses to send from a server (it allows 1000 and 3000-4999 only), though
+# RFC 6455 defines them for servers: 1011 "internal error", 1013 "try again later".
+SERVER_CODES_AUTOBAHN_REFUSES = frozenset({1011, 1013})
+
+
+def write_close(protocol: Any, code: int, reason: str = "") -> bool:
+    """Closes the socket with ``code``, which autobahn would refuse to send: writes the close
+    frame straight to it and hangs up (``hang_up``), without waiting for the client's reply.
+    Says False, having done nothing, when the socket is not plainly open or raw frames failed
+    their check; the caller then closes the ordinary way with a code autobahn allows."""
+    if not available(RAW_FRAMES):
+        return False
+    try:
+        if (
+            protocol.state != protocol.STATE_OPEN
+            or protocol.send_state != protocol.SEND_STATE_GROUND
+            or protocol.server.connections.get(protocol, {"disconnected": True}).get("disconnected")
+        ):
+            return False
+    except AttributeError:
+        return False
+    payload = code.to_bytes(2, "big") + reason.encode()[:123]  # a control frame: 125 at most
+    protocol.transport.write(bytes((0x88, len(payload))) + payload)
+    hang_up(protocol)
+    return True
+
+
 def queued_bytes(protocol: Any) -> int | None:
     """Bytes written to this socket that the kernel has not taken yet: what Twisted holds in
     the connection's buffers (the peer is not reading, or reads slowly). None when the socket

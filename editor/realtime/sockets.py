@@ -54,6 +54,10 @@ class AsgiSocket:
         await self._consumer.send(bytes_data=frame)
 
     async def close(self, code: int) -> None:
+        if code in transport.SERVER_CODES_AUTOBAHN_REFUSES:
+            # daphne's autobahn refuses to send these: the nearest private code instead (4011,
+            # 4013), which docs/protocol.md lists beside them.
+            code = 4000 + code % 1000
         await self._consumer.close(code=code)
 
     def hang_up(self) -> None:
@@ -76,6 +80,13 @@ class DaphneSocket(AsgiSocket):
 
     def write(self, frame: bytes) -> bool:
         return self._raw and transport.write_message(self._protocol, frame)
+
+    async def close(self, code: int) -> None:
+        if code in transport.SERVER_CODES_AUTOBAHN_REFUSES and transport.write_close(
+            self._protocol, code
+        ):
+            return
+        await super().close(code)
 
     def hang_up(self) -> None:
         transport.hang_up(self._protocol)

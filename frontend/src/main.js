@@ -304,7 +304,8 @@ function bindStatus (provider, element, notice, config) {
         break
       case 'reconnecting': {
         const seconds = Math.ceil((retryAt - Date.now()) / 1000)
-        label = seconds >= 1 ? `Reconnecting in ${seconds} s` : 'Reconnecting…'
+        const why = code === 1013 ? 'Server busy — r' : code === 4429 ? 'Too fast — r' : 'R'
+        label = seconds >= 1 ? `${why}econnecting in ${seconds} s` : `${why}econnecting…`
         break
       }
       case 'offline':

@@ -8,6 +8,8 @@
 //   the next attempt, for "reconnecting in 3 s"), "offline" (navigator.onLine), "denied" when
 //   the server refuses with 4401/4403/4404, and "too-large" when a change is larger than the
 //   server takes (4413, or our own check before sending), after which it stops retrying;
+// - waits at least 5 s (plus the backoff) after a "try again later" (1013: the server is full)
+//   or a rate-limit close (4429), and says why;
 // - goes offline at once when the browser says so, and back when it returns;
 // - follows the role the server gives this socket (auth "authenticated" messages, scope
 //   "readonly" or "read-write"), on connect and whenever it changes on an open socket, and
@@ -49,6 +51,10 @@ const SILENCE_TIMEOUT_MS = 30000
 const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404])
 // A change larger than the server takes: sending it again would be refused again.
 export const CLOSE_TOO_LARGE = 4413
+// The server is full (1013 "try again later": a connection cap) or this socket sent more than
+// the rate limits allow (4429): retrying is right, but not at once.
+export const SLOW_DOWN_CLOSE_CODES = new Set([1013, 4429])
+export const SLOW_DOWN_MIN_MS = 5000
 
 const MB = 1024 * 1024
 
@@ -243,7 +249,8 @@ export class CollabProvider extends ObservableV2 {
     } else if (!navigator.onLine) {
       this._setStatus('offline', { code })
     } else {
-      const delay = backoffDelay(this.attempt++)
+      const slowDown = SLOW_DOWN_CLOSE_CODES.has(code) ? SLOW_DOWN_MIN_MS : 0
+      const delay = slowDown + backoffDelay(this.attempt++)
       this._retryTimer = setTimeout(() => { this._retryTimer = null; this._connectNow() }, delay)
       this._setStatus('reconnecting', { code, reason, retryAt: Date.now() + delay })
     }

@@ -429,3 +429,49 @@ def test_a_change_the_server_refuses_as_too_large_is_kept_not_retried_and_can_be
     type_at_end(olive, "Back to normal.")
     wait_text(eddie, "Back to normal.")
     assert olive.errors == [] and eddie.errors == []
+
+
+@pytest.fixture(scope="module")
+def capped_server(server, django_db_blocker, tmp_path_factory):
+    """A live server that takes one socket per user."""
+    with django_db_blocker.unblock():
+        servers = live.LiveServers(
+            1,
+            tmp_path_factory.mktemp("capped-server"),
+            DJANGO_ALLOW_ASYNC_UNSAFE="",
+            WS_MAX_CONNECTIONS_PER_USER=1,
+        )
+        servers.start()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def capped_people(transactional_db, capped_server, browser):
+    crowd = People(browser, capped_server)
+    yield crowd
+    crowd.close()
+    live.wait_quiet_database()
+
+
+def test_a_socket_over_a_connection_cap_says_so_and_backs_off(capped_people, document, owner):
+    first = capped_people.page(owner, document)
+    second = capped_people.context(owner).new_page()
+    second.errors = []
+    second.on("pageerror", lambda error: second.errors.append(str(error)))
+    sockets = count_sockets(second)
+    open_document(second, document, synced=False)
+
+    # Told why (1013, "try again later"), and not retried for at least 5 s.
+    second.locator("#status", has_text="Server busy — reconnecting in").wait_for()
+    wait = second.evaluate("() => window.collab.provider.status.retryAt - Date.now()")
+    assert wait > 4_000
+    assert second.evaluate("() => window.collab.provider.status.code") == 1013
+    assert len(sockets) == 1
+
+    # Once the first tab is gone, the second gets in by itself.
+    first.close()
+    second.wait_for_function("() => window.collab.provider.synced", timeout=60_000)
+    type_at_end(second, "In at last.")
+    live.wait_stored(document.pk, contains=["In at last."])
+    assert second.errors == []

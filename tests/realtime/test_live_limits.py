@@ -27,10 +27,14 @@ from tests.realtime.test_live_protection import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+PER_USER = 4  # WS_MAX_CONNECTIONS_PER_USER of the server under test
+
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, tmp_path_factory):
-    with live.LiveServers(1, tmp_path_factory.mktemp("limits-servers")) as servers:
+    with live.LiveServers(
+        1, tmp_path_factory.mktemp("limits-servers"), WS_MAX_CONNECTIONS_PER_USER=PER_USER
+    ) as servers:
         yield servers
 
 
@@ -157,3 +161,33 @@ def test_unfinished_frames_larger_than_collabs_limit_are_refused_at_once(
 
     asyncio.run(still_editing())
     live.wait_stored(document.pk, length=4)
+
+
+def test_a_socket_over_the_per_user_cap_is_told_why_and_closed_with_1013(
+    server, document, owner, editor_user
+):
+    start = server.logs[0].stat().st_size
+
+    async def scenario():
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(PER_USER):
+                await synced(await stack.enter_async_context(connect(url(server, document, owner))))
+            over = await stack.enter_async_context(connect(url(server, document, owner)))
+            frames = []
+            try:
+                while True:
+                    frames.append(await asyncio.wait_for(over.recv(), 10))
+            except ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd else None
+            # Someone else still gets in.
+            async with connect(url(server, document, editor_user)) as other:
+                await synced(other)
+            return frames, code
+
+    frames, code = asyncio.run(scenario())
+    # 1013 "try again later" itself (autobahn would not send it: collab writes the frame).
+    assert code == 1013
+    assert protocol.parse_message(frames[-1]) == protocol.Auth(
+        f"too many open connections for this user ({PER_USER}); close some tabs or try again later"
+    )
+    wait_for_log(server, start, r"code=1013 reason=too many open connections")
