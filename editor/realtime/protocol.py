@@ -39,6 +39,7 @@ here and are checked by pycrdt when applied (``Doc.apply_update`` raises ``Value
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -333,6 +334,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 is inf in Python (and Infinity in JSON.parse), which JSON cannot carry on: a state
+    # holding one could be neither stored nor relayed.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
 def decode_awareness(payload: bytes) -> list[AwarenessEntry]:
     """Decode a y-protocols awareness update into its entries, in wire order."""
     reader = _Reader(payload)
@@ -343,7 +353,9 @@ def decode_awareness(payload: bytes) -> list[AwarenessEntry]:
         clock = reader.var_uint(f"awareness entry {index} clock")
         raw_state = reader.var_string(f"awareness entry {index} state")
         try:
-            state = json.loads(raw_state, parse_constant=_reject_constant)
+            state = json.loads(
+                raw_state, parse_constant=_reject_constant, parse_float=_finite_float
+            )
         except (ValueError, RecursionError) as exc:
             raise ProtocolError(
                 f"awareness entry {index} (client {client_id}) state is not valid JSON: {exc}"
@@ -367,6 +379,31 @@ def _state_json(state: dict[str, Any] | None) -> bytes:
         # A lone surrogate (JSON.parse accepts "\ud83d") cannot be UTF-8; JSON.stringify
         # escapes it, and so does ensure_ascii, which parses back to the same value.
         return json.dumps(state, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def plausible_update(update: bytes) -> bool:
+    """Whether a Yjs (v1) update's first counts fit in its length: the number of clients, and
+    the number of structs of the first, each taking at least a byte. Found by fuzzing: yrs
+    spends seconds and hundreds of MB refusing small updates whose counts are absurd, on the
+    event loop, so these are refused before it sees them. A cheap first check, not a parser:
+    yrs still validates everything else by applying."""
+    position = 0
+    for _ in range(2):
+        value = shift = 0
+        while True:
+            if position >= len(update) or shift > 56:
+                return False
+            byte = update[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if value > len(update) - position:
+            return False
+        if value == 0:
+            return True
+    return True
 
 
 def encode_awareness(entries: Iterable[AwarenessEntry]) -> bytes:

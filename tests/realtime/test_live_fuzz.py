@@ -13,8 +13,8 @@ Frames are drawn from a seeded ``random.Random``, and the fuzz updates are writt
 their own ("fuzz"): a mutated update that applies is an edit, and it must not touch the text
 the writer's edits produced. Each update frame is first tried on a local pycrdt doc that took
 what the server took (the oracle): it tells whether the server must refuse it. Updates that
-meet a known pycrdt defect there (a panic, seconds of work; see test_room_fuzz.py's xfail
-tests) are not sent.
+meet a known pycrdt defect there (a panic, seconds of work) are not sent: they have tests of
+their own, below and in test_room_fuzz.py.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class Oracle:
             try:
                 json.dumps(states, allow_nan=False)
             except (ValueError, RecursionError):
-                return "skip"  # test_protocol_fuzz.py's xfail: inf cannot be relayed
+                return "skip"  # refused as malformed (test_protocol_fuzz.py): not planned here
             return None
         if isinstance(message, protocol.SyncStep2 | protocol.SyncUpdate):
             return self._update(message.update)
@@ -470,12 +470,6 @@ async def outcome(ws, timeout: float = 5) -> int | str | None:
     return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 12 (found by fuzzing): an awareness state holding 1e400 parses (inf) "
-    "but cannot be re-encoded; ProtocolError escapes Connection.update_presence (connection.py) "
-    "into _work, whose close with 1011 autobahn refuses: the socket hangs unanswered",
-)
 def test_an_awareness_number_out_of_range_is_refused_or_relayed_not_an_internal_error(
     server, document, owner, editor_user
 ):
@@ -491,30 +485,22 @@ def test_an_awareness_number_out_of_range_is_refused_or_relayed_not_an_internal_
     assert asyncio.run(scenario()) in ((None, None), (MALFORMED, None))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 12 (found by fuzzing): yrs panics on the last update; PanicException "
-    "(a BaseException) passes `except ValueError` in Room.apply_client_updates and `except "
-    "Exception` in Connection._work: the socket is never refused and answers nothing more",
-)
 def test_an_update_that_makes_yrs_panic_closes_the_socket_with_4400(server, document, editor_user):
     from tests.realtime.test_room_fuzz import PANIC, PANIC_BEFORE
 
     async def scenario():
         async with connect(url(server, document, editor_user), max_size=None) as ws:
             await synced(ws)
-            for update in (*PANIC_BEFORE, PANIC):
+            # One at a time (sent together they are merged into one update, which applies).
+            for update in PANIC_BEFORE:
                 await ws.send(protocol.sync_update(bytes.fromhex(update)))
+                await synced(ws)
+            await ws.send(protocol.sync_update(bytes.fromhex(PANIC)))
             return await outcome(ws)
 
     assert asyncio.run(scenario()) == MALFORMED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 12 (found by fuzzing): yrs spends seconds refusing some small garbage "
-    "updates, on the event loop: every other document of the process waits",
-)
 def test_a_small_garbage_update_does_not_stall_other_documents(
     server, document, owner, editor_user
 ):

@@ -7,8 +7,8 @@ turn, so later examples meet a document that earlier ones changed, pending struc
 Updates are real pycrdt updates from a few writers, and mutations of them
 (test_protocol_fuzz.py's). Runs are derandomized and keep no example database.
 
-The defects the fuzz found in pycrdt (yrs 0.28) are pinned by the xfail tests at the end, with
-the inputs that show them.
+The defects the fuzz found in pycrdt (yrs 0.28) have tests at the end, with the inputs that
+show them; collab refuses them now (room.py: a panic rebuilds the room from the log).
 """
 
 from __future__ import annotations
@@ -174,11 +174,6 @@ PANIC_BEFORE = (
 PANIC = "0101d4e19d92092b00d4e19d9209000668c3a96c6c6f00"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 12 (found by fuzzing): yrs panics on this update; PanicException "
-    "escapes Room.apply_client_updates (room.py, `except ValueError`) and the document changed",
-)
 def test_an_update_that_makes_yrs_panic_is_refused_and_changes_nothing(runner, room, owner):
     for update in PANIC_BEFORE:
         runner.run(room.apply_client_updates([bytes.fromhex(update)], Drain(), owner.pk))
@@ -208,11 +203,6 @@ POISON = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 12 (found by fuzzing): after these client updates the document's "
-    "text can no longer be read (PanicException from Text.__str__)",
-)
 def test_the_text_stays_readable_whatever_updates_were_offered(runner, room, owner):
     for update in (*POISON_BEFORE, POISON):
         # One of them panics (the defect above); what matters here is what is left.
@@ -233,11 +223,6 @@ SLOW = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 12 (found by fuzzing): yrs takes 1-3 s and ~500 MB to refuse some "
-    "small garbage updates, and Room.apply_client_updates runs it on the event loop",
-)
 def test_a_small_garbage_update_is_refused_at_once(runner, room, owner):
     started = time.monotonic()
 
