@@ -635,6 +635,27 @@ async def throughput(
     }
 
 
+async def _probe(url: str, stop: asyncio.Event, interval: float = 0.1) -> list[int]:
+    """Round trips of a sync step 1 on one more socket, every ``interval`` until ``stop``: how
+    long the server keeps a client waiting while it holds the others (its longest event-loop
+    stall, as a client sees it: a garbage collection, a burst of pings)."""
+    samples: list[int] = []
+    async with connect(url, compression=None, max_size=None, ping_interval=None) as ws:
+        await ws.send(EMPTY_STEP1)
+        while (await ws.recv())[:2] != SYNC_STEP2_PREFIX:
+            pass
+        while not stop.is_set():
+            started = time.perf_counter_ns()
+            await ws.send(EMPTY_STEP1)
+            while (frame := await ws.recv())[:2] != SYNC_STEP2_PREFIX:
+                if frame[:2] == b"\x00\x00":
+                    await ws.send(EMPTY_STEP2)
+            samples.append(time.perf_counter_ns() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    return samples
+
+
 async def idle(
     target: Target,
     documents: Sequence[str],
@@ -667,12 +688,20 @@ async def idle(
     open_s = time.monotonic() - started
     await asyncio.sleep(2)
     after = rss_bytes(pids)
+    stop_probe = asyncio.Event()
+    probe = asyncio.ensure_future(_probe(target.url_for(documents[0]), stop_probe))
     deadline = time.monotonic() + hold
     while time.monotonic() < deadline:
         alive = sum(client.is_open for client in clients)
         progress(f"holding: {alive}/{len(clients)} open, {deadline - time.monotonic():.0f} s left")
         await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     end = rss_bytes(pids)
+    stop_probe.set()
+    try:
+        probe_ns = await asyncio.wait_for(probe, timeout)
+    except Exception as exc:  # the probe's socket failed: say so, keep the rest of the figures
+        progress(f"probe failed: {exc}", force=True)
+        probe_ns = []
     still_open = sum(client.is_open for client in clients)
     closed_codes: dict[str, int] = {}
     for client in clients:
@@ -700,6 +729,8 @@ async def idle(
         "server_rss_after_mb": _mb(after),
         "server_rss_end_mb": _mb(end),
         "server_kb_per_connection": per_conn,
+        # A sync round trip every 100 ms on one more socket while the others are held.
+        "probe_rtt_ms": percentiles(probe_ns),
         "client_rss_mb": _mb(rss_bytes([os.getpid()])),
     }
 

@@ -250,6 +250,8 @@ ROWS = [
     ("idle", "connects_per_s", "connects/s", ""),
     ("idle", "server_kb_per_connection", "server KB per connection", "KB"),
     ("idle", "server_rss_after_mb", "server RSS with all open", "MB"),
+    ("idle", "probe_rtt_ms.p50", "idle: probe round trip p50", "ms"),
+    ("idle", "probe_rtt_ms.max", "idle: probe round trip max (longest stall)", "ms"),
     ("fanout", "latency_ms.p50", "fan-out latency p50", "ms"),
     ("fanout", "latency_ms.p95", "fan-out latency p95", "ms"),
     ("fanout", "latency_ms.p99", "fan-out latency p99", "ms"),
