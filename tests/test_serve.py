@@ -83,3 +83,26 @@ def test_it_serves_with_an_embedded_redis_and_stops_it_on_exit(tmp_path):
         process.wait(timeout=20)
     assert not accepts(port)
     assert not accepts(redis_port), "the embedded Redis outlived the server"
+
+
+def test_it_raises_the_open_files_limit_its_connection_cap_needs():
+    script = (
+        "import resource\n"
+        "from editor.management.commands.serve import raise_open_files_limit\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "needed, now = raise_open_files_limit(2000)\n"
+        "assert needed == 3024, needed\n"
+        "assert now == resource.getrlimit(resource.RLIMIT_NOFILE)[0]\n"
+        "assert now == min(3024, hard), (now, hard)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()\n" + script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr

@@ -5,6 +5,7 @@ REDIS_URL is unset an embedded Valkey server is started first and lives as long 
 """
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -42,6 +43,22 @@ def daphne_command(host: str, port: int) -> list[str]:
     return command
 
 
+def raise_open_files_limit(sockets: int) -> tuple[int, int]:
+    """Lifts the soft open-files limit (inherited by daphne) to what ``sockets`` connections
+    need, as far as the hard limit allows: one file each, plus room for the database pool,
+    Redis and files. Returns (needed, now)."""
+    needed = sockets + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return needed, soft
+
+
 class Command(BaseCommand):
     help = "Runs collab under daphne with the project's options (and an embedded Redis if needed)."
     requires_system_checks = []
@@ -63,6 +80,15 @@ class Command(BaseCommand):
             + "\nCreate an admin account with: .venv/bin/python manage.py createsuperuser"
             + "\nStop with Ctrl-C.",
         )
+        cap = settings.COLLAB["MAX_CONNECTIONS"] or 65536
+        needed, limit = raise_open_files_limit(cap)
+        if limit < needed:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"open-files limit is {limit}: WS_MAX_CONNECTIONS={cap} needs {needed};"
+                    " raise the hard limit (ulimit -Hn, systemd LimitNOFILE) or lower the cap"
+                )
+            )
         self.stdout.flush()
         child = subprocess.Popen(daphne_command(host, port), env=env)
 
