@@ -53,3 +53,42 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_redis_urls(name: str) -> list[str]:
+    """A comma-separated list of Redis URLs (one shard each), checked by redis-py's own parser
+    so that a typo stops the process here instead of at the first message."""
+    from redis.connection import parse_url
+
+    urls = env_list(name, [])
+    for url in urls:
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {url!r} is not a Redis URL ({exc})") from None
+    if len(set(urls)) != len(urls):
+        raise ImproperlyConfigured(f"{name} lists the same server twice: {','.join(urls)}")
+    return urls
+
+
+def env_addresses(name: str, default_port: int) -> list[tuple[str, int]]:
+    """A comma-separated list of ``host:port`` (``[v6 address]:port``; the port may be left out)."""
+    addresses = []
+    for item in env_list(name, []):
+        host, port = item, str(default_port)
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            if rest:
+                if not rest.startswith(":"):
+                    host = ""  # reported below
+                port = rest[1:]
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        elif ":" in item:
+            host = ""  # a bare IPv6 address is ambiguous: it must be in brackets
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ImproperlyConfigured(
+                f"{name} must be a comma-separated list of host:port, not {item!r}"
+            )
+        addresses.append((host, int(port)))
+    return addresses

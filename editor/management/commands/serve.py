@@ -1,7 +1,8 @@
 """`manage.py serve`: the one way collab's server is started (make run, tests, docker).
 
 Every daphne flag the project depends on lives here, so no deployment can forget one. When
-REDIS_URL is unset an embedded Valkey server is started first and lives as long as this command.
+neither REDIS_URL nor REDIS_SENTINELS is set, an embedded Valkey server is started first and
+lives as long as this command.
 """
 
 import os
@@ -70,7 +71,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         env = os.environ.copy()
         embedded = None
-        if not settings.REDIS_URL:
+        if not settings.REDIS_URL and not settings.REDIS_SENTINELS:
             embedded = EmbeddedRedis(data_dir=settings.VAR_DIR / "valkey")
             env["REDIS_URL"] = embedded.start()
             self.stdout.write(f"REDIS_URL is unset: started embedded Valkey at {env['REDIS_URL']}")
