@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
-from channels.security.websocket import AllowedHostsOriginValidator
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import OuterRef, Subquery
+from django.http.request import split_domain_port, validate_host
 
 from editor import access
 from editor.models import Document, Membership
@@ -69,19 +70,69 @@ class Refused(Exception):
         self.reason = reason
 
 
-# Channels' own origin rules (ALLOWED_HOSTS), applied only to cookie-authenticated sockets.
-_origin_validator = AllowedHostsOriginValidator(None)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) origin, the port made explicit; None if malformed."""
+    try:
+        parts = urlsplit(f"{scheme}://{netloc}")
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except (KeyError, ValueError):
+        return None
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        return None
+    return scheme, parts.hostname, port
+
+
+def _page_origin(headers: dict[bytes, bytes]) -> tuple[str, str, int] | None:
+    """The origin of our own pages on the host this socket asked for: the Host header (one of
+    ALLOWED_HOSTS, port included) and the scheme, which behind nginx comes from the header
+    named by SECURE_PROXY_SSL_HEADER, as for HTTP requests; daphne's sockets carry no scheme."""
+    host = headers.get(b"host", b"").decode("latin1")
+    domain, _ = split_domain_port(host)
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        return None
+    scheme = "http"
+    if settings.SECURE_PROXY_SSL_HEADER:
+        name, value = settings.SECURE_PROXY_SSL_HEADER
+        header = name.removeprefix("HTTP_").lower().replace("_", "-").encode("latin1")
+        if headers.get(header, b"").decode("latin1").split(",")[0].strip() == value:
+            scheme = "https"
+    return _origin(scheme, host)
+
+
+def _trusted(origin: tuple[str, str, int]) -> bool:
+    """Whether CSRF_TRUSTED_ORIGINS lists the origin (``https://*.example.com`` as Django reads
+    it: any subdomain, same scheme and port)."""
+    scheme, host, port = origin
+    for entry in settings.CSRF_TRUSTED_ORIGINS:
+        entry_scheme, _, netloc = entry.partition("://")
+        wildcard = netloc.startswith("*.")
+        trusted = _origin(entry_scheme.lower(), netloc[1:] if wildcard else netloc)
+        if trusted is None or trusted[0] != scheme or trusted[2] != port:
+            continue
+        if host == trusted[1] or (wildcard and host.endswith(trusted[1])):
+            return True
+    return False
 
 
 def origin_allowed(scope: dict[str, Any]) -> bool:
-    """Whether the socket's Origin header names one of our own hosts (no Origin: no)."""
-    for name, value in scope.get("headers", []):
-        if name == b"origin":
-            try:
-                return _origin_validator.valid_origin(urlparse(value.decode("latin1")))
-            except (UnicodeDecodeError, ValueError):
-                return False
-    return False
+    """Whether the socket's Origin names one of our own origins, scheme, host and port alike:
+    the page's own (the Host it asked for) or one in CSRF_TRUSTED_ORIGINS. No Origin: no.
+
+    A host-only comparison let any page on the same host reach the socket with the user's
+    cookie: another port (a different application) or plain http beside https.
+    """
+    headers = dict(scope.get("headers", []))
+    raw = headers.get(b"origin")
+    if raw is None:
+        return False
+    scheme, _, netloc = raw.decode("latin1").partition("://")
+    origin = _origin(scheme.lower(), netloc)
+    if origin is None or "/" in netloc:
+        return False
+    return origin == _page_origin(headers) or _trusted(origin)
 
 
 def user_and_role(user_id: int, document_id: str) -> tuple[Any, str | None]:

@@ -9,6 +9,8 @@ from editor.realtime import protocol
 from editor.routing import websocket_urlpatterns
 
 ORIGIN = (b"origin", b"http://localhost")
+# The page's own origin is the Host the socket asked for (editor/realtime/auth.py).
+HOST = (b"host", b"localhost")
 
 
 class Peer:
@@ -73,7 +75,7 @@ def peer_for():
     """Builds a peer for a user (scope user, as the session middleware would set it)."""
     made = []
 
-    def build(user, document_id, query: str = "", headers=(ORIGIN,), path=None) -> Peer:
+    def build(user, document_id, query: str = "", headers=(ORIGIN, HOST), path=None) -> Peer:
         app = URLRouter(websocket_urlpatterns)
         url = path or f"/ws/documents/{document_id}" + (f"?{query}" if query else "")
         communicator = WebsocketCommunicator(app, url, headers=list(headers))
