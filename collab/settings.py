@@ -209,6 +209,7 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF", 15 * 60))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_LOCKOUT_CALLABLE = "editor.views.login_locked_out"
+AXES_USERNAME_CALLABLE = "editor.logins.username_of"
 AXES_DISABLE_ACCESS_LOG = True  # successful logins need no table of their own
 
 LOGIN_URL = "login"

@@ -18,6 +18,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from editor import logins
 from editor.access import SHAREABLE_CHOICES, get_viewable_document, may_edit, may_manage
 from editor.forms import DocumentForm, MemberRoleForm, ShareForm, SignupForm
 from editor.models import Document, Membership
@@ -36,6 +37,20 @@ class AuthenticatedHttpRequest(HttpRequest):
 
 
 logger = logging.getLogger("editor.views")
+
+
+def login_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None = None, *args: Any
+) -> HttpResponse:
+    """django-axes' answer to a login refused for too many failures (``AXES_LOCKOUT_CALLABLE``):
+    429 with a page saying how long to wait, or JSON under /api/."""
+    message = logins.refuse(request, request.POST.get("username"))
+    if request.path.startswith("/api/"):
+        response: HttpResponse = JsonResponse({"detail": message}, status=429)
+    else:
+        response = render(request, "registration/locked_out.html", {"message": message}, status=429)
+    response["Retry-After"] = str(logins.cooloff_seconds())
+    return response
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -193,14 +208,18 @@ def member_update(
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Says whether the database and Redis answer; 503 names whatever did not."""
+    """Says whether the database and Redis answer; 503 names whatever did not. Why it failed
+    (exception class and text, which may name hosts and users) is logged, and shown to staff
+    only."""
     checks = {"database": "ok", "redis": "ok"}
+    errors: dict[str, str] = {}
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception as exc:  # any failure means "down"; the message says which
         logger.warning("healthz: database check failed: %s", exc)
-        checks["database"] = f"error: {exc.__class__.__name__}: {exc}"
+        checks["database"] = "error"
+        errors["database"] = f"{exc.__class__.__name__}: {exc}"
     redis_failures = []
     for index, host in enumerate(redis_hosts()):  # every shard: each carries some documents
         try:
@@ -210,9 +229,20 @@ def healthz(request: HttpRequest) -> JsonResponse:
             logger.warning("healthz: redis check of shard %d failed: %s", index, exc)
             redis_failures.append(f"shard {index}: {exc.__class__.__name__}: {exc}")
     if redis_failures:
-        checks["redis"] = "error: " + "; ".join(redis_failures)
+        checks["redis"] = "error"
+        errors["redis"] = "; ".join(redis_failures)
     failed = [name for name, state in checks.items() if state != "ok"]
     body: dict[str, Any] = {"status": "ok" if not failed else "error", "checks": checks}
     if failed:
         body["failed"] = failed
+        # request.user without a database: a session that cannot be read is nobody.
+        if errors and _is_staff(request):
+            body["errors"] = errors
     return JsonResponse(body, status=503 if failed else 200)
+
+
+def _is_staff(request: HttpRequest) -> bool:
+    try:
+        return bool(request.user.is_staff)
+    except Exception:  # the database (sessions, users) may be what is down
+        return False

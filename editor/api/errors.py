@@ -1,8 +1,11 @@
-"""How the API answers errors: 400 {"field": ["message"]}, 403/404/413 {"detail": "..."}."""
+"""How the API answers errors: 400 {"field": ["message"]}, 403/404/413/429 {"detail": "..."}."""
+
+from typing import Any
 
 from django.http import Http404
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -12,7 +15,19 @@ class PayloadTooLarge(APIException):
     default_code = "too_large"
 
 
-def exception_handler(exc, context):
+class LoginsPaused(APIException):
+    """A login refused for too many failures (editor/logins.py); DRF's handler turns ``wait``
+    into a Retry-After header."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "locked_out"
+
+    def __init__(self, detail: str, wait: int) -> None:
+        super().__init__(detail)
+        self.wait = wait
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, except that every missing or hidden object is the same "Not found.": the
     messages Http404 carries are written for pages, and a stranger must not tell them apart."""
     if isinstance(exc, Http404):

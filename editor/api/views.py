@@ -16,20 +16,22 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import fields as drf_fields
 from rest_framework import mixins, status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.filters import SearchFilter
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer, Serializer
 from rest_framework.views import APIView
 
-from editor import content
+from editor import content, logins
 from editor.access import get_viewable_document, may_edit, may_manage
 from editor.api import serializers
-from editor.api.errors import PayloadTooLarge
-from editor.api.parsers import LargeJSONParser
+from editor.api.errors import LoginsPaused, PayloadTooLarge
+from editor.api.parsers import JSONParser, LargeJSONParser
 from editor.models import Document, Membership, Version
 from editor.realtime import tickets
 
@@ -293,3 +295,24 @@ class TicketView(APIView):
         document, _ = get_viewable_document(request.user, document_id)
         token, ttl = tickets.issue(_user(request).pk, document.pk)
         return Response({"ticket": token, "expires_in": ttl}, status=201)
+
+
+@extend_schema(tags=["auth"])
+class TokenView(ObtainAuthToken):
+    """POST /api/auth/token/ {"username", "password"} → {"token": ...}.
+
+    DRF's view with the API's own JSON parser (deep nesting is a 400), and 429 when django-axes
+    refuses the login for too many failures (it marks the request it was given).
+    """
+
+    parser_classes = (JSONParser, FormParser, MultiPartParser)
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            if getattr(request, "axes_locked_out", False):
+                username = request.data.get("username") if hasattr(request.data, "get") else None
+                message = logins.refuse(request._request, username)
+                raise LoginsPaused(message, wait=logins.cooloff_seconds()) from None
+            raise
