@@ -251,9 +251,8 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 
 # Content-Security-Policy on every response (django-csp): scripts, styles and everything else
-# from our own origin only, no inline script or style, no plugins, no framing. The editor's
-# bundle styles CodeMirror through constructed style sheets and element.style, which CSP
-# allows; Markdown's inline styles in the preview (table alignment) are dropped.
+# from our own origin only, no inline script or style, no plugins, no framing. One exception:
+# the editor's page allows inline styles, for CodeMirror (editor/views.py, document_detail).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
