@@ -104,7 +104,7 @@ function start (app) {
     app.dataset.role = access.role
     const badge = document.getElementById('role-badge')
     badge.className = `badge role-${access.role}`
-    badge.textContent = access.role === 'viewer' ? 'view only' : access.role
+    badge.textContent = access.canEdit ? access.role : 'view only'
     const title = document.getElementById('doc-title')
     if (title) title.disabled = !access.canEdit
     history.canEdit = writable()
@@ -121,7 +121,8 @@ function start (app) {
   provider.on('scope', ({ readOnly, stateVectorCurrent }) => {
     if (access.canEdit === !readOnly) return
     access.canEdit = !readOnly
-    access.role = readOnly ? 'viewer' : (config.role === 'viewer' ? 'editor' : config.role)
+    // The page knows the role it was rendered with; the socket tells only what may be done.
+    access.role = readOnly ? 'viewer' : (config.canEdit ? config.role : 'editor')
     applyAccess()
     if (readOnly) {
       // What the server lacks is known from its state vector: the one we hold if this came on
