@@ -409,7 +409,7 @@ async def test_it_disconnects_a_member_removed_while_connected(peer_for, documen
     assert await watcher.expect_close() == 4403
 
 
-async def until(peer, kind, timeout: float = 5):
+async def until(peer, kind, timeout: float = 15):
     """Reads messages until one of ``kind`` comes, and returns it."""
     while not isinstance(message := await peer.recv(timeout), kind):
         pass
