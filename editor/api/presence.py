@@ -1,9 +1,13 @@
 """GET /api/documents/<id>/presence/: who is in a document now, without opening a socket."""
 
+import uuid
+from typing import Any
+
 import redis
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,13 +25,13 @@ class PresenceView(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT})
-    def get(self, request, document_id):
+    def get(self, request: Request, document_id: uuid.UUID) -> Response:
         document, _ = get_viewable_document(request.user, document_id)
         try:
             entries = who_is_here(document.pk)
         except redis.RedisError as exc:
             return Response({"detail": f"presence is unavailable: {exc}"}, status=503)
-        clients = [
+        clients: list[dict[str, Any]] = [
             {
                 "client_id": entry.client_id,
                 "user": entry.state.get("user"),

@@ -192,7 +192,7 @@ def test_edits_made_offline_survive_a_reload_and_merge_on_reconnect(
 
     def socket(route):
         if blocked["on"]:
-            route.close(code=1013, reason="test: server unreachable")
+            route.close(code=1011, reason="test: server unreachable")
         else:
             route.connect_to_server()
 
