@@ -34,6 +34,8 @@ if settings.SERVE["SHARED_PROTOCOL_OPTIONS"] and transport.available(
 if settings.SERVE["RAW_FRAMES"]:
     transport.available(transport.RAW_FRAMES)
 transport.available(transport.QUEUED_BYTES)  # the send-buffer cap, always on
+if settings.SERVE["HEADER_TIMEOUT"]:
+    transport.limit_request_heads(settings.SERVE["HEADER_TIMEOUT"])
 
 
 class SessionUnlessTicket:

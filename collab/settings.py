@@ -345,6 +345,7 @@ class ServeOptions(TypedDict):
     SHARED_PROTOCOL_OPTIONS: bool
     RAW_FRAMES: bool
     GC_FREEZE: bool
+    HEADER_TIMEOUT: float
 
 
 # Options for daphne, passed by `manage.py serve` (the one place the server is started from).
@@ -372,6 +373,9 @@ SERVE: ServeOptions = {
     "RAW_FRAMES": env_bool("WS_RAW_FRAMES", True),
     # Objects loaded at start-up are frozen out of the garbage collector (collab/asgi.py).
     "GC_FREEZE": env_bool("GC_FREEZE", True),
+    # Seconds a client has to send its first request head before its connection is dropped
+    # (collab/transport.py); 0: no deadline. A WebSocket upgrade comes after the head.
+    "HEADER_TIMEOUT": env_float("HTTP_HEADER_TIMEOUT", 20.0),
 }
 
 

@@ -57,6 +57,7 @@ EAGER_WRITES = "eager_writes"
 SHARED_PROTOCOL_OPTIONS = "shared_protocol_options"
 RAW_FRAMES = "raw_frames"
 QUEUED_BYTES = "queued_bytes"
+HEADER_DEADLINE = "header_deadline"
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections); what
 # eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
@@ -249,6 +250,83 @@ def write_close(protocol: Any, code: int, reason: str = "") -> bool:
     protocol.transport.write(bytes((0x88, len(payload))) + payload)
     hang_up(protocol)
     return True
+
+
+# -- a deadline for request heads ---------------------------------------------------------------
+
+
+def limit_request_heads(seconds: float) -> bool:
+    """Closes an HTTP connection whose first request head is not complete ``seconds`` after it
+    opened: daphne has no such option, and Twisted only drops a connection that sends nothing
+    at all for a minute, so clients sending their headers a byte at a time could hold
+    connections without end. The deadline starts when the connection is made and ends when
+    the head is in (a WebSocket's upgrade comes after it, so sockets are never touched). Says
+    whether it is installed; idempotent."""
+    if not available(HEADER_DEADLINE):
+        return False
+    from twisted.web import http
+
+    channel = http.HTTPChannel
+    if getattr(channel.connectionMade, "head_deadline", None) is not None:
+        return True
+    made, heads_in, lost = (
+        channel.connectionMade,
+        channel.allHeadersReceived,
+        channel.connectionLost,
+    )
+
+    def expire(self: Any) -> None:
+        self.__dict__.pop("_head_deadline", None)
+        logger.warning(
+            "http request head not complete within %ss peer=%s: connection closed",
+            seconds,
+            self.transport.getPeer() if self.transport is not None else "?",
+        )
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def disarm(self: Any) -> None:
+        timer = self.__dict__.pop("_head_deadline", None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def connectionMade(self: Any) -> None:
+        from twisted.internet import reactor
+
+        made(self)
+        clock: Any = reactor  # daphne's asyncio reactor, installed before the app loads
+        self._head_deadline = clock.callLater(seconds, expire, self)
+
+    def allHeadersReceived(self: Any) -> None:
+        disarm(self)
+        heads_in(self)
+
+    def connectionLost(self: Any, reason: Any) -> None:
+        disarm(self)
+        lost(self, reason)
+
+    connectionMade.head_deadline = seconds  # type: ignore[attr-defined]
+    channel.connectionMade = connectionMade  # type: ignore[method-assign]
+    channel.allHeadersReceived = allHeadersReceived  # type: ignore[method-assign]
+    channel.connectionLost = connectionLost  # type: ignore[method-assign]
+    return True
+
+
+def _header_deadline_missing() -> list[str]:
+    from twisted.internet import tcp as twisted_tcp
+    from twisted.web import http
+
+    channel = http.HTTPChannel
+    missing = _lacks(
+        channel, ("connectionMade", "allHeadersReceived", "connectionLost"), "HTTPChannel"
+    )
+    if missing:
+        return missing
+    missing += _takes_only(channel.connectionMade, 1, "HTTPChannel.connectionMade")
+    missing += _takes_only(channel.allHeadersReceived, 1, "HTTPChannel.allHeadersReceived")
+    missing += _takes_only(channel.connectionLost, 2, "HTTPChannel.connectionLost")
+    missing += _lacks(twisted_tcp.Server, ("abortConnection", "getPeer"), "tcp.Server")
+    return missing
 
 
 def queued_bytes(protocol: Any) -> int | None:
@@ -508,5 +586,9 @@ _TUNINGS: dict[str, _Tuning] = {
     QUEUED_BYTES: _Tuning(
         _queued_bytes_missing,
         "Sockets' queued bytes are unknown: WS_MAX_SEND_BUFFER is not applied",
+    ),
+    HEADER_DEADLINE: _Tuning(
+        _header_deadline_missing,
+        "Request heads have no deadline (HTTP_HEADER_TIMEOUT is not applied)",
     ),
 }

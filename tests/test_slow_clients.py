@@ -23,9 +23,6 @@ def server(transactional_db, tmp_path):
         yield servers
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs the request-head deadline in collab/transport.py (issue 11.11)"
-)
 def test_it_drops_a_client_that_trickles_its_request_head(server):
     port = server.ports[0]
     with socket.create_connection(("127.0.0.1", port), timeout=5) as client:

@@ -397,6 +397,7 @@ def test_every_tuning_passes_its_check_on_the_installed_libraries(unchecked, cap
         "shared_protocol_options": True,
         "raw_frames": True,
         "queued_bytes": True,
+        "header_deadline": True,
     }
     assert [r for r in caplog.records if r.name == "collab.transport"] == []
 
@@ -647,6 +648,39 @@ def test_loading_the_application_leaves_a_changed_twisted_alone():
         "shared_protocol_options": True,
         "raw_frames": True,
         "queued_bytes": True,
+        "header_deadline": True,
     }
     assert result.stderr.count("transport tuning eager_writes is off") == 1
     assert result.stderr.count("transport tuning") == 1
+
+
+# -- the request-head deadline ----------------------------------------------------------------
+
+
+def test_request_heads_get_no_deadline_when_twisteds_channel_lost_a_hook(unchecked, caplog):
+    from twisted.web import http
+
+    original = http.HTTPChannel.connectionMade
+    with pytest.MonkeyPatch.context() as broken:
+        broken.delattr(http.HTTPChannel, "allHeadersReceived")
+        assert transport.limit_request_heads(5) is False
+    assert transport.limit_request_heads(5) is False  # the answer stands for the process
+    assert http.HTTPChannel.connectionMade is original  # Twisted's own, untouched
+    [warning] = warnings_for(caplog, "header_deadline")
+    assert "HTTPChannel has no allHeadersReceived" in warning
+
+
+def test_request_heads_get_no_deadline_when_a_hook_takes_other_arguments(unchecked, caplog):
+    from twisted.web import http
+
+    original = http.HTTPChannel.connectionMade
+
+    def connectionLost(self, reason, extra):  # a release that added an argument
+        pass
+
+    with pytest.MonkeyPatch.context() as changed:
+        changed.setattr(http.HTTPChannel, "connectionLost", connectionLost)
+        assert transport.limit_request_heads(5) is False
+    assert http.HTTPChannel.connectionMade is original
+    [warning] = warnings_for(caplog, "header_deadline")
+    assert "HTTPChannel.connectionLost takes" in warning
