@@ -18,7 +18,8 @@ import hashlib
 import logging
 import time
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
@@ -98,14 +99,18 @@ def _digest(update: bytes) -> bytes:
 
 
 class Room:
-    def __init__(self, document_id: str) -> None:
+    def __init__(self, document_id: str, on_layer_error: Callable[[], None] | None = None) -> None:
         self.document_id = str(document_id)
+        # Called when a group_send fails: Redis is unreachable (``Rooms.layer_failed``).
+        self._on_layer_error = on_layer_error
         self.group = group_name(self.document_id)
         self.doc: Doc = Doc()
         self.connections: set[Connection] = set()
         self.channel: str | None = None
         # Digests of updates already applied, so catch-up re-sends only what was really missed.
         self._seen: dict[bytes, float] = {}
+        # The document's ``snapshot_seq`` when catch-up last looked (None: not yet).
+        self.snapshot_seq: int | None = None
         # yrs panicked while applying to ``doc``: it must be rebuilt before it is trusted.
         self._broken = False
         self._listener: asyncio.Task | None = None
@@ -248,6 +253,7 @@ class Room:
             if self._apply_remote(update):
                 missed += 1
                 await self._send_local(protocol.sync_update(update))
+        await self._integrate_parked(rows)
         if self._broken:
             await self.reload()
         cutoff = time.monotonic() - _seen_ttl()
@@ -256,6 +262,64 @@ class Room:
             logger.warning(
                 "room %s: recovered %d missed updates from the log", self.document_id, missed
             )
+
+    async def _integrate_parked(self, rows: list[bytes]) -> None:
+        """Applies again the rows this Doc holds as applied but does not contain, and
+        forwards what that brings in.
+
+        An update whose dependencies have not arrived is parked ("pending") and should be
+        integrated when they do. pycrdt 0.14.13 (yrs) sometimes leaves it parked for good when
+        updates from several clients arrive out of order, as they do across a Redis outage: a
+        room held every row of the log and still lacked a client's last ~90 characters, until
+        the rows were applied again (tests/realtime/test_live_faults.py found it). The check
+        is the one compaction uses (``store.missing_from``)."""
+        if self._broken:
+            return  # rebuilt from the log next
+        parked = store.missing_from(self.doc.get_state(), rows)
+        if not parked:
+            return
+        before = self.doc.get_state()
+        for update in parked:
+            try:
+                self.doc.apply_update(update)
+            except ValueError:
+                pass  # reported when it was first applied
+            except BaseException as exc:
+                if not _is_panic(exc):
+                    raise
+                self._broken = True  # the caller rebuilds the room
+                return
+        brought = self.doc.get_update(before)
+        if brought != EMPTY_UPDATE:
+            logger.warning(
+                "room %s: integrated %d parked update(s) on re-applying them",
+                self.document_id,
+                len(parked),
+            )
+            await self._send_local(protocol.sync_update(brought))
+
+    async def catch_up_snapshot(self, seq: int, snapshot: bytes) -> None:
+        """Applies the document's snapshot after a compaction (``seq``: its snapshot_seq) and
+        forwards locally whatever it held that this room lacked. Compaction deletes the rows it
+        folds, so an update this room missed on the channel layer may be in the snapshot only
+        by the time catch-up reads the log (a busy document reaches COMPACT_THRESHOLD rows in
+        seconds). Costs one read and one application of the whole state per compaction."""
+        self.snapshot_seq = seq
+        if not snapshot:
+            return
+        before = self.doc.get_state()
+        if not self._apply_remote(snapshot):
+            if self._broken:
+                await self.reload()
+            return
+        missed = self.doc.get_update(before)
+        if missed != EMPTY_UPDATE:
+            logger.warning(
+                "room %s: recovered missed updates from the snapshot (%d bytes)",
+                self.document_id,
+                len(missed),
+            )
+            await self._send_local(protocol.sync_update(missed))
 
     # -- awareness ------------------------------------------------------------------------
     # Presence state itself lives in Redis (presence.py); a room only moves awareness frames.
@@ -293,9 +357,23 @@ class Room:
         message["origin"] = self.channel
         try:
             await get_channel_layer().group_send(self.group, message)
-        except Exception:
+        except Exception as exc:
             # Durability does not depend on the layer: other processes catch up from the log.
-            logger.exception("room %s: group_send failed", self.document_id)
+            # One line, not a traceback: during an outage this comes with every keystroke.
+            logger.warning("room %s: group_send failed: %r", self.document_id, exc)
+            if self._on_layer_error is not None:
+                self._on_layer_error()
+
+    async def probe(self) -> bool:
+        """Whether the document's group takes a message again (a ``doc.ping``, which every
+        room ignores)."""
+        try:
+            await get_channel_layer().group_send(
+                self.group, {"type": "doc.ping", "origin": self.channel}
+            )
+        except Exception:
+            return False
+        return True
 
     async def _listen(self) -> None:
         layer = get_channel_layer()
@@ -334,12 +412,32 @@ class Room:
                         await connection.recheck_access()
                     except Exception:
                         logger.exception("room %s: an access re-check failed", self.document_id)
+        # Anything else ("doc.ping": Rooms probing Redis during an outage) is ignored.
 
 
 # Seconds after a room loads at which it re-reads the log once, for updates published just
 # before it joined the group and written only after it loaded (batches take ~50 ms; more under
 # load).
 _CATCHUP_AFTER_LOAD = (0.5, 2.0)
+
+# While Redis is unreachable the channel layer carries nothing between processes, so rooms
+# re-read the log this often (seconds) instead of every CATCHUP_INTERVAL, and probe Redis as
+# often. Once it answers they re-read the log at these delays after its return: channels-redis
+# re-subscribes only on its receive loop's next turn (it sleeps 1 s after an error), and what
+# other processes published before that is lost too. Without this a Redis restart left clients
+# on different processes apart for up to CATCHUP_INTERVAL after Redis came back.
+OUTAGE_CATCHUP_INTERVAL = 1.0
+_CATCHUP_AFTER_RETURN = (0.5, 1.5, 3.0)
+
+
+def _read_log(
+    document_ids: list[str], since: datetime, known: dict[str, int | None]
+) -> tuple[list[tuple[str, int, bytes]], list[tuple[str, int, bytes]]]:
+    """Recent log rows, then the snapshots compacted since ``known``: in that order, as
+    ``store.load`` reads, so a compaction committing in between is seen one way or the other.
+    Sync."""
+    rows = store.updates_since(document_ids, since)
+    return rows, store.snapshots_since(known)
 
 
 def _seen_ttl() -> float:
@@ -355,6 +453,7 @@ class Rooms:
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._catchup: asyncio.Task | None = None
         self._sweeper: asyncio.Task | None = None
+        self._outage: asyncio.Task | None = None
 
     def get(self, document_id: str) -> Room | None:
         return self._rooms.get(str(document_id))
@@ -375,7 +474,7 @@ class Rooms:
         return room
 
     async def _open(self, document_id: str) -> Room:
-        room = Room(document_id)
+        room = Room(document_id, on_layer_error=self.layer_failed)
         try:
             await room.open()
         except BaseException:
@@ -424,8 +523,9 @@ class Rooms:
         if not document_ids:
             return
         window = timedelta(seconds=2 * settings.COLLAB["CATCHUP_INTERVAL"] + 2)
-        rows = await database_sync_to_async(store.updates_since)(
-            document_ids, timezone.now() - window
+        known = {d: room.snapshot_seq for d in document_ids if (room := self._rooms.get(d))}
+        rows, snapshots = await database_sync_to_async(_read_log)(
+            document_ids, timezone.now() - window, known
         )
         by_document: dict[str, list[bytes]] = {}
         for document_id, _id, data in rows:
@@ -434,6 +534,43 @@ class Rooms:
             room = self._rooms.get(document_id)
             if room is not None:
                 await room.catch_up(updates)
+        for document_id, seq, snapshot in snapshots:
+            room = self._rooms.get(document_id)
+            if room is not None:
+                await room.catch_up_snapshot(seq, snapshot)
+
+    def layer_failed(self) -> None:
+        """Called when Redis failed under a room (a group_send, the sweep): until it answers
+        again, the rooms catch up from the log every OUTAGE_CATCHUP_INTERVAL."""
+        if self._outage is None or self._outage.done():
+            self._outage = asyncio.ensure_future(self._ride_out_outage())
+
+    async def _ride_out_outage(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        logger.warning(
+            "Redis unreachable: rooms catch up from the log every %s s until it answers",
+            OUTAGE_CATCHUP_INTERVAL,
+        )
+        while True:
+            await asyncio.sleep(OUTAGE_CATCHUP_INTERVAL)
+            if not self._rooms:
+                return
+            await self._catch_up_logged()
+            rooms = list(self._rooms.values())
+            if all(await asyncio.gather(*(room.probe() for room in rooms))):
+                break
+        back = loop.time()
+        logger.warning("Redis answers again after %.1f s; catching up", back - started)
+        for delay in _CATCHUP_AFTER_RETURN:
+            await asyncio.sleep(max(0.0, back + delay - loop.time()))
+            await self._catch_up_logged()
+
+    async def _catch_up_logged(self) -> None:
+        try:
+            await self.catch_up_once()
+        except Exception:
+            logger.exception("catch-up failed")
 
     async def _catch_up_forever(self) -> None:
         while self._rooms:
@@ -471,6 +608,7 @@ class Rooms:
                 raise
             except Exception:
                 logger.exception("presence sweep failed; trying again after the interval")
+                self.layer_failed()
 
 
 @per_event_loop

@@ -17,7 +17,9 @@ that is harmless because applying a Yjs update twice is a no-op. The one excepti
 document deleted in the meantime are dropped with a warning, or they would block every later batch.
 
 Reads: ``load()`` gives a room the snapshot plus whatever rows remain; ``updates_since()`` lets
-rooms re-read recent rows to recover group messages the channel layer lost.
+rooms re-read recent rows to recover group messages the channel layer lost, and
+``snapshots_since()`` the snapshot, when a compaction folded (and deleted) rows since they last
+looked.
 
 Compaction (``compact()``) folds the log into the snapshot when it grows past
 ``COLLAB["COMPACT_THRESHOLD"]`` rows (checked after each batch) or from
@@ -62,6 +64,8 @@ __all__ = [
     "get_writer",
     "install_shutdown_flush",
     "load",
+    "missing_from",
+    "snapshots_since",
     "updates_since",
     "write",
 ]
@@ -115,6 +119,21 @@ def updates_since(document_ids: list, since: datetime.datetime) -> list[tuple[st
         .values_list("document_id", "id", "data")
     )
     return [(str(document_id), pk, bytes(data)) for document_id, pk, data in rows]
+
+
+def snapshots_since(known: dict[str, int | None]) -> list[tuple[str, int, bytes]]:
+    """The snapshots of these documents (id → the ``snapshot_seq`` the caller last saw, None
+    for none) that a compaction replaced since, as (document id, snapshot_seq, snapshot).
+    Compaction deletes the rows it folds, so whoever follows recent rows must look here too.
+    Sync."""
+    if not known:
+        return []
+    current = Document.objects.filter(pk__in=list(known)).values_list("pk", "snapshot_seq")
+    changed = [pk for pk, seq in current if known.get(str(pk)) != seq]
+    if not changed:
+        return []
+    rows = Document.objects.filter(pk__in=changed).values_list("pk", "snapshot_seq", "snapshot")
+    return [(str(pk), seq, bytes(snapshot)) for pk, seq, snapshot in rows]
 
 
 # -- compaction -----------------------------------------------------------------------------
@@ -177,6 +196,13 @@ def _fold(snapshot: bytes, rows: list[tuple[int, bytes]]) -> tuple[bytes, list[i
     clocks = _decode_state_vector(state)
     folded = [pk for pk, data in applied if _contained(data, state, clocks)]
     return doc.get_update(), folded
+
+
+def missing_from(state: bytes, updates: list[bytes]) -> list[bytes]:
+    """The updates that a Doc with this state (``Doc.get_state()``) does not fully hold:
+    never applied, or applied but parked waiting for a dependency."""
+    clocks = _decode_state_vector(state)
+    return [update for update in updates if not _contained(update, state, clocks)]
 
 
 def _decode_state_vector(state: bytes) -> dict[int, int]:

@@ -108,6 +108,52 @@ async def test_it_recovers_an_update_the_channel_layer_lost(document, owner):
     await room.close()
 
 
+async def test_it_recovers_an_update_compacted_away_before_it_read_the_log(document, owner):
+    rooms = Rooms()
+    watcher = Sink()
+    room = await rooms.join(document.id, watcher)
+    await rooms.catch_up_once()  # the room has looked at the log (and the snapshot) once
+    # Lost on the channel layer, then folded into the snapshot (its row deleted) by a
+    # compaction before this room's next catch-up: a busy document compacts every few seconds.
+    update = edit("only in the snapshot")
+    await sync_to_async(DocumentUpdate.objects.create)(document=document, data=update, author=owner)
+    assert (await sync_to_async(store.compact)(document.id)).folded == 1
+
+    await rooms.catch_up_once()
+    message = await watcher.next()
+    assert isinstance(message, protocol.SyncUpdate)
+    assert text_of(room) == "only in the snapshot"
+    await rooms.catch_up_once()
+    assert watcher.frames.empty()
+    await room.close()
+
+
+async def test_it_integrates_updates_a_doc_left_parked(document, owner):
+    rooms = Rooms()
+    watcher = Sink()
+    room = await rooms.join(document.id, watcher)
+    first = edit("parked")
+    doc = Doc()
+    doc.apply_update(first)
+    before = doc.get_state()
+    doc.get("codemirror", type=Text).insert(6, " for good")
+    second = doc.get_update(before)
+    # pycrdt 0.14 sometimes leaves an update parked although its dependency has arrived: the
+    # room has applied (and remembered) both, but its Doc holds only the first.
+    room.doc.apply_update(first)
+    room._remember(first)
+    room._remember(second)
+    for update in (first, second):
+        await sync_to_async(DocumentUpdate.objects.create)(
+            document=document, data=update, author=owner
+        )
+
+    await rooms.catch_up_once()
+    assert text_of(room) == "parked for good"
+    assert isinstance(await watcher.next(), protocol.SyncUpdate)
+    await room.close()
+
+
 async def test_it_does_not_resend_what_it_already_relayed(document, owner):
     here, there = Rooms(), Rooms()
     sender, far = Sink(), Sink()
