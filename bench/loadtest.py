@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import json
@@ -355,7 +356,7 @@ def raise_nofile_limit() -> int:
 
 
 async def open_clients(
-    specs: Sequence[tuple[str, int | None]],
+    specs: Sequence[tuple[str | Callable[[], str], int | None]],
     run: Run,
     concurrency: int,
     timeout: float,
@@ -363,14 +364,16 @@ async def open_clients(
     what: str = "connected",
 ) -> tuple[list[Client], list[str]]:
     """Opens and syncs one client per (url, writer id), ``concurrency`` at a time. Returns the
-    clients that synced and the errors of those that did not."""
+    clients that synced and the errors of those that did not. A url may be a function that
+    makes it: a ticket is then signed when its client connects, not minutes before (10,000
+    connects at a slow rate outlast a ticket's 300 s)."""
     semaphore = asyncio.Semaphore(concurrency)
     clients: list[Client] = []
     errors: list[str] = []
 
-    async def one(url: str, writer_id: int | None) -> None:
+    async def one(url: str | Callable[[], str], writer_id: int | None) -> None:
         async with semaphore:
-            client = Client(url, run, writer_id)
+            client = Client(url if isinstance(url, str) else url(), run, writer_id)
             try:
                 await client.open(timeout)
             except (OSError, TimeoutError, ConnectionClosed, Exception) as exc:
@@ -683,7 +686,10 @@ async def idle(
     await asyncio.sleep(2)
     before = rss_bytes(pids)
     started = time.monotonic()
-    specs = [(target.url_for(documents[i % len(documents)]), None) for i in range(connections)]
+    specs: list[tuple[str | Callable[[], str], int | None]] = [
+        (functools.partial(target.url_for, documents[i % len(documents)]), None)
+        for i in range(connections)
+    ]
     clients, errors = await open_clients(specs, run, concurrency, timeout, progress, "open")
     open_s = time.monotonic() - started
     await asyncio.sleep(2)
