@@ -187,6 +187,17 @@ _last: tuple[bytes, bytes] = (b"", b"")
 _CACHE_BELOW = 64 * 1024
 
 
+def _plainly_open(protocol: Any) -> bool:
+    """Open, between frames, and not yet known to daphne as gone."""
+    return bool(
+        protocol.state == protocol.STATE_OPEN
+        and protocol.send_state == protocol.SEND_STATE_GROUND
+        and not protocol.server.connections.get(protocol, {"disconnected": True}).get(
+            "disconnected"
+        )
+    )
+
+
 def write_message(protocol: Any, payload: bytes) -> bool:
     """Writes ``payload`` as one binary message straight to the socket, skipping the per-socket
     trips through Channels, daphne and autobahn's framing. Says False, having written nothing,
@@ -201,8 +212,7 @@ def write_message(protocol: Any, payload: bytes) -> bool:
         return False
     try:
         if (
-            protocol.state != protocol.STATE_OPEN
-            or protocol.send_state != protocol.SEND_STATE_GROUND
+            not _plainly_open(protocol)
             or protocol.muted
             or protocol.send_queue
             or protocol._perMessageCompress is not None
@@ -211,7 +221,6 @@ def write_message(protocol: Any, payload: bytes) -> bool:
             or protocol.logOctets
             or 0 < protocol.autoFragmentSize < len(payload)
             or 0 < protocol.maxMessagePayloadSize < len(payload)
-            or protocol.server.connections.get(protocol, {"disconnected": True}).get("disconnected")
         ):
             return False
     except AttributeError:  # not a daphne/autobahn protocol after all
@@ -238,11 +247,7 @@ def write_close(protocol: Any, code: int, reason: str = "") -> bool:
     if not available(RAW_FRAMES):
         return False
     try:
-        if (
-            protocol.state != protocol.STATE_OPEN
-            or protocol.send_state != protocol.SEND_STATE_GROUND
-            or protocol.server.connections.get(protocol, {"disconnected": True}).get("disconnected")
-        ):
+        if not _plainly_open(protocol):
             return False
     except AttributeError:
         return False

@@ -150,7 +150,7 @@ class Oracle:
     def _update(self, update: bytes) -> int | None | str:
         if update == b"\x00\x00":
             return None
-        if implausible(update):
+        if not protocol.plausible_update(update):
             return "skip"  # yrs takes seconds to refuse these (test_room_fuzz.py)
         try:
             Doc().apply_update(update)
@@ -188,28 +188,6 @@ class Oracle:
         for update in self.history:
             with contextlib.suppress(ValueError):
                 self.doc.apply_update(update)
-
-
-def implausible(update: bytes) -> bool:
-    """An update whose first counts (clients, then structs of the first) exceed its length:
-    certainly garbage, and the kind yrs spends seconds and hundreds of MB on."""
-    position = 0
-    for _ in range(2):
-        value, shift = 0, 0
-        while True:
-            if position >= len(update) or shift > 56:
-                return True
-            byte = update[position]
-            position += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        if value > len(update):
-            return True
-        if value == 0:
-            return False
-    return False
 
 
 def draw_frame(rng: random.Random, sources: list[bytes]) -> bytes | str:
