@@ -1,5 +1,7 @@
 """Shared fixtures: one document and the four kinds of people who may knock on it."""
 
+import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -39,6 +41,27 @@ async def _flush_writer_at_teardown():
     from editor.realtime import store
 
     await store.get_writer().flush()
+    await _close_rooms_and_layer()
+
+
+async def _close_rooms_and_layer() -> None:
+    """Closes this loop's rooms and its channel-layer connections while the loop still runs.
+    Left to the loop's teardown, which cancels every task at once, a room's subscription
+    could be unsubscribing through a Redis reader that was already cancelled, and the
+    teardown waited for it for ever (a test hung at teardown, now and then)."""
+    from channels.layers import get_channel_layer
+
+    from editor.realtime.room import get_rooms
+
+    rooms = get_rooms()
+    for room in list(rooms._rooms.values()):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(room.close(), 5)
+    for task in (rooms._catchup, rooms._sweeper, rooms._outage):
+        if task is not None:
+            task.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(get_channel_layer().flush(), 5)
 
 
 def make_user(username: str, **extra):
