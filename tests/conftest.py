@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import sys
 import uuid
 
 import pytest
@@ -42,6 +43,21 @@ async def _flush_writer_at_teardown():
 
     await store.get_writer().flush()
     await _close_rooms_and_layer()
+    _report_tasks_that_outlive_teardown()
+
+
+def _report_tasks_that_outlive_teardown(after: float = 20) -> None:
+    """If the loop's teardown (which cancels every task and waits for them) still runs after
+    `after` seconds, prints the stack of each task it waits for, so a hang names its cause."""
+    loop = asyncio.get_running_loop()
+
+    def report() -> None:
+        heading = f"--- tasks still pending {after:.0f} s into the loop's teardown ---"
+        print("\n" + heading, file=sys.__stderr__)
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=sys.__stderr__)
+
+    loop.call_later(after, report)
 
 
 async def _close_rooms_and_layer() -> None:

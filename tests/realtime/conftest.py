@@ -1,6 +1,9 @@
 """Helpers for socket tests: real Redis (the session's), a real database, pycrdt peers."""
 
-import pytest
+import asyncio
+import contextlib
+
+import pytest_asyncio
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from pycrdt import Doc, Text
@@ -70,9 +73,12 @@ class Peer:
         await self.ws.disconnect()
 
 
-@pytest.fixture
-def peer_for():
-    """Builds a peer for a user (scope user, as the session middleware would set it)."""
+@pytest_asyncio.fixture
+async def peer_for():
+    """Builds a peer for a user (scope user, as the session middleware would set it). Peers a
+    test left open are closed when it ends, while the loop still runs: left to the loop's
+    teardown, their consumers would be cancelled all at once, in the middle of whatever they
+    were awaiting."""
     made = []
 
     def build(user, document_id, query: str = "", headers=(ORIGIN, HOST), path=None) -> Peer:
@@ -85,4 +91,7 @@ def peer_for():
         made.append(peer)
         return peer
 
-    return build
+    yield build
+    for peer in made:
+        with contextlib.suppress(Exception):  # never connected, refused, or already closed
+            await asyncio.wait_for(peer.close(), 5)
