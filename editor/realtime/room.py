@@ -458,6 +458,11 @@ class Rooms:
     def get(self, document_id: str) -> Room | None:
         return self._rooms.get(str(document_id))
 
+    @property
+    def loaded(self) -> int:
+        """How many rooms are loaded (the census, editor/realtime/census.py)."""
+        return len(self._rooms)
+
     async def join(self, document_id: uuid.UUID | str, connection: Connection) -> Room:
         document_id = str(document_id)
         room = self._rooms.get(document_id)
