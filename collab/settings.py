@@ -242,9 +242,10 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Behind TLS: redirect plain HTTP to HTTPS, and tell browsers to use HTTPS only for this long.
-# /healthz stays reachable over plain HTTP for the container's own health check.
+# /healthz stays reachable over plain HTTP for the container's own health check, and
+# /metrics for Prometheus, which scrapes each process directly.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 # includeSubDomains and preload bind every host of the parent domain, a decision for whoever
 # owns it rather than for one application on it: collab sends neither, and says so here.
@@ -324,6 +325,12 @@ LOGGING = {
 
 # How long /healthz waits for each dependency before calling it down.
 HEALTHCHECK_TIMEOUT = 2.0
+
+# GET /metrics (editor/metrics_view.py) answers loopback and private-network clients, and
+# anyone sending "Authorization: Bearer <this>" when it is set (a scraper outside them).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN is too short: use at least 16 random characters.")
 
 
 # Largest document text (UTF-8 bytes) the REST API writes; larger answers 413.
