@@ -20,7 +20,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from collab import transport  # noqa: E402
+from collab import logs, transport  # noqa: E402
 from editor.routing import websocket_urlpatterns  # noqa: E402
 
 # Each tuning first checks the library internals it relies on; one that fails logs a warning
@@ -36,6 +36,8 @@ if settings.SERVE["RAW_FRAMES"]:
 transport.available(transport.QUEUED_BYTES)  # the send-buffer cap, always on
 if settings.SERVE["HEADER_TIMEOUT"]:
     transport.limit_request_heads(settings.SERVE["HEADER_TIMEOUT"])
+if settings.LOG_FORMAT == "json":
+    transport.log_access(logs.log_access)  # daphne's access log as JSON lines too
 
 
 class SessionUnlessTicket:

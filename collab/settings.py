@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from collab.env import (
     env_addresses,
     env_bool,
+    env_choice,
     env_float,
     env_int,
     env_list,
@@ -304,11 +305,18 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# Readable lines (text), or one JSON object a line (json) for a log collector: the format of
+# every logger, Django's and daphne's (its access log too) included (collab/logs.py).
+LOG_FORMAT = env_choice("LOG_FORMAT", ("text", "json"), "text")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "collab.logs.JSONFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     # One handler, on the root: daphne's basicConfig() would add a second one, and handlers on
     # our own loggers as well would print every line twice.
     "root": {"handlers": ["console"], "level": "WARNING"},
@@ -316,6 +324,9 @@ LOGGING = {
         "collab": {"level": env_str("LOG_LEVEL", "INFO")},
         "editor": {"level": env_str("LOG_LEVEL", "INFO")},
         "daphne": {"level": "INFO"},
+        # Named so that Django's own handler on it goes: in DEBUG it printed each of its lines
+        # a second time, bare (and not as JSON); the root's handler prints them.
+        "django": {"level": "INFO"},
         # django-axes logs two or three lines per failed login; collab logs one per refusal
         # (editor.auth), and axes only its errors.
         "axes": {"level": "ERROR"},

@@ -21,21 +21,24 @@ written straight to each open socket, instead of one trip per socket through Cha
 and autobahn. ``queued_bytes`` reads the same socket's Twisted buffers for the consumer's
 send-buffer cap.
 
+**The access log as log records** (``log_access``): with LOG_FORMAT=json, daphne's access log
+entries go through logging (collab/logs.py) instead of daphne's NCSA-style text on stdout.
+
 **The self-check.** All of this uses names private to Twisted, autobahn, daphne and Channels.
 pyproject.toml pins Twisted and autobahn to the release lines it was tested with, but names may
 still move, so each tuning (``EAGER_WRITES``, ``SHARED_PROTOCOL_OPTIONS``, ``RAW_FRAMES``,
-``QUEUED_BYTES``) first checks, once per process, that what it relies on is there
-(``available(tuning)``; ``check()`` asks for all four): the functions it replaces or calls take
-the arguments it passes (``inspect.signature``); throw-away objects built off the live server
-(a Twisted connection on a socket pair with a reactor of its own, a daphne protocol on a string
-transport, a daphne ``Server`` whose application only catches the ``send`` it is given) still
-have the attributes it reads and still hand over ``send`` the way ``websocket_of`` looks
-through it. When anything is missing the tuning logs one warning naming itself and what is
-missing, and stays off: ``install`` and ``share_protocol_options`` leave Twisted and autobahn
-alone, ``write_message`` says False and ``queued_bytes`` None for every socket, and
-``websocket_of`` finds no socket when neither of those two can use it; the consumer then takes
-the ordinary ASGI path. collab/asgi.py asks at start-up, so the warning comes at load, not on
-the first socket.
+``QUEUED_BYTES``, ``HEADER_DEADLINE``, ``ACCESS_LOG``) first checks, once per process, that
+what it relies on is there (``available(tuning)``; ``check()`` asks for all of them): the
+functions it replaces or calls take the arguments it passes (``inspect.signature``); throw-away
+objects built off the live server (a Twisted connection on a socket pair with a reactor of its
+own, a daphne protocol on a string transport, a daphne ``Server`` whose application only
+catches the ``send`` it is given) still have the attributes it reads and still hand over
+``send`` the way ``websocket_of`` looks through it. When anything is missing the tuning logs
+one warning naming itself and what is missing, and stays off: ``install`` and
+``share_protocol_options`` leave Twisted and autobahn alone, ``write_message`` says False and
+``queued_bytes`` None for every socket, and ``websocket_of`` finds no socket when neither of
+those two can use it; the consumer then takes the ordinary ASGI path. collab/asgi.py asks at
+start-up, so the warning comes at load, not on the first socket.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ SHARED_PROTOCOL_OPTIONS = "shared_protocol_options"
 RAW_FRAMES = "raw_frames"
 QUEUED_BYTES = "queued_bytes"
 HEADER_DEADLINE = "header_deadline"
+ACCESS_LOG = "access_log"
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections); what
 # eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
@@ -334,6 +338,39 @@ def _header_deadline_missing() -> list[str]:
     return missing
 
 
+# -- daphne's access log, through logging -----------------------------------------------------
+
+
+def log_access(log: Callable[[str, str, dict[str, Any]], None]) -> bool:
+    """Hands each entry of daphne's access log to ``log`` (the arguments daphne gives its
+    ``action_logger``: protocol, action, details) instead of daphne's own writer, which prints
+    NCSA-style text to stdout: with LOG_FORMAT=json the entries become log records like every
+    other line (collab/logs.py). Only while daphne keeps an access log at all (its verbosity or
+    ``--access-log`` say so). Says whether it is installed; idempotent."""
+    if not available(ACCESS_LOG):
+        return False
+    from daphne.server import Server
+
+    if getattr(Server.log_action, "logs_to", None) is log:
+        return True
+
+    def log_action(self: Any, protocol: str, action: str, details: dict[str, Any]) -> None:
+        if self.action_logger:
+            log(protocol, action, details)
+
+    log_action.logs_to = log  # type: ignore[attr-defined]
+    Server.log_action = log_action
+    return True
+
+
+def _access_log_missing() -> list[str]:
+    from daphne.server import Server
+
+    missing = _takes_only(Server.log_action, 4, "daphne's Server.log_action")
+    server = Server(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    return missing + _lacks(server, ["action_logger"], "a daphne Server")
+
+
 def queued_bytes(protocol: Any) -> int | None:
     """Bytes written to this socket that the kernel has not taken yet: what Twisted holds in
     the connection's buffers (the peer is not reading, or reads slowly). None when the socket
@@ -374,10 +411,10 @@ _checked: dict[str, bool] = {}
 
 
 def available(tuning: str) -> bool:
-    """Whether ``tuning`` (EAGER_WRITES, SHARED_PROTOCOL_OPTIONS, RAW_FRAMES, QUEUED_BYTES)
-    finds what it relies on in the installed Twisted, autobahn, daphne and Channels. Checked
-    on the first ask, once per process; a failed check logs one warning, and the tuning stays
-    off."""
+    """Whether ``tuning`` (EAGER_WRITES, SHARED_PROTOCOL_OPTIONS, RAW_FRAMES, QUEUED_BYTES,
+    HEADER_DEADLINE, ACCESS_LOG) finds what it relies on in the installed Twisted, autobahn,
+    daphne and Channels. Checked on the first ask, once per process; a failed check logs one
+    warning, and the tuning stays off."""
     try:
         return _checked[tuning]
     except KeyError:
@@ -595,5 +632,9 @@ _TUNINGS: dict[str, _Tuning] = {
     HEADER_DEADLINE: _Tuning(
         _header_deadline_missing,
         "Request heads have no deadline (HTTP_HEADER_TIMEOUT is not applied)",
+    ),
+    ACCESS_LOG: _Tuning(
+        _access_log_missing,
+        "daphne writes its own access log, as text on stdout, whatever LOG_FORMAT says",
     ),
 }

@@ -398,6 +398,7 @@ def test_every_tuning_passes_its_check_on_the_installed_libraries(unchecked, cap
         "raw_frames": True,
         "queued_bytes": True,
         "header_deadline": True,
+        "access_log": True,
     }
     assert [r for r in caplog.records if r.name == "collab.transport"] == []
 
@@ -649,6 +650,7 @@ def test_loading_the_application_leaves_a_changed_twisted_alone():
         "raw_frames": True,
         "queued_bytes": True,
         "header_deadline": True,
+        "access_log": True,
     }
     assert result.stderr.count("transport tuning eager_writes is off") == 1
     assert result.stderr.count("transport tuning") == 1
@@ -684,3 +686,60 @@ def test_request_heads_get_no_deadline_when_a_hook_takes_other_arguments(uncheck
     assert http.HTTPChannel.connectionMade is original
     [warning] = warnings_for(caplog, "header_deadline")
     assert "HTTPChannel.connectionLost takes" in warning
+
+
+# -- daphne's access log through logging ---------------------------------------------------------
+
+
+@pytest.fixture
+def daphne_log_action(monkeypatch):
+    """daphne's Server.log_action as it ships, put back after the test."""
+    from daphne.server import Server
+
+    monkeypatch.setattr(Server, "log_action", Server.log_action)
+    return Server.log_action
+
+
+def a_server(action_logger):
+    from daphne.server import Server
+
+    return Server(
+        application=None,
+        endpoints=["tcp:port=0:interface=127.0.0.1"],
+        action_logger=action_logger,
+    )
+
+
+def test_the_access_log_goes_to_the_function_given(unchecked, daphne_log_action):
+    entries, written = [], []
+
+    def log(protocol, action, details):
+        entries.append((protocol, action, details))
+
+    assert transport.log_access(log) is True
+    assert transport.log_access(log) is True
+    details = {"path": "/healthz", "status": 200, "method": "GET", "client": "1.2.3.4:5"}
+    a_server(lambda *entry: written.append(entry)).log_action("http", "complete", details)
+    # No access log asked for (daphne's verbosity 0): nothing, as before.
+    a_server(None).log_action("websocket", "connected", {"path": "/ws", "client": None})
+
+    assert entries == [("http", "complete", details)]
+    assert written == []  # daphne's own writer is no longer called
+
+
+def test_daphne_keeps_its_access_log_when_log_action_takes_other_arguments(
+    unchecked, daphne_log_action, caplog
+):
+    from daphne.server import Server
+
+    def log_action(self, protocol, action, details, extra):  # a release that added one
+        pass
+
+    with pytest.MonkeyPatch.context() as changed:
+        changed.setattr(Server, "log_action", log_action)
+        assert transport.log_access(print) is False
+        assert Server.log_action is log_action
+    assert Server.log_action is daphne_log_action
+    [warning] = warnings_for(caplog, "access_log")
+    assert "daphne's Server.log_action takes" in warning
+    assert "whatever LOG_FORMAT says" in warning

@@ -169,7 +169,18 @@ class Connection:
         try:
             self.room = await get_rooms().join(self.document_id, self)
         except Exception:
-            logger.exception("ws could not load document=%s", self.document_id)
+            logger.exception(
+                "ws could not load document=%s user=%s client=%s",
+                self.document_id,
+                self.access.user,
+                self.client,
+                extra={
+                    "event": "ws.load_failed",
+                    "user": str(self.access.user),
+                    "document": self.document_id,
+                    "client": self.client,
+                },
+            )
             await self.refuse(CLOSE_INTERNAL, "document could not be loaded; retry shortly")
             return False
         store.install_shutdown_flush()
@@ -180,6 +191,14 @@ class Connection:
             self.access.role,
             self.access.via,
             self.client,
+            extra={
+                "event": "ws.open",
+                "user": str(self.access.user),
+                "document": self.document_id,
+                "role": self.access.role,
+                "via": self.access.via,
+                "client": self.client,
+            },
         )
         await self.send_frame(protocol.sync_step1(self.room.doc))
         await self.send_frame(protocol.authenticated(self.scope_name))
@@ -237,7 +256,8 @@ class Connection:
         self._release()
         await self.leave()
         logger.info(
-            "ws close user=%s document=%s duration=%.1fs code=%s bytes_in=%d bytes_out=%d",
+            "ws close user=%s document=%s duration=%.1fs code=%s bytes_in=%d bytes_out=%d"
+            " client=%s",
             self.access.user,
             self.document_id,
             time.monotonic() - self.opened,
@@ -245,6 +265,17 @@ class Connection:
             self.close_code or code or 1005,
             self.bytes_in,
             self.bytes_out,
+            self.client,
+            extra={
+                "event": "ws.close",
+                "user": str(self.access.user),
+                "document": self.document_id,
+                "duration": round(time.monotonic() - self.opened, 3),
+                "code": self.close_code or code or 1005,
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+                "client": self.client,
+            },
         )
 
     def abandon(self) -> None:
@@ -256,9 +287,23 @@ class Connection:
         if self.room is None or self._left:
             return
         logger.warning(
-            "ws cleaned up after an abrupt end user=%s document=%s",
+            "ws cleaned up after an abrupt end user=%s document=%s duration=%.1fs bytes_in=%d"
+            " bytes_out=%d client=%s",
             self.access.user,
             self.document_id,
+            time.monotonic() - self.opened,
+            self.bytes_in,
+            self.bytes_out,
+            self.client,
+            extra={
+                "event": "ws.abandoned",
+                "user": str(self.access.user),
+                "document": self.document_id,
+                "duration": round(time.monotonic() - self.opened, 3),
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+                "client": self.client,
+            },
         )
         self._leave_room()
         in_background(self._remove_presence(self.room))
@@ -290,7 +335,12 @@ class Connection:
             await room.announce_removal(self.client_ids)
         except redis.RedisError as exc:
             # The entries expire by themselves; the sweep will announce them.
-            logger.warning("ws presence not removed document=%s: %s", self.document_id, exc)
+            logger.warning(
+                "ws presence not removed document=%s: %s",
+                self.document_id,
+                exc,
+                extra={"event": "ws.presence_failed", "document": self.document_id},
+            )
 
     async def recheck_access(self) -> None:
         """Called when this user's membership changed: reads the role again and applies it."""
@@ -304,7 +354,16 @@ class Connection:
         step 1: a demoted client learns what the server has, so it can tell its user what was
         not saved; a promoted one answers with what it holds, which is now accepted."""
         if role is None:
-            logger.info("ws access revoked user=%s document=%s", self.access.user, self.document_id)
+            logger.info(
+                "ws access revoked user=%s document=%s",
+                self.access.user,
+                self.document_id,
+                extra={
+                    "event": "ws.revoked",
+                    "user": str(self.access.user),
+                    "document": self.document_id,
+                },
+            )
             await self.refuse(CLOSE_FORBIDDEN, "access removed")
         elif role != self.access.role:
             self.access = dataclasses.replace(self.access, role=role)
@@ -313,6 +372,12 @@ class Connection:
                 self.access.user,
                 self.document_id,
                 role,
+                extra={
+                    "event": "ws.role_changed",
+                    "user": str(self.access.user),
+                    "document": self.document_id,
+                    "role": role,
+                },
             )
             await self.send_frame(protocol.authenticated(self.scope_name))
             if self.room is not None:
@@ -355,7 +420,16 @@ class Connection:
                     size += len(update)
                 await self.apply_updates(updates)
         except Exception:
-            logger.exception("ws failed user=%s document=%s", self.access.user, self.document_id)
+            logger.exception(
+                "ws failed user=%s document=%s",
+                self.access.user,
+                self.document_id,
+                extra={
+                    "event": "ws.failed",
+                    "user": str(self.access.user),
+                    "document": self.document_id,
+                },
+            )
             await self.fail(CLOSE_INTERNAL, "internal error")
         finally:
             self._worker = None
@@ -425,7 +499,12 @@ class Connection:
                     )
                 except redis.RedisError as exc:
                     # Identity is still the server's, so a client can at worst reuse an id.
-                    logger.warning("ws presence check skipped (Redis: %s)", exc)
+                    logger.warning(
+                        "ws presence check skipped document=%s (Redis: %s)",
+                        self.document_id,
+                        exc,
+                        extra={"event": "ws.presence_failed", "document": self.document_id},
+                    )
                     allowed = True
                 if not allowed:
                     logger.warning(
@@ -433,6 +512,12 @@ class Connection:
                         user,
                         self.document_id,
                         entry.client_id,
+                        extra={
+                            "event": "ws.awareness_ignored",
+                            "user": str(user),
+                            "document": self.document_id,
+                            "client_id": entry.client_id,
+                        },
                     )
                     continue
             if entry.state is None:
@@ -451,6 +536,12 @@ class Connection:
                     user,
                     self.document_id,
                     entry.client_id,
+                    extra={
+                        "event": "ws.cursor_dropped",
+                        "user": str(user),
+                        "document": self.document_id,
+                        "client_id": entry.client_id,
+                    },
                 )
             state = {**state, "user": self.identity}
             stored = Entry(
@@ -475,7 +566,12 @@ class Connection:
         try:
             entries = await get_presence().entries(self.document_id)
         except redis.RedisError as exc:
-            logger.warning("ws presence unavailable document=%s: %s", self.document_id, exc)
+            logger.warning(
+                "ws presence unavailable document=%s: %s",
+                self.document_id,
+                exc,
+                extra={"event": "ws.presence_failed", "document": self.document_id},
+            )
             return
         if entries:
             payload = protocol.encode_awareness(entry.awareness() for entry in entries)
@@ -514,6 +610,11 @@ class Connection:
                     self.access.user,
                     self.document_id,
                     exc,
+                    extra={
+                        "event": "ws.send_dropped",
+                        "user": str(self.access.user),
+                        "document": self.document_id,
+                    },
                 )
                 return
         self.bytes_out += len(frame)
@@ -522,11 +623,20 @@ class Connection:
         """Logs the refusal, tells the client why, and closes. A client over the rate limit is
         not read any more: what it goes on sending would cost the others (bench: flood)."""
         logger.warning(
-            "ws closing user=%s document=%s code=%s reason=%s",
+            "ws closing user=%s document=%s code=%s reason=%s client=%s",
             self.access.user,
             self.document_id,
             refusal.code,
             refusal.reason,
+            self.client,
+            extra={
+                "event": "ws.closing",
+                "user": str(self.access.user),
+                "document": self.document_id,
+                "code": refusal.code,
+                "reason": refusal.reason,
+                "client": self.client,
+            },
         )
         await self.refuse(refusal.code, refusal.reason)
         if refusal.code == CLOSE_RATE_LIMITED and not self.gone:
@@ -540,11 +650,20 @@ class Connection:
     async def fail(self, code: int, reason: str) -> None:
         """Closes with ``code`` and logs ``reason`` (the client is not told more)."""
         logger.warning(
-            "ws closing user=%s document=%s code=%s reason=%s",
+            "ws closing user=%s document=%s code=%s reason=%s client=%s",
             self.access.user,
             self.document_id,
             code,
             reason,
+            self.client,
+            extra={
+                "event": "ws.closing",
+                "user": str(self.access.user),
+                "document": self.document_id,
+                "code": code,
+                "reason": reason,
+                "client": self.client,
+            },
         )
         self.close_code = code
         await self._close_quietly(code)
@@ -562,7 +681,10 @@ class Connection:
         except Exception as exc:
             self.gone = True
             logger.info(
-                "ws close of a closing socket skipped document=%s: %s", self.document_id, exc
+                "ws close of a closing socket skipped document=%s: %s",
+                self.document_id,
+                exc,
+                extra={"event": "ws.close_skipped", "document": self.document_id},
             )
 
 
@@ -587,4 +709,6 @@ async def _quietly(operation: Awaitable[Any]) -> None:
     try:
         await operation
     except redis.RedisError as exc:
-        logger.warning("ws presence not written (Redis: %s)", exc)
+        logger.warning(
+            "ws presence not written (Redis: %s)", exc, extra={"event": "ws.presence_failed"}
+        )

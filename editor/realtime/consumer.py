@@ -80,6 +80,13 @@ class DocumentConsumer(AsyncWebsocketConsumer):
                 refused.code,
                 refused.reason,
                 _client(self.scope),
+                extra={
+                    "event": "ws.refused",
+                    "document": document_id,
+                    "code": refused.code,
+                    "reason": refused.reason,
+                    "client": _client(self.scope),
+                },
             )
             await self.send(bytes_data=protocol.permission_denied(refused.reason))
             await self.close(code=refused.code)

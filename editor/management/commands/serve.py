@@ -5,11 +5,13 @@ neither REDIS_URL nor REDIS_SENTINELS is set, an embedded Valkey server is start
 lives as long as this command.
 """
 
+import logging
 import os
 import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -17,6 +19,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from collab.embedded import EmbeddedRedis
+
+logger = logging.getLogger("collab.serve")
 
 
 def daphne_command(host: str, port: int) -> list[str]:
@@ -74,21 +78,21 @@ class Command(BaseCommand):
         if not settings.REDIS_URL and not settings.REDIS_SENTINELS:
             embedded = EmbeddedRedis(data_dir=settings.VAR_DIR / "valkey")
             env["REDIS_URL"] = embedded.start()
-            self.stdout.write(f"REDIS_URL is unset: started embedded Valkey at {env['REDIS_URL']}")
+            self.say(f"REDIS_URL is unset: started embedded Valkey at {env['REDIS_URL']}")
         shown_host = f"[{host}]" if ":" in host else host
-        self.stdout.write(
-            self.style.SUCCESS(f"collab is starting on http://{shown_host}:{port}/")
-            + "\nCreate an admin account with: .venv/bin/python manage.py createsuperuser"
-            + "\nStop with Ctrl-C.",
+        self.say(
+            f"collab is starting on http://{shown_host}:{port}/",
+            self.style.SUCCESS,
+            "\nCreate an admin account with: .venv/bin/python manage.py createsuperuser"
+            "\nStop with Ctrl-C.",
         )
         cap = settings.COLLAB["MAX_CONNECTIONS"] or 65536
         needed, limit = raise_open_files_limit(cap)
         if limit < needed:
-            self.stdout.write(
-                self.style.WARNING(
-                    f"open-files limit is {limit}: WS_MAX_CONNECTIONS={cap} needs {needed};"
-                    " raise the hard limit (ulimit -Hn, systemd LimitNOFILE) or lower the cap"
-                )
+            self.say(
+                f"open-files limit is {limit}: WS_MAX_CONNECTIONS={cap} needs {needed};"
+                " raise the hard limit (ulimit -Hn, systemd LimitNOFILE) or lower the cap",
+                self.style.WARNING,
             )
         self.stdout.flush()
         child = subprocess.Popen(daphne_command(host, port), env=env)
@@ -109,3 +113,12 @@ class Command(BaseCommand):
                 embedded.stop()
         if returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
             sys.exit(returncode)
+
+    def say(self, message: str, style: Callable[[str], str] | None = None, hint: str = "") -> None:
+        """Prints a start-up message (and a hint for whoever runs it in a terminal); with
+        LOG_FORMAT=json, logs the message instead, so every line is one JSON object."""
+        if settings.LOG_FORMAT == "json":
+            warning = style is self.style.WARNING
+            logger.log(logging.WARNING if warning else logging.INFO, message)
+        else:
+            self.stdout.write((style(message) if style else message) + hint)
