@@ -8,6 +8,8 @@ from django.contrib.auth.forms import UserCreationForm
 from editor.access import SHAREABLE_CHOICES, Role
 from editor.models import Document, Membership
 
+UNTITLED = "Untitled"
+
 
 class SignupForm(UserCreationForm):
     class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]  # the stubs omit Meta
@@ -19,7 +21,7 @@ class DocumentForm(forms.ModelForm):
     class Meta:
         model = Document
         fields = ("title",)
-        widgets = {"title": forms.TextInput(attrs={"placeholder": "Untitled document"})}
+        widgets = {"title": forms.TextInput(attrs={"placeholder": "Title (optional)"})}
         error_messages = {"title": {"required": "Give the document a title."}}
 
     def clean_title(self) -> str:
@@ -27,6 +29,18 @@ class DocumentForm(forms.ModelForm):
         if not title:
             raise forms.ValidationError("Give the document a title.")
         return title
+
+
+class NewDocumentForm(DocumentForm):
+    """A new document may start without a title: it is "Untitled" until renamed in the editor
+    (a rename may not blank a title)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["title"].required = False
+
+    def clean_title(self) -> str:
+        return self.cleaned_data["title"].strip() or UNTITLED
 
 
 class ShareForm(forms.Form):

@@ -14,6 +14,8 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
+from django.db.models.expressions import Combinable
+from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -22,7 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from editor import logins
 from editor.access import SHAREABLE_CHOICES, get_viewable_document, may_edit, may_manage
-from editor.forms import DocumentForm, MemberRoleForm, ShareForm, SignupForm
+from editor.forms import DocumentForm, MemberRoleForm, NewDocumentForm, ShareForm, SignupForm
 from editor.models import Document, Membership
 from editor.realtime.presence import identity, redis_hosts, sync_client
 
@@ -75,28 +77,59 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/signup.html", {"form": form}, status=status)
 
 
-def _document_rows(user: AnyUser) -> list[tuple[Document, str | None, bool]]:
-    """The list page's rows: each document the user may view, their role, whether they manage it."""
+# The list page's sort orders: the ``?sort=`` value → (label, ORM ordering).
+SORTS: dict[str, tuple[str, tuple[str | Combinable, ...]]] = {
+    "recent": ("Recently changed", ("-updated_at", "title")),
+    "title": ("Title", (Lower("title"), "-updated_at")),
+}
+
+
+def _document_rows(
+    user: AnyUser, query: str = "", sort: str = "recent"
+) -> list[tuple[Document, str | None, bool]]:
+    """The list page's rows: each document the user may view whose title contains ``query``
+    (any case), in ``sort`` order, with their role and whether they manage it."""
     documents = Document.objects.visible_to(user).select_related("owner")
+    if query:
+        documents = documents.filter(title__icontains=query)
+    documents = documents.order_by(*SORTS.get(sort, SORTS["recent"])[1])
     return [(doc, doc.role, may_manage(doc.role)) for doc in documents]
+
+
+def _list_page(
+    request: AuthenticatedHttpRequest, form: NewDocumentForm, status: int = 200
+) -> HttpResponse:
+    query = request.GET.get("q", "").strip()[:200]
+    sort = request.GET.get("sort", "recent")
+    if sort not in SORTS:
+        sort = "recent"
+    rows = _document_rows(request.user, query, sort)
+    # "Nothing yet" and "nothing matches" are different pages: the first says how to start.
+    has_any = bool(rows) or (bool(query) and Document.objects.visible_to(request.user).exists())
+    context = {
+        "rows": rows,
+        "form": form,
+        "query": query,
+        "sort": sort,
+        "sorts": [(key, label) for key, (label, _) in SORTS.items()],
+        "has_any": has_any,
+    }
+    return render(request, "editor/document_list.html", context, status=status)
 
 
 @login_required
 @require_GET
 def document_list(request: AuthenticatedHttpRequest) -> HttpResponse:
-    rows = _document_rows(request.user)
-    return render(request, "editor/document_list.html", {"rows": rows, "form": DocumentForm()})
+    return _list_page(request, NewDocumentForm())
 
 
 @login_required
 @require_POST
 def document_create(request: AuthenticatedHttpRequest) -> HttpResponse:
-    form = DocumentForm(request.POST)
+    """Makes a document and opens it; without a title it is "Untitled", renamed in the editor."""
+    form = NewDocumentForm(request.POST)
     if not form.is_valid():
-        rows = _document_rows(request.user)
-        return render(
-            request, "editor/document_list.html", {"rows": rows, "form": form}, status=400
-        )
+        return _list_page(request, form, status=400)
     document = Document.objects.create_for(request.user, form.cleaned_data["title"])
     return redirect(document)
 

@@ -53,16 +53,83 @@ def test_it_creates_a_document_and_opens_it(client, owner):
     assert response["Location"] == document.get_absolute_url()
 
 
-@pytest.mark.parametrize("title", ["", "   ", "x" * 201])
-def test_it_refuses_a_bad_title_with_a_message_and_creates_nothing(client, owner, title):
+@pytest.mark.parametrize("title", ["", "   "])
+def test_it_creates_an_untitled_document_when_no_title_is_given(client, owner, title):
     client.force_login(owner)
     response = client.post(reverse("document-create"), {"title": title})
+
+    document = Document.objects.get()
+    assert document.title == "Untitled"
+    assert response["Location"] == document.get_absolute_url()
+
+
+def test_it_refuses_a_too_long_title_with_a_message_and_creates_nothing(client, owner):
+    client.force_login(owner)
+    response = client.post(reverse("document-create"), {"title": "x" * 201})
 
     assert response.status_code == 400
     body = response.content.decode()
     assert "title" in body.lower()
     assert 'role="alert"' in body
     assert Document.objects.count() == 0
+
+
+# -- list: search, sort, empty states -----------------------------------------------------------
+
+
+def _listed_titles(response) -> list[str]:
+    return [row[0].title for row in response.context["rows"]]
+
+
+@pytest.fixture
+def three_documents(owner):
+    """Three documents, changed in the order Zebra plan, apple notes, Mango (most recent last)."""
+    made = {}
+    for title in ("Zebra plan", "apple notes", "Mango"):
+        made[title] = Document.objects.create_for(owner, title)
+    return made
+
+
+def test_the_list_searches_titles_in_any_case(client, owner, three_documents):
+    client.force_login(owner)
+    response = client.get(reverse("document-list"), {"q": "AN"})
+    assert sorted(_listed_titles(response)) == ["Mango", "Zebra plan"]
+    assert 'value="AN"' in response.content.decode()
+
+
+def test_the_list_sorts_by_recent_change_or_by_title(client, owner, three_documents):
+    client.force_login(owner)
+    three_documents["Zebra plan"].save()  # changed last
+
+    recent = client.get(reverse("document-list"))
+    assert _listed_titles(recent) == ["Zebra plan", "Mango", "apple notes"]
+    by_title = client.get(reverse("document-list"), {"sort": "title"})
+    assert _listed_titles(by_title) == ["apple notes", "Mango", "Zebra plan"]
+    assert _listed_titles(client.get(reverse("document-list"), {"sort": "nonsense"})) == (
+        _listed_titles(recent)
+    )
+
+
+def test_the_list_says_what_to_do_when_empty_and_when_nothing_matches(
+    client, owner, three_documents
+):
+    client.force_login(owner)
+    nothing = client.get(reverse("document-list"), {"q": "<b>kiwi</b>"}).content.decode()
+    assert "No document’s title contains “&lt;b&gt;kiwi&lt;/b&gt;”" in nothing
+    assert "show all documents" in nothing
+
+    Document.objects.all().delete()
+    empty = client.get(reverse("document-list")).content.decode()
+    assert "No documents yet." in empty
+    assert "New document" in empty
+    assert 'role="search"' not in empty  # nothing to search yet
+
+
+def test_the_list_never_shows_documents_the_user_may_not_view(client, stranger, three_documents):
+    client.force_login(stranger)
+    response = client.get(reverse("document-list"), {"q": "a"})
+    assert _listed_titles(response) == []
+    assert "No documents yet." in response.content.decode()
 
 
 def test_it_sends_anonymous_creators_to_log_in(client, db):
