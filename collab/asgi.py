@@ -21,6 +21,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from collab import logs, transport  # noqa: E402
+from editor import metrics  # noqa: E402
 from editor.routing import websocket_urlpatterns  # noqa: E402
 
 # Each tuning first checks the library internals it relies on; one that fails logs a warning
@@ -81,3 +82,7 @@ if settings.SERVE["GC_FREEZE"]:
     # a third (docs/BENCHMARKS.md).
     gc.collect()
     gc.freeze()
+
+# Under daphne: GC pauses and ping round trips are timed, and once the server runs, the
+# event-loop stall probe and the census start (editor/metrics.py).
+metrics.when_serving()

@@ -27,7 +27,9 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from prometheus_client import Gauge
 
+from editor import metrics
 from editor.realtime import auth, limits, protocol, store
 from editor.realtime.auth import Access
 from editor.realtime.codes import (
@@ -92,6 +94,7 @@ class Connection:
         "budget",
         "user_budget",
         "close_code",
+        "gauge",
         "gone",
         "stopping",
         "_left",
@@ -122,6 +125,8 @@ class Connection:
         self.user_budget: Budget | None = None
         # The close code this side sent, once it did.
         self.close_code: int | None = None
+        # This socket's place in collab_websocket_connections while it is open (metrics.py).
+        self.gauge: Gauge | None = None
         # The client has gone (its disconnect came, or a send found the socket closing).
         self.gone = False
         # A frame that cannot be taken came: nothing after it is read.
@@ -148,22 +153,29 @@ class Connection:
 
     # -- life -----------------------------------------------------------------------------
 
-    async def open(self) -> bool:
+    async def open(self, upgraded: float | None = None) -> bool:
         """Admits the socket, joins the document's room and runs the server's half of the
         handshake: sync step 1, the socket's scope, everyone's presence. False (the socket
         closed with 1011) when
-        the document could not be loaded; False (closed with 1013) past a connection cap."""
+        the document could not be loaded; False (closed with 1013) past a connection cap.
+        ``upgraded``: when the socket asked to open (``time.monotonic()``), to time the
+        connect (``collab_websocket_connect_seconds``)."""
         collab = settings.COLLAB
         refusal = sockets.admit(
             self.user_id, collab["MAX_CONNECTIONS"], collab["MAX_CONNECTIONS_PER_USER"]
         )
         if refusal is not None:
+            full = collab["MAX_CONNECTIONS"] and sockets.total >= collab["MAX_CONNECTIONS"]
+            metrics.LIMIT["connections" if full else "connections_per_user"].inc()
+            metrics.refused(refusal.code)
             await self.refuse_now(refusal)
             return False
         self.user_budget = sockets.acquire(self.user_id)
         if not self.user_budget.spend(0, time.monotonic()):
             # This user's sockets used up their budget (a flood, reconnecting): refused before
             # the document is loaded or anything is sent.
+            metrics.LIMIT["rate"].inc()
+            metrics.refused(CLOSE_RATE_LIMITED)
             await self.refuse_now(limits.over_rate("user's sockets", 0))
             return False
         try:
@@ -181,8 +193,13 @@ class Connection:
                     "client": self.client,
                 },
             )
+            metrics.DATABASE["load"].inc()
+            metrics.refused(CLOSE_INTERNAL)
             await self.refuse(CLOSE_INTERNAL, "document could not be loaded; retry shortly")
             return False
+        self.gauge = metrics.connections(self.access.role, self.access.via)
+        self.gauge.inc()
+        metrics.CONNECTS.inc()
         store.install_shutdown_flush()
         logger.info(
             "ws open user=%s document=%s role=%s via=%s client=%s",
@@ -200,8 +217,10 @@ class Connection:
                 "client": self.client,
             },
         )
-        await self.send_frame(protocol.sync_step1(self.room.doc))
-        await self.send_frame(protocol.authenticated(self.scope_name))
+        await self.send_own(protocol.sync_step1(self.room.doc))
+        if upgraded is not None:
+            metrics.CONNECT_TIME.observe(time.monotonic() - upgraded)
+        await self.send_own(protocol.authenticated(self.scope_name))
         await self.send_presence()
         return True
 
@@ -209,6 +228,7 @@ class Connection:
         """Checks and decodes a frame (None: a text frame), and queues it for ``_work``. A
         frame that cannot be taken ends the socket, after what was received before it has been
         handled."""
+        metrics.frame_in(frame)
         if self.room is None or self.close_code is not None or self.stopping:
             return  # refused or closing: nothing more is read
         if frame is None:
@@ -221,13 +241,16 @@ class Connection:
                 f"this change is too large to save ({_mb(len(frame))} MB;"
                 f" the limit is {_mb(limit)} MB)"
             )
+            metrics.LIMIT["frame_size"].inc()
             self.stop(CLOSE_TOO_LARGE, reason, tell=True)
             return
         now = time.monotonic()
         if not self.budget.spend(len(frame), now):
+            metrics.LIMIT["rate"].inc()
             self.refuse_later(limits.over_rate("socket", len(frame)))
             return
         if self.user_budget is not None and not self.user_budget.spend(len(frame), now):
+            metrics.LIMIT["rate"].inc()
             self.refuse_later(limits.over_rate("user's sockets", len(frame)))
             return
         try:
@@ -255,6 +278,7 @@ class Connection:
             await self._worker
         self._release()
         await self.leave()
+        self._count_end(self.close_code or code or 1005)
         logger.info(
             "ws close user=%s document=%s duration=%.1fs code=%s bytes_in=%d bytes_out=%d"
             " client=%s",
@@ -305,6 +329,7 @@ class Connection:
                 "client": self.client,
             },
         )
+        self._count_end(1006)
         self._leave_room()
         in_background(self._remove_presence(self.room))
 
@@ -322,6 +347,16 @@ class Connection:
             self.user_budget = None
             sockets.release(self.user_id)
 
+    def _count_end(self, code: int) -> None:
+        """Takes an opened socket out of the gauges, once, and counts how it ended."""
+        if self.gauge is None:
+            return
+        self.gauge.dec()
+        self.gauge = None
+        metrics.disconnected(code)
+        if self.client_ids:
+            metrics.PRESENCE_ENTRIES.dec(len(self.client_ids))
+
     def _leave_room(self) -> None:
         assert self.room is not None
         self._left = True
@@ -335,6 +370,7 @@ class Connection:
             await room.announce_removal(self.client_ids)
         except redis.RedisError as exc:
             # The entries expire by themselves; the sweep will announce them.
+            metrics.REDIS["presence"].inc()
             logger.warning(
                 "ws presence not removed document=%s: %s",
                 self.document_id,
@@ -367,6 +403,10 @@ class Connection:
             await self.refuse(CLOSE_FORBIDDEN, "access removed")
         elif role != self.access.role:
             self.access = dataclasses.replace(self.access, role=role)
+            if self.gauge is not None:
+                self.gauge.dec()
+                self.gauge = metrics.connections(role, self.access.via)
+                self.gauge.inc()
             logger.info(
                 "ws role changed user=%s document=%s role=%s",
                 self.access.user,
@@ -379,9 +419,9 @@ class Connection:
                     "role": role,
                 },
             )
-            await self.send_frame(protocol.authenticated(self.scope_name))
+            await self.send_own(protocol.authenticated(self.scope_name))
             if self.room is not None:
-                await self.send_frame(protocol.sync_step1(self.room.doc))
+                await self.send_own(protocol.sync_step1(self.room.doc))
 
     # -- dispatch -------------------------------------------------------------------------
 
@@ -459,7 +499,7 @@ class Connection:
             await self.fail(CLOSE_MALFORMED, f"bad state vector: {exc}")
             return
         self.answered_step1 = state_vector
-        await self.send_frame(reply)
+        await self.send_own(reply)
 
     async def apply_updates(self, updates: list[bytes]) -> None:
         """Applies the client's updates through the room, if its role lets it edit."""
@@ -467,7 +507,7 @@ class Connection:
         if not self.access.can_edit:
             # A viewer's client answers our sync step 1 with an empty step 2: that is no write.
             if any(update != b"\x00\x00" for update in updates):
-                await self.send_frame(protocol.permission_denied("view only"))
+                await self.send_own(protocol.permission_denied("view only"))
             return
         try:
             await self.room.apply_client_updates(updates, origin=self, author_id=self.user_id)
@@ -489,6 +529,7 @@ class Connection:
                 if entry.state is None:
                     continue  # nobody removes another connection's presence
                 if len(self.client_ids) >= collab["MAX_AWARENESS_CLIENTS"]:
+                    metrics.LIMIT["awareness_clients"].inc()
                     await self.refuse_now(
                         limits.too_many_client_ids(collab["MAX_AWARENESS_CLIENTS"])
                     )
@@ -499,6 +540,7 @@ class Connection:
                     )
                 except redis.RedisError as exc:
                     # Identity is still the server's, so a client can at worst reuse an id.
+                    metrics.REDIS["presence"].inc()
                     logger.warning(
                         "ws presence check skipped document=%s (Redis: %s)",
                         self.document_id,
@@ -521,12 +563,15 @@ class Connection:
                     )
                     continue
             if entry.state is None:
+                if entry.client_id in self.client_ids and self.gauge is not None:
+                    metrics.PRESENCE_ENTRIES.dec()
                 self.client_ids.pop(entry.client_id, None)
                 await _quietly(presence.remove(self.document_id, [entry.client_id]))
                 accepted.append(entry)
                 continue
             refusal = limits.check_awareness_state(entry.state, collab["MAX_AWARENESS_BYTES"])
             if refusal is not None:
+                metrics.LIMIT["awareness_size"].inc()
                 await self.refuse_now(refusal)
                 return
             state, dropped = limits.clean_cursor(entry.state)
@@ -552,6 +597,8 @@ class Connection:
                 conn=self.conn_id,
                 deadline=presence.deadline(),
             )
+            if not known and self.gauge is not None:
+                metrics.PRESENCE_ENTRIES.inc()
             self.client_ids[entry.client_id] = entry.clock
             if known:
                 presence.renew(self.document_id, stored)
@@ -566,6 +613,7 @@ class Connection:
         try:
             entries = await get_presence().entries(self.document_id)
         except redis.RedisError as exc:
+            metrics.REDIS["presence"].inc()
             logger.warning(
                 "ws presence unavailable document=%s: %s",
                 self.document_id,
@@ -575,29 +623,31 @@ class Connection:
             return
         if entries:
             payload = protocol.encode_awareness(entry.awareness() for entry in entries)
-            await self.send_frame(protocol.awareness(payload))
+            await self.send_own(protocol.awareness(payload))
 
     # -- sending --------------------------------------------------------------------------
 
-    async def send_frame(self, frame: bytes) -> None:
+    async def send_frame(self, frame: bytes) -> bool:
         """Sends one y-websocket message, or nothing once the socket is closing: a send never
-        raises, so a socket closing under a broadcast is its own business only.
+        raises, so a socket closing under a broadcast is its own business only. Says whether
+        it was sent: the room counts each broadcast once (metrics.py), ``send_own`` the rest.
 
         A client that does not read, with more than ``WS_MAX_SEND_BUFFER`` bytes queued for
         it, is closed with 4408 (its buffer is freed when the server drops it). The message is
         then written straight to the socket when the socket allows (encoded once per
         broadcast), or sent the ordinary way."""
         if self.gone or self.close_code is not None:
-            return
+            return False
         socket = self.socket
         queued = socket.queued()
         if queued and queued + len(frame) > settings.COLLAB["MAX_SEND_BUFFER"]:
+            metrics.LIMIT["slow_reader"].inc()
             await self.fail(
                 CLOSE_SLOW_READER,
                 f"client is not reading: {queued} bytes queued, a {len(frame)}-byte"
                 f" message would pass WS_MAX_SEND_BUFFER",
             )
-            return
+            return False
         if not socket.write(frame):
             try:
                 await socket.send(frame)
@@ -616,8 +666,15 @@ class Connection:
                         "document": self.document_id,
                     },
                 )
-                return
+                return False
         self.bytes_out += len(frame)
+        return True
+
+    async def send_own(self, frame: bytes) -> None:
+        """Sends one message of this socket's own (a handshake step, an answer, presence) and
+        counts it; the room counts its broadcasts once each."""
+        if await self.send_frame(frame):
+            metrics.frames_out(frame)
 
     async def refuse_now(self, refusal: Refusal) -> None:
         """Logs the refusal, tells the client why, and closes. A client over the rate limit is
@@ -677,6 +734,7 @@ class Connection:
         try:
             if last_frame is not None:
                 await self.socket.send(last_frame)
+                metrics.frames_out(last_frame)
             await self.socket.close(code)
         except Exception as exc:
             self.gone = True
@@ -709,6 +767,7 @@ async def _quietly(operation: Awaitable[Any]) -> None:
     try:
         await operation
     except redis.RedisError as exc:
+        metrics.REDIS["presence"].inc()
         logger.warning(
             "ws presence not written (Redis: %s)", exc, extra={"event": "ws.presence_failed"}
         )

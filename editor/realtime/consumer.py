@@ -11,6 +11,7 @@ the reason, then close with a 44xx code (docs/protocol.md).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -18,6 +19,7 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from editor import metrics
 from editor.realtime import auth, protocol
 from editor.realtime.codes import CLOSE_NOT_FOUND
 from editor.realtime.connection import Connection
@@ -69,6 +71,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         """Called when the socket asks to open: accepts it, then authorises it, then opens its
         connection to the document."""
         # The route admits either case; tickets and rooms use the canonical lower-case form.
+        upgraded = time.monotonic()
         document_id = str(uuid.UUID(self.scope["url_route"]["kwargs"]["document_id"]))
         await self.accept()
         try:
@@ -88,12 +91,15 @@ class DocumentConsumer(AsyncWebsocketConsumer):
                     "client": _client(self.scope),
                 },
             )
-            await self.send(bytes_data=protocol.permission_denied(refused.reason))
+            denied = protocol.permission_denied(refused.reason)
+            await self.send(bytes_data=denied)
             await self.close(code=refused.code)
+            metrics.frames_out(denied)
+            metrics.refused(refused.code)
             return
         connection = Connection(access, socket_of(self), client=_client(self.scope))
         self.connection = connection
-        await connection.open()
+        await connection.open(upgraded)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame; a text frame comes as ``bytes_data=None``."""
@@ -117,8 +123,11 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.accept()
-        await self.send(bytes_data=protocol.permission_denied("no such endpoint"))
+        denied = protocol.permission_denied("no such endpoint")
+        await self.send(bytes_data=denied)
         await self.close(code=CLOSE_NOT_FOUND)
+        metrics.frames_out(denied)
+        metrics.refused(CLOSE_NOT_FOUND)
 
 
 def _client(scope: Any) -> str:

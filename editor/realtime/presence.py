@@ -53,6 +53,7 @@ from channels_redis.utils import (  # type: ignore[import-untyped]
 )
 from django.conf import settings
 
+from editor import metrics
 from editor.realtime import protocol
 from editor.realtime.loops import per_event_loop
 
@@ -309,6 +310,7 @@ class Presence:
         removals = []
         for index, result in enumerate(results):
             if isinstance(result, Exception):
+                metrics.REDIS["sweep"].inc()
                 logger.warning("presence sweep of Redis shard %d failed: %s", index, result)
             elif isinstance(result, BaseException):
                 raise result
@@ -327,6 +329,7 @@ class Presence:
             await self.flush()
         except redis.RedisError as exc:
             # Dropped, not retried: the client renews within 15 s anyway.
+            metrics.REDIS["presence"].inc()
             logger.warning("presence renewals not written: %s", exc)
 
     async def _write(self, entries: dict[tuple[str, int], Entry]) -> None:

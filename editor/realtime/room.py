@@ -28,6 +28,7 @@ from django.conf import settings
 from django.utils import timezone
 from pycrdt import Doc, merge_updates
 
+from editor import metrics
 from editor.realtime import protocol, store
 from editor.realtime.loops import per_event_loop
 from editor.realtime.presence import get_presence
@@ -44,7 +45,7 @@ class Connection(Protocol):
     @property
     def user_id(self) -> int | None: ...
 
-    async def send_frame(self, frame: bytes) -> None: ...
+    async def send_frame(self, frame: bytes) -> bool: ...
 
     async def recheck_access(self) -> None: ...
 
@@ -73,6 +74,7 @@ async def publish_update(document_id: uuid.UUID | str, update: bytes) -> None:
     try:
         await get_channel_layer().group_send(group_name(str(document_id)), message)
     except Exception:
+        metrics.REDIS["group_send"].inc()
         logger.exception("document %s: could not publish an update", document_id)
 
 
@@ -84,6 +86,7 @@ async def publish_access_change(document_id: uuid.UUID | str, user_id: int | Non
         await get_channel_layer().group_send(group_name(str(document_id)), message)
     except Exception:
         # The socket keeps its old role until it reconnects; the role is read at every connect.
+        metrics.REDIS["group_send"].inc()
         logger.exception("document %s: could not announce an access change", document_id)
 
 
@@ -152,6 +155,7 @@ class Room:
         row, one frame per local connection and one group message, instead of one of each
         per update. When one does not apply, the ones before it are kept and passed on, then
         ``InvalidUpdate`` is raised; nothing of it or after it is applied."""
+        started = time.perf_counter()
         updates = [update for update in updates if update != EMPTY_UPDATE]
         if not updates:
             return
@@ -176,11 +180,13 @@ class Room:
             # Garbage somewhere in the batch (nothing was applied): keep what comes before it.
             applied, error = self._apply_each(updates)
             if applied:
-                await self._pass_on(merge_updates(*applied), origin, author_id)
+                metrics.UPDATES_APPLIED.inc(len(applied))
+                await self._pass_on(merge_updates(*applied), origin, author_id, started)
             if self._broken:
                 await self.reload()
             raise error from exc
-        await self._pass_on(merged, origin, author_id)
+        metrics.UPDATES_APPLIED.inc(len(updates))
+        await self._pass_on(merged, origin, author_id, started)
 
     def _apply_each(self, updates: list[bytes]) -> tuple[list[bytes], InvalidUpdate]:
         applied: list[bytes] = []
@@ -200,12 +206,16 @@ class Room:
         # Each applies alone though not together: not expected of valid Yjs updates.
         return applied, InvalidUpdate("updates do not apply together")
 
-    async def _pass_on(self, update: bytes, origin: Connection, author_id: int | None) -> None:
+    async def _pass_on(
+        self, update: bytes, origin: Connection, author_id: int | None, started: float
+    ) -> None:
         """Makes an applied update durable and sends it to every other connection of the
-        document, here and in other processes."""
+        document, here and in other processes. ``started``: when the update reached the room
+        (``time.perf_counter()``), to time the fan-out."""
         self._remember(update)
         store.get_writer().append(self.document_id, update, author_id)
         await self._send_local(protocol.sync_update(update), exclude=origin)
+        metrics.FANOUT_CLIENT.observe(time.perf_counter() - started)
         await self._publish({"type": "doc.update", "update": update})
 
     def _apply_remote(self, update: bytes) -> bool:
@@ -259,6 +269,7 @@ class Room:
         cutoff = time.monotonic() - _seen_ttl()
         self._seen = {d: t for d, t in self._seen.items() if t >= cutoff}
         if missed:
+            metrics.RECOVERED["log"].inc(missed)
             logger.warning(
                 "room %s: recovered %d missed updates from the log", self.document_id, missed
             )
@@ -291,6 +302,7 @@ class Room:
                 return
         brought = self.doc.get_update(before)
         if brought != EMPTY_UPDATE:
+            metrics.RECOVERED["parked"].inc(len(parked))
             logger.warning(
                 "room %s: integrated %d parked update(s) on re-applying them",
                 self.document_id,
@@ -314,6 +326,7 @@ class Room:
             return
         missed = self.doc.get_update(before)
         if missed != EMPTY_UPDATE:
+            metrics.RECOVERED["snapshot"].inc()
             logger.warning(
                 "room %s: recovered missed updates from the snapshot (%d bytes)",
                 self.document_id,
@@ -341,17 +354,21 @@ class Room:
     async def _send_local(self, frame: bytes, exclude: Connection | None = None) -> None:
         """Sends a frame to every local connection but ``exclude``. A send to one socket is that
         socket's business: whatever it raises (a socket closing under it, say) is logged and
-        never reaches the other connections or the sender, whose update is already applied."""
+        never reaches the other connections or the sender, whose update is already applied.
+        Counted once (metrics.py), not per socket: this is the hot path."""
+        sent = 0
         for connection in list(self.connections):
             if connection is exclude:
                 continue
             try:
-                await connection.send_frame(frame)
+                if await connection.send_frame(frame):
+                    sent += 1
             except Exception:
                 logger.exception(
                     "room %s: a send to one connection failed; the others go on",
                     self.document_id,
                 )
+        metrics.frames_out(frame, sent)
 
     async def _publish(self, message: dict) -> None:
         message["origin"] = self.channel
@@ -360,6 +377,7 @@ class Room:
         except Exception as exc:
             # Durability does not depend on the layer: other processes catch up from the log.
             # One line, not a traceback: during an outage this comes with every keystroke.
+            metrics.REDIS["group_send"].inc()
             logger.warning("room %s: group_send failed: %r", self.document_id, exc)
             if self._on_layer_error is not None:
                 self._on_layer_error()
@@ -383,6 +401,7 @@ class Room:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.REDIS["layer_receive"].inc()
                 logger.exception("room %s: channel layer receive failed", self.document_id)
                 await asyncio.sleep(1)
                 continue
@@ -397,9 +416,12 @@ class Room:
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         if message["type"] == "doc.update":
+            started = time.perf_counter()
             update = message["update"]
             if self._apply_remote(update):
+                metrics.REMOTE_UPDATES.inc()
                 await self._send_local(protocol.sync_update(update))
+                metrics.FANOUT_LAYER.observe(time.perf_counter() - started)
             elif self._broken:
                 await self.reload()
         elif message["type"] == "doc.awareness":
@@ -487,6 +509,7 @@ class Rooms:
             await room.close()
             raise
         self._rooms[document_id] = room
+        metrics.ROOMS.inc()
         self._loading.pop(document_id, None)
         loop = asyncio.get_running_loop()
         for delay in _CATCHUP_AFTER_LOAD:
@@ -511,6 +534,7 @@ class Rooms:
         if room.connections or self._rooms.get(room.document_id) is not room:
             return
         del self._rooms[room.document_id]
+        metrics.ROOMS.dec()
         await room.close()
 
     async def _catch_up_quietly(self, room: Room) -> None:
@@ -519,6 +543,7 @@ class Rooms:
         try:
             await self.catch_up_once([room.document_id])
         except Exception:
+            metrics.DATABASE["catchup"].inc()
             logger.exception("room %s: catch-up after load failed", room.document_id)
 
     async def catch_up_once(self, document_ids: list[str] | None = None) -> None:
@@ -575,6 +600,7 @@ class Rooms:
         try:
             await self.catch_up_once()
         except Exception:
+            metrics.DATABASE["catchup"].inc()
             logger.exception("catch-up failed")
 
     async def _catch_up_forever(self) -> None:
@@ -585,6 +611,7 @@ class Rooms:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.DATABASE["catchup"].inc()
                 logger.exception(
                     "catch-up failed; retrying in %ss", settings.COLLAB["CATCHUP_INTERVAL"]
                 )
@@ -612,6 +639,7 @@ class Rooms:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.REDIS["sweep"].inc()
                 logger.exception("presence sweep failed; trying again after the interval")
                 self.layer_failed()
 

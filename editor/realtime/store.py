@@ -54,6 +54,7 @@ from django.utils import timezone
 from pycrdt import Decoder, Doc
 from pycrdt import get_update as diff_update
 
+from editor import metrics
 from editor.models import Document, DocumentUpdate
 from editor.realtime.loops import per_event_loop
 
@@ -417,6 +418,7 @@ class UpdateWriter:
                 await database_sync_to_async(_write_batch)(batch)
             except Exception:
                 failures += 1
+                metrics.DATABASE["write"].inc()
                 logger.exception(
                     "could not write %d update(s) (attempt %d, %d pending); retrying in %.1f s",
                     len(batch),
@@ -427,6 +429,8 @@ class UpdateWriter:
                 continue
             if failures:
                 logger.info("wrote %d update(s) after %d failed attempt(s)", len(batch), failures)
+            metrics.FLUSH_LAG.observe(loop.time() - batch[0].queued_at)
+            metrics.BATCH_SIZE.observe(len(batch))
             failures = 0
             for _ in batch:
                 self._queue.popleft()

@@ -9,6 +9,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -74,6 +75,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         env = os.environ.copy()
+        # How this process is named in the admin's census (editor/realtime/census.py).
+        env.setdefault("COLLAB_PROCESS_NAME", f"{socket.gethostname()}:{port}")
         embedded = None
         if not settings.REDIS_URL and not settings.REDIS_SENTINELS:
             embedded = EmbeddedRedis(data_dir=settings.VAR_DIR / "valkey")
