@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install lint format clean bench assets chromium nginx
+.PHONY: run test install lint format clean bench assets chromium nginx promtool
 
 # Re-install only when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -42,7 +42,14 @@ nginx:
 	  && apt-get update -qq && apt-get install -y -qq nginx-light; } \
 	  || { echo "tests/deploy need nginx (Debian: apt-get install nginx-light)"; exit 1; }
 
-test: install chromium nginx $(MYPY_CACHE_STAMP)
+# tests/deploy/test_monitoring.py checks the Prometheus files with promtool (Debian's prometheus
+# package, without the node exporter it recommends); installed the same way when missing.
+promtool:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; } \
+	  || { echo "tests/deploy need promtool (Debian: apt-get install --no-install-recommends prometheus)"; exit 1; }
+
+test: install chromium nginx promtool $(MYPY_CACHE_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy

@@ -101,8 +101,13 @@ def test_start_up_is_gated_on_health(compose, dockerfile):
 
 def test_only_nginx_is_published_on_8080(compose):
     services = compose["services"]
-    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+    default = {name: s for name, s in services.items() if "profiles" not in s}
+    published = {name: s["ports"] for name, s in default.items() if "ports" in s}
     assert published == {"nginx": ["${COLLAB_PORT:-8080}:8080"]}
+    # The monitoring profile's UIs (tests/deploy/test_monitoring.py) listen on loopback only.
+    for name, service in services.items():
+        if "profiles" in service:
+            assert all(port.startswith("127.0.0.1:") for port in service.get("ports", [])), name
 
 
 def test_nginx_runs_the_committed_configuration_from_a_prefix(compose):
