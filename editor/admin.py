@@ -1,3 +1,4 @@
+import time
 import uuid
 from typing import Any
 
@@ -9,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
 from editor.models import Document, DocumentUpdate, Membership, Version
+from editor.realtime import census
 from editor.realtime.presence import everyone_here
 
 
@@ -40,12 +42,14 @@ class DocumentAdmin(admin.ModelAdmin):
         return custom + super().get_urls()
 
     def editing_now_view(self, request: HttpRequest) -> TemplateResponse:
-        """Who is editing now: every document with live presence, from Redis."""
+        """Who is editing now: every document with live presence, and every serving process's
+        sockets and rooms, in total too (their census), all from Redis."""
         error = None
         try:
             found = everyone_here()
         except redis.RedisError as exc:
             found, error = {}, f"Presence is unavailable: {exc}"
+        processes, census_error = self.processes()
         titles = dict(Document.objects.filter(pk__in=list(found)).values_list("id", "title"))
         rows: list[dict[str, Any]] = []
         for document_id, entries in found.items():
@@ -67,9 +71,35 @@ class DocumentAdmin(admin.ModelAdmin):
             "title": "Who is editing now",
             "rows": rows,
             "error": error,
+            "processes": processes,
+            "census_error": census_error,
+            "total_sockets": sum(process["sockets"] for process in processes),
+            "total_rooms": sum(process["rooms"] for process in processes),
+            "census_ttl": int(census.TTL),
+            "census_interval": int(census.INTERVAL),
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/editor/document/editing_now.html", context)
+
+    @staticmethod
+    def processes() -> tuple[list[dict[str, Any]], str | None]:
+        """Each live process's last census (editor/realtime/census.py), with its age."""
+        try:
+            found = census.read_all()
+        except redis.RedisError as exc:
+            return [], f"Server processes are unavailable: {exc}"
+        now = time.time()
+        rows = [
+            {
+                "name": process.name,
+                "pid": process.pid,
+                "sockets": process.sockets,
+                "rooms": process.rooms,
+                "age": max(0, round(now - process.at)),
+            }
+            for process in found
+        ]
+        return rows, None
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Document]:
         return super().get_queryset(request).annotate(_member_count=Count("memberships"))

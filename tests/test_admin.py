@@ -79,3 +79,64 @@ def test_it_lists_and_shows_versions_read_only(admin_client, document, owner):
     assert "Before review" in listing.content.decode()
     assert page.status_code == 200
     assert admin_client.get(reverse("admin:editor_version_add")).status_code == 403
+
+
+def write_census(*processes) -> None:
+    from asgiref.sync import async_to_sync
+
+    from editor.realtime import census
+    from editor.realtime.presence import async_client, redis_hosts
+
+    async def write() -> None:
+        client = async_client(redis_hosts()[0])
+        for process in processes:
+            await census.write(client, process)
+        await client.aclose()
+
+    async_to_sync(write)()
+
+
+def test_it_shows_sockets_and_rooms_per_process_and_in_total(admin_client):
+    import time
+
+    from editor.realtime.census import ProcessCensus
+
+    write_census(
+        ProcessCensus(name="web-1:8001", pid=4101, sockets=12, rooms=3, at=time.time()),
+        ProcessCensus(name="web-2:8002", pid=4202, sockets=30, rooms=5, at=time.time()),
+    )
+
+    response = admin_client.get(reverse("admin:editor_document_editing_now"))
+
+    assert response.status_code == 200
+    assert [(p["name"], p["sockets"], p["rooms"]) for p in response.context["processes"]] == [
+        ("web-1:8001", 12, 3),
+        ("web-2:8002", 30, 5),
+    ]
+    assert (response.context["total_sockets"], response.context["total_rooms"]) == (42, 8)
+    body = response.content.decode()
+    assert "web-1:8001" in body and "4202" in body
+    assert "Total (2 processes)" in body
+    assert "<th>42</th><th>8</th>" in body
+
+
+def test_it_says_when_no_process_reports(admin_client):
+    body = admin_client.get(reverse("admin:editor_document_editing_now")).content.decode()
+
+    assert "No server process has reported in the last 30 seconds." in body
+
+
+def test_it_still_shows_the_page_with_redis_down(admin_client, settings):
+    from tests.test_healthz import closed_port
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:{closed_port()}/0"]},
+        }
+    }
+
+    response = admin_client.get(reverse("admin:editor_document_editing_now"))
+
+    assert response.status_code == 200
+    assert "Server processes are unavailable" in response.content.decode()

@@ -1,0 +1,157 @@
+"""editor/metrics.py's own machinery: frame types, counting a fan-out once, the event-loop
+stall probe, GC pause timing and the ping round-trip hook. What a real process reports after
+real traffic: tests/realtime/test_live_metrics.py."""
+
+import asyncio
+import gc
+import logging
+import time
+
+import pytest
+from daphne.ws_protocol import WebSocketProtocol
+from prometheus_client import Histogram
+from pycrdt import Doc
+
+from editor import metrics
+from editor.realtime import protocol
+
+
+def samples(histogram: Histogram, **labels: str) -> dict[str, float]:
+    """A histogram's samples (``_count``, ``_sum``, ``_bucket`` by ``le``) of one label set."""
+    found = {}
+    for family in histogram.collect():
+        for sample in family.samples:
+            rest = {k: v for k, v in sample.labels.items() if k != "le"}
+            if rest != labels:
+                continue
+            key = sample.name.rsplit("_", 1)[-1]
+            if key == "bucket":
+                key = f"le={sample.labels['le']}"
+            found[key] = sample.value
+    return found
+
+
+def private_histogram(*labels: str) -> Histogram:
+    return Histogram(
+        "collab_test_seconds",
+        "A histogram of the test's own.",
+        labels,
+        buckets=metrics._PAUSES,
+        registry=None,
+    )
+
+
+def test_it_reads_each_y_websocket_type_from_the_first_bytes():
+    doc = Doc()
+    update = b"\x01\x01\x05\x00"
+    frames = {
+        protocol.sync_step1(doc): "sync_step1",
+        protocol.sync_step2(doc, Doc().get_state()): "sync_step2",
+        protocol.sync_update(update): "update",
+        protocol.awareness(protocol.encode_awareness([])): "awareness",
+        protocol.authenticated(protocol.SCOPE_READ_WRITE): "auth",
+        protocol.permission_denied("no"): "auth",
+        protocol.query_awareness(): "query_awareness",
+        b"": "other",
+        b"\x00": "other",
+        b"\x00\x07": "other",
+        b"\x09\x00": "other",
+    }
+    assert {frame: metrics.frame_type(frame) for frame in frames} == frames
+
+
+def test_it_counts_a_fan_out_once_for_all_its_sockets():
+    frame = protocol.sync_update(b"\x01\x01\x05\x00")
+    frames, size = metrics._FRAMES_OUT["update"]
+    before = frames._value.get(), size._value.get()
+
+    metrics.frames_out(frame, 7)
+    metrics.frames_out(frame, 0)
+
+    assert (frames._value.get(), size._value.get()) == (before[0] + 7, before[1] + 7 * len(frame))
+
+
+def test_it_counts_text_frames_in_without_bytes():
+    before = metrics._FRAMES_IN["text"][0]._value.get()
+    metrics.frame_in(None)
+    assert metrics._FRAMES_IN["text"][0]._value.get() == before + 1
+
+
+@pytest.mark.asyncio
+async def test_it_observes_how_late_the_event_loop_woke():
+    lag = private_histogram()
+    probe = asyncio.ensure_future(metrics.watch_event_loop(interval=0.01, histogram=lag))
+    await asyncio.sleep(0.1)  # a few punctual wake-ups
+    time.sleep(0.3)  # a stall: the loop is held, the probe cannot wake
+    await asyncio.sleep(0.05)
+    probe.cancel()
+
+    observed = samples(lag)
+    assert observed["count"] >= 3
+    # Exactly one wake-up was at least 0.25 s late: the stall's.
+    assert observed["le=+Inf"] - observed["le=0.25"] == 1
+    assert 0.28 <= observed["sum"] < 1.0
+
+
+def test_it_times_each_collection_by_generation():
+    pauses = private_histogram("generation")
+    timer = metrics.GcTimer(
+        {generation: pauses.labels(str(generation)) for generation in (0, 1, 2)}
+    )
+    gc.callbacks.append(timer)
+    try:
+        gc.collect(1)
+        gc.collect(2)
+        gc.collect(2)
+    finally:
+        gc.callbacks.remove(timer)
+
+    # Collections the interpreter started by itself may add to generation 0, never to 1 or 2
+    # in so short a window (generation 1 waits for ten of generation 0).
+    assert samples(pauses, generation="1")["count"] == 1
+    assert samples(pauses, generation="2")["count"] == 2
+    assert samples(pauses, generation="2")["sum"] > 0
+
+
+def test_it_installs_the_gc_timer_once():
+    metrics.time_gc_pauses()
+    metrics.time_gc_pauses()
+    assert gc.callbacks.count(metrics._gc_timer) == 1
+
+
+def test_it_observes_daphnes_ping_round_trips():
+    assert metrics.observe_ping_round_trips()
+    assert metrics.observe_ping_round_trips()  # idempotent
+    before = samples(metrics.PING_RTT).get("count", 0)
+
+    sent = time.time_ns()
+    WebSocketProtocol.onAutoPong(object(), sent, 1, sent + 12_000_000, 12, b"")
+
+    after = samples(metrics.PING_RTT)
+    assert after["count"] == before + 1
+    assert after["le=0.025"] - after["le=0.01"] >= 1  # 12 ms
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        lambda self, ping_sent, ping_seq, pong_received, pong_rtt, payload: None,  # daphne's own
+        lambda self, rtt: None,  # a changed signature
+    ],
+    ids=["overridden", "changed"],
+)
+def test_it_leaves_a_changed_ping_hook_alone_with_one_warning(monkeypatch, caplog, hook):
+    monkeypatch.setattr(WebSocketProtocol, "onAutoPong", hook)
+    if hook.__code__.co_argcount == 2:
+        # As if autobahn changed it: daphne's class inherits the changed hook.
+        from autobahn.websocket.protocol import WebSocketProtocol as Autobahn
+
+        monkeypatch.setattr(Autobahn, "onAutoPong", hook)
+
+    with caplog.at_level(logging.WARNING, logger="collab.metrics"):
+        assert not metrics.observe_ping_round_trips()
+
+    assert WebSocketProtocol.onAutoPong is hook
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1
+    assert "ping round trips not observed" in messages[0]
