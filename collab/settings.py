@@ -225,6 +225,46 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# Images pasted or dropped into documents (editor/images.py): a folder under MEDIA_ROOT, or an
+# S3-compatible bucket (IMAGE_STORAGE=s3, through django-storages: pip install 'collab[s3]').
+# Either way they are served only by collab itself, which checks that the person may view the
+# document on every request (editor/image_views.py); there is no public media URL.
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+IMAGE_STORAGE = env_choice("IMAGE_STORAGE", ("local", "s3"), "local")
+_IMAGES: dict[str, Any] = {
+    "BACKEND": "django.core.files.storage.FileSystemStorage",
+    "OPTIONS": {"location": MEDIA_ROOT / "images"},
+}
+if IMAGE_STORAGE == "s3":
+    from importlib.util import find_spec
+
+    if find_spec("storages") is None or find_spec("boto3") is None:
+        raise ImproperlyConfigured(
+            "IMAGE_STORAGE=s3 needs django-storages and boto3: pip install 'collab[s3]'"
+        )
+    if not env_str("AWS_STORAGE_BUCKET_NAME"):
+        raise ImproperlyConfigured("IMAGE_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME.")
+    # Credentials are not settings: boto3 reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or
+    # a profile, or an instance role) itself. Objects keep the bucket's default ACL (private);
+    # collab reads them back with its own credentials and streams them, so no URL of the
+    # bucket ever reaches a browser.
+    _IMAGES = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME"),
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+            "region_name": env_str("AWS_S3_REGION_NAME") or None,
+            "location": env_str("IMAGE_S3_PREFIX", "images"),
+            "default_acl": None,
+            "file_overwrite": False,
+        },
+    }
+# Largest image accepted, in bytes (413 beyond), and most pixels (400 beyond): an image's
+# pixels are never decoded on the server, but every browser showing it will decode them.
+MAX_IMAGE_BYTES = env_int("MAX_IMAGE_BYTES", 10 * 1024 * 1024)
+MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 64_000_000)
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -232,6 +272,7 @@ STORAGES = {
         if DEBUG
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
+    "images": _IMAGES,
 }
 # Serve straight from static/ while developing, so nothing needs collecting after an edit.
 WHITENOISE_USE_FINDERS = DEBUG

@@ -2,12 +2,12 @@
 a role. Models, pages, forms, the API and the WebSocket consumer all ask these functions; no
 other module compares role names.
 
-| role    | view | edit (text, title, versions) | manage (members, delete) |
-|---------|------|------------------------------|--------------------------|
-| owner   | yes  | yes                          | yes                      |
-| editor  | yes  | yes                          | no                       |
-| viewer  | yes  | no                           | no                       |
-| nobody  | no   | no                           | no                       |
+| role    | view (text, images) | edit (text, title, versions, images) | manage (members, delete) |
+|---------|---------------------|--------------------------------------|--------------------------|
+| owner   | yes                 | yes                                  | yes                      |
+| editor  | yes                 | yes                                  | no                       |
+| viewer  | yes                 | no                                   | no                       |
+| nobody  | no                  | no                                   | no                       |
 
 Where a role comes from is here too: the owner of a document is always its owner, anyone else
 has their membership's role, or none. ``role_from`` applies that rule to values a query read,
@@ -54,13 +54,14 @@ _MANAGE = frozenset({Role.OWNER})
 
 
 def may_view(role: str | None) -> bool:
-    """Whether someone with this role (None: no access) may read the document."""
+    """Whether someone with this role (None: no access) may read the document, and see the
+    images in it."""
     return role in _VIEW
 
 
 def may_edit(role: str | None) -> bool:
     """Whether someone with this role may change the document: its text (typing, the content
-    API), its title, and its versions (save, restore)."""
+    API), its title, its versions (save, restore), and add images to it."""
     return role in _EDIT
 
 

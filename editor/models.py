@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import models, transaction
 
+from editor import images
 from editor.access import Role, role_from, viewable
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+    from django.core.files import File
 
     from editor.access import AnyUser
 
-__all__ = ["Document", "DocumentUpdate", "Membership", "Role", "Version"]
+__all__ = ["Document", "DocumentImage", "DocumentUpdate", "Membership", "Role", "Version"]
 
 
 class DocumentQuerySet(models.QuerySet["Document"]):
@@ -139,3 +141,61 @@ class Version(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.document})"
+
+
+class DocumentImageManager(models.Manager["DocumentImage"]):
+    def store(self, document: Document, uploader: User | None, file: File[bytes]) -> DocumentImage:
+        """Checks that ``file`` is an image collab accepts (``images.inspect``: raises
+        ``ImageRefused`` with a message otherwise) and keeps it under a random name."""
+        found = images.inspect(file, file.size or 0)
+        image = self.model(
+            document=document,
+            uploader=uploader,
+            content_type=found.content_type,
+            size=found.size,
+            width=found.width,
+            height=found.height,
+        )
+        name = images.stored_name(document.pk, image.pk, found.extension)
+        # The storage first, then the row: a failed save leaves at worst an unreferenced file,
+        # never a row whose file is missing.
+        image.file.save(name, file, save=False)
+        image.save(force_insert=True)
+        return image
+
+
+class DocumentImage(models.Model):
+    """An image pasted or dropped into a document, served only to people who may view it
+    (editor/images.py says what is accepted and where it is kept)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="images")
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Named by the server: the document's id, a random name and the verified extension.
+    file = models.FileField(storage=images.image_storage, max_length=200, editable=False)
+    content_type = models.CharField(max_length=40, editable=False)
+    size = models.PositiveIntegerField(editable=False)
+    width = models.PositiveIntegerField(editable=False)
+    height = models.PositiveIntegerField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DocumentImageManager()
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["document", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"image {self.pk} of {self.document_id}"
+
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("document-image", args=[self.document_id, self.pk])
+
+    @property
+    def filename(self) -> str:
+        """The name it is served under: the server's, never the uploader's."""
+        return self.file.name.rsplit("/", 1)[-1]

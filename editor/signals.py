@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from editor.models import Document, Membership
+from editor.models import Document, DocumentImage, Membership
 
 
 def _announce(document_id: uuid.UUID, user_id: int | None) -> None:
@@ -37,3 +37,11 @@ def membership_changed(sender: type[Membership], instance: Membership, **kwargs:
 @receiver(post_delete, sender=Document)
 def document_deleted(sender: type[Document], instance: Document, **kwargs: Any) -> None:
     _announce(instance.pk, None)
+
+
+@receiver(post_delete, sender=DocumentImage)
+def image_deleted(sender: type[DocumentImage], instance: DocumentImage, **kwargs: Any) -> None:
+    """Its file goes too, once the deletion is committed (Django leaves files behind)."""
+    file = instance.file
+    if file.name:
+        transaction.on_commit(lambda: file.storage.delete(file.name))

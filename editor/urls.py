@@ -1,6 +1,6 @@
 from django.urls import path
 
-from editor import views
+from editor import image_views, views
 
 urlpatterns = [
     path("documents/", views.document_list, name="document-list"),
@@ -13,5 +13,10 @@ urlpatterns = [
         "documents/<uuid:document_id>/members/<int:membership_id>/",
         views.member_update,
         name="member-update",
+    ),
+    path(
+        "documents/<uuid:document_id>/images/<uuid:image_id>",
+        image_views.document_image,
+        name="document-image",
     ),
 ]

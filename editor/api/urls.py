@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import SimpleRouter
 
 from editor.api import views
+from editor.api.images import ImageUploadView
 from editor.api.presence import PresenceView
 
 # Path converters rather than regexes: an id that is not a UUID (or an integer) is a 404 from
@@ -20,6 +21,7 @@ urlpatterns = [
     path("documents/<uuid:document_id>/ticket/", views.TicketView.as_view(), name="api-ticket"),
     path("documents/<uuid:document_id>/presence/", PresenceView.as_view(), name="api-presence"),
     path("documents/<uuid:document_id>/content/", views.ContentView.as_view(), name="api-content"),
+    path("documents/<uuid:document_id>/images/", ImageUploadView.as_view(), name="api-images"),
     path("auth/token/", views.TokenView.as_view(), name="api-token"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's set-up script as a file of its own (?script), where

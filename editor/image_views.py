@@ -1,0 +1,68 @@
+"""GET /documents/<id>/images/<image id>: a document's image, to people who may view it.
+
+Access is asked of editor/access.py on every request, as for the document itself: anyone who
+may not view the document (or is not logged in) gets the same 404 as for an image that does
+not exist. Browsers send their session cookie; scripts may send the API's
+``Authorization: Token <token>`` instead.
+
+The file is streamed from the images storage (a local folder, or S3 through django-storages:
+collab reads the object and passes it on; no signed bucket URL is handed out, so access is
+checked on every request and the bucket stays private). What it is served as comes from the
+server's own verification (editor/images.py), and the response is locked down in case a file
+ever got past it: the stored content type with ``nosniff``, a ``Content-Security-Policy`` that
+allows nothing and sandboxes the response, and a download name of the server's making.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from django.contrib.auth.models import AnonymousUser
+from django.http import FileResponse, Http404, HttpRequest
+from django.views.decorators.http import require_safe
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from editor.access import get_viewable_document
+from editor.models import DocumentImage
+
+if TYPE_CHECKING:
+    from editor.access import AnyUser
+
+# Images never change (each upload has a new name); private: only this person's browser may
+# keep one, and only for a while, since their access may be taken away.
+CACHE_CONTROL = "private, max-age=3600"
+POLICY = "default-src 'none'; sandbox"
+
+
+@require_safe
+def document_image(request: HttpRequest, document_id: UUID, image_id: UUID) -> FileResponse:
+    document, _ = get_viewable_document(_user(request), document_id)
+    image = DocumentImage.objects.filter(pk=image_id, document=document).first()
+    if image is None:
+        raise Http404("No such image.")
+    try:
+        file = image.file.open("rb")
+    except FileNotFoundError:
+        raise Http404("No such image.") from None
+    response = FileResponse(file, content_type=image.content_type)
+    response["Content-Length"] = str(image.size)
+    response["Content-Disposition"] = f'inline; filename="{image.filename}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = POLICY  # django-csp leaves a policy already set
+    response["Cross-Origin-Resource-Policy"] = "same-origin"
+    response["Cache-Control"] = CACHE_CONTROL
+    response["Vary"] = "Cookie, Authorization"
+    return response
+
+
+def _user(request: HttpRequest) -> AnyUser:
+    """The session's user, or the owner of the API token the request carries."""
+    if request.user.is_authenticated:
+        return request.user
+    try:
+        found = TokenAuthentication().authenticate(request)  # type: ignore[arg-type]
+    except AuthenticationFailed:
+        found = None
+    return found[0] if found else AnonymousUser()
