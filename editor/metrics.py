@@ -37,8 +37,9 @@ Counters
   (4408), ``connections`` and ``connections_per_user`` (1013).
 - ``collab_redis_errors_total{operation}``: ``group_send``, ``layer_receive``, ``presence``,
   ``sweep``, ``census``.
-- ``collab_database_errors_total{operation}``: ``write`` (a batch, retried), ``load`` (a room),
-  ``catchup``.
+- ``collab_database_errors_total{operation}``: ``write`` (a batch, retried), ``load`` (a room
+  could not be loaded: the database, or now and then its group's Redis subscription),
+  ``catchup`` (re-reading the log).
 
 Histograms (seconds unless named otherwise)
 - ``collab_websocket_connect_seconds``: from the upgrade (the consumer's connect) to sync step
