@@ -461,6 +461,8 @@ class CollabOptions(TypedDict):
     MAX_AWARENESS_BYTES: int
     MAX_CONNECTIONS: int
     MAX_CONNECTIONS_PER_USER: int
+    AUTO_VERSION_QUIET: float
+    AUTO_VERSION_EVERY: float
 
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.
@@ -512,4 +514,10 @@ COLLAB: CollabOptions = {
     # limit to match. Per user: tabs and scripts of one account; per process, not cluster-wide.
     "MAX_CONNECTIONS": env_int("WS_MAX_CONNECTIONS", 20_000),
     "MAX_CONNECTIONS_PER_USER": env_int("WS_MAX_CONNECTIONS_PER_USER", 200),
+    # Automatic versions (editor/autoversions.py): taken once a document's text has not changed
+    # for AUTO_VERSION_QUIET seconds, at least every AUTO_VERSION_EVERY seconds while it keeps
+    # changing (0: no such ceiling), and when its last editor leaves. A quiet period of 0 turns
+    # automatic versions off.
+    "AUTO_VERSION_QUIET": env_float("AUTO_VERSION_QUIET_SECONDS", 120.0),
+    "AUTO_VERSION_EVERY": env_float("AUTO_VERSION_EVERY_SECONDS", 600.0),
 }

@@ -264,18 +264,44 @@ def _utf8_len(s: str) -> int:
 
 # -- versions ---------------------------------------------------------------------------------
 
+# A version's name holds at most this many characters (Version.name).
+_NAME_LENGTH = 200
 
-def create_version(document: Document, name: str, author: User | None) -> Version:
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restore did: the text afterwards, and the version that keeps the text as it was
+    before (None when the restore changed nothing)."""
+
+    text: str
+    before: Version | None
+
+
+def create_version(
+    document: Document, name: str, author: User | None, automatic: bool = False
+) -> Version:
     """Keeps the document's current state under a name."""
-    doc = load(document.pk)
+    return keep(document, load(document.pk), name, author, automatic)
+
+
+def keep(
+    document: Document, doc: Doc[Text], name: str, author: User | None, automatic: bool = False
+) -> Version:
+    """Keeps ``doc``, the document's state as loaded, as a version."""
     return Version.objects.create(
         document=document,
         name=name,
         author=author,
+        automatic=automatic,
         state=doc.get_update(),
-        # PostgreSQL text cannot hold NUL, which a Yjs text can; the preview copy does without.
-        text=text_of(doc).replace("\x00", "\ufffd"),
+        text=storable(text_of(doc)),
     )
+
+
+def storable(text: str) -> str:
+    """The copy of a text a version keeps in ``Version.text``: PostgreSQL text cannot hold NUL,
+    which a Yjs text can; the copy (for lists, previews, diffs) does without."""
+    return text.replace("\x00", "\ufffd")
 
 
 def version_text(version: Version) -> str:
@@ -285,7 +311,51 @@ def version_text(version: Version) -> str:
     return text_of(doc)
 
 
-def restore(version: Version, author: User | None) -> str:
+def before_restore_name(version: Version) -> str:
+    """The name of the version a restore of ``version`` saves first."""
+    name = version.name or "Untitled version"
+    room = _NAME_LENGTH - len("Before restore of “”")
+    if len(name) > room:
+        name = name[: room - 1] + "…"
+    return f"Before restore of “{name}”"
+
+
+def restore(version: Version, author: User | None) -> Restored:
     """Brings the version's text back as a new change by ``author`` (history is kept, and live
-    editors receive it like any edit). Returns the text afterwards."""
-    return replace(version.document, version_text(version), author)
+    editors receive it like any edit). The text as it was is kept first as a version of its
+    own, "Before restore of …", so that restoring that one undoes the restore."""
+    document = version.document
+    target = version_text(version)
+    check_size(len(target.encode("utf-8")))
+    doc = load(document.pk)
+    if text_of(doc) == target:
+        return Restored(target, None)
+    before = keep(document, doc, before_restore_name(version), author)
+    return Restored(_commit(document, doc, diff_update(doc, target), author), before)
+
+
+def unified_diff(old: str, new: str, old_label: str, new_label: str) -> str:
+    """The changes from ``old`` to ``new`` as a unified diff (three lines of context), in the
+    format of ``diff -u`` and git: a last line without a newline is marked as such. Empty when
+    the texts are equal."""
+    lines = difflib.unified_diff(
+        _diff_lines(old), _diff_lines(new), _label(old_label), _label(new_label), lineterm="\n"
+    )
+    return "".join(lines)
+
+
+def _diff_lines(text: str) -> list[str]:
+    """Lines as the editor shows them: split at "\\n" only (``splitlines`` would also split at
+    form feeds and Unicode separators), each with its newline."""
+    if not text:
+        return []
+    *lines, last = text.split("\n")
+    lines = [line + "\n" for line in lines]
+    if last:
+        lines.append(last + "\n\\ No newline at end of file\n")
+    return lines
+
+
+def _label(label: str) -> str:
+    """A label on one line: names may hold anything, newlines included."""
+    return " ".join(label.split())

@@ -123,10 +123,14 @@ class DocumentUpdate(models.Model):
 
 
 class Version(models.Model):
-    """A named snapshot of a document's text, taken on request and restorable as a new change."""
+    """A snapshot of a document's text, restorable as a new change: named by someone, saved
+    before a restore, or taken automatically while people edit (editor/autoversions.py)."""
 
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="versions")
     name = models.CharField(max_length=200)
+    # Taken by the server while people edited, not asked for: these alone are thinned out
+    # over time (``autoversions.thin``); every other version is kept.
+    automatic = models.BooleanField(default=False)
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -39,9 +39,11 @@ def settled_writes(request):
 @pytest_asyncio.fixture
 async def _flush_writer_at_teardown():
     yield
+    from editor.autoversions import get_autoversions
     from editor.realtime import store
 
     await store.get_writer().flush()
+    await get_autoversions().drain()  # a last socket's leaving may be writing a version
     await _close_rooms_and_layer()
     _report_tasks_that_outlive_teardown()
 

@@ -627,20 +627,22 @@ def wait_stored(
 
 
 def wait_quiet_database(quiet: float = 0.5, timeout: float = 15.0) -> None:
-    """Waits until no server is writing: the update log and snapshots stayed unchanged for
-    ``quiet`` seconds (bounded by ``timeout``).
+    """Waits until no server is writing: the update log, snapshots and versions stayed
+    unchanged for ``quiet`` seconds (bounded by ``timeout``).
 
     For servers that outlive a test: the test database is emptied after each test, and on
     PostgreSQL that TRUNCATE can deadlock with a server's INSERT still in flight.
     """
     from django.db.models import Count, Max, Sum
 
-    from editor.models import Document, DocumentUpdate
+    from editor.models import Document, DocumentUpdate, Version
 
     def state() -> tuple:
         return (
             tuple(DocumentUpdate.objects.aggregate(Count("id"), Max("id")).values()),
             tuple(Document.objects.aggregate(Sum("snapshot_seq"), Max("updated_at")).values()),
+            # Automatic versions, taken when a document's last socket leaves.
+            tuple(Version.objects.aggregate(Count("id"), Max("id")).values()),
         )
 
     deadline = time.monotonic() + timeout

@@ -175,10 +175,18 @@ def test_it_keeps_a_version_and_restores_it_as_a_new_change(document, owner, edi
 
     assert version.text == "first draft"
     assert content.version_text(Version.objects.get(pk=version.pk)) == "first draft"
-    assert content.restore(version, editor_user) == "first draft"
+    restored = content.restore(version, editor_user)
+    assert restored.text == "first draft"
     assert content.read(document) == "first draft"
     assert document.updates.count() == rows + 1  # history kept: one more change, by the restorer
     assert document.updates.order_by("-id").first().author == editor_user
+    # The text it replaced is kept first, by the restorer, so the restore can be undone.
+    assert restored.before is not None
+    assert (restored.before.name, restored.before.author) == (
+        "Before restore of “draft”",
+        editor_user,
+    )
+    assert content.version_text(restored.before) == "second draft, much better"
 
 
 @pytest.mark.django_db
@@ -189,3 +197,16 @@ def test_it_keeps_a_nul_typed_in_a_browser_in_the_state_but_not_the_preview(docu
 
     assert Version.objects.get(pk=version.pk).text == "a\ufffdb"
     assert content.version_text(version) == "a\x00b"
+
+
+def test_a_unified_diff_reads_like_diff_u():
+    diff = content.unified_diff("a\nb\nc", "a\nB\nc\n", "old\nname", "new")
+
+    assert diff == (
+        "--- old name\n+++ new\n@@ -1,3 +1,3 @@\n a\n-b\n-c\n\\ No newline at end of file\n+B\n+c\n"
+    )
+    assert content.unified_diff("same", "same", "a", "b") == ""
+    # Only \n ends a line: a form feed or a line separator is part of one.
+    assert content.unified_diff("x\fy\u2028z\n", "x\fy\u2028Z\n", "a", "b").endswith(
+        "@@ -1 +1 @@\n-x\fy\u2028z\n+x\fy\u2028Z\n"
+    )

@@ -78,7 +78,7 @@ class VersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Version
-        fields = ["id", "name", "author", "created_at"]
+        fields = ["id", "name", "automatic", "author", "created_at"]
 
 
 class VersionDetailSerializer(VersionSerializer):

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, inline_serializer
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import fields as drf_fields
 from rest_framework import mixins, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -262,16 +263,79 @@ class VersionViewSet(
         version = content.create_version(self.document, name, _user(request))
         return Response(self.get_serializer(version).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=serializers.TextSerializer)
+    @extend_schema(
+        request=None,
+        responses=inline_serializer(
+            "Restored",
+            {
+                "text": drf_fields.CharField(),
+                "before_restore": serializers.VersionSerializer(allow_null=True),
+            },
+        ),
+    )
     @action(detail=True, methods=["post"])
     def restore(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         version = self.get_object()
         version.document = self.document
         try:
-            text = content.restore(version, _user(request))
+            restored = content.restore(version, _user(request))
         except content.ContentTooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None
-        return Response({"text": text})
+        before = restored.before and serializers.VersionSerializer(restored.before).data
+        return Response({"text": restored.text, "before_restore": before})
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "against",
+                str,
+                description='"current" (the default: the text now) or the id of another '
+                "version of this document",
+            )
+        ],
+        responses=inline_serializer(
+            "VersionDiff",
+            {
+                "diff": drf_fields.CharField(),
+                "from": drf_fields.IntegerField(),
+                "against": drf_fields.CharField(),
+                "added": drf_fields.IntegerField(),
+                "removed": drf_fields.IntegerField(),
+            },
+        ),
+    )
+    @action(detail=True, methods=["get"])
+    def diff(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """The changes from this version to the current text, or to another version, as a
+        unified diff."""
+        version = self.get_object()
+        against = request.query_params.get("against", "current")
+        if against == "current":
+            new_text, new_label = content.read(self.document), "current text"
+            against_id: int | str = "current"
+        else:
+            if not (against.isascii() and against.isdigit() and len(against) <= 18):
+                raise ValidationError({"against": ['Must be "current" or the id of a version.']})
+            against_id = int(against)
+            other = get_object_or_404(self.get_queryset(), pk=against_id)
+            new_text, new_label = content.version_text(other), _version_label(other)
+        diff = content.unified_diff(
+            content.version_text(version), new_text, _version_label(version), new_label
+        )
+        return Response({"diff": diff, "from": version.pk, "against": against_id, **_count(diff)})
+
+
+def _version_label(version: Version) -> str:
+    return f"version {version.pk} ({version.name}, {version.created_at.isoformat()})"
+
+
+def _count(diff: str) -> dict[str, int]:
+    """Lines added and removed by a unified diff (its two header lines left out)."""
+    lines = diff.split("\n")[2:]
+    return {
+        "added": sum(1 for line in lines if line.startswith("+")),
+        "removed": sum(1 for line in lines if line.startswith("-")),
+    }
 
 
 @extend_schema(

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.utils import timezone
 from pycrdt import Doc, merge_updates
 
-from editor import metrics
+from editor import autoversions, metrics
 from editor.realtime import protocol, store
 from editor.realtime.loops import per_event_loop
 from editor.realtime.presence import get_presence
@@ -214,6 +214,7 @@ class Room:
         (``time.perf_counter()``), to time the fan-out."""
         self._remember(update)
         store.get_writer().append(self.document_id, update, author_id)
+        autoversions.get_autoversions().changed(self.document_id)
         await self._send_local(protocol.sync_update(update), exclude=origin)
         metrics.FANOUT_CLIENT.observe(time.perf_counter() - started)
         await self._publish({"type": "doc.update", "update": update})
@@ -522,6 +523,8 @@ class Rooms:
 
     def leave(self, room: Room, connection: Connection) -> None:
         room.connections.discard(connection)
+        if not room.connections:
+            autoversions.get_autoversions().left(room.document_id)
         if room.connections or room._evict_timer is not None:
             return
         loop = asyncio.get_running_loop()
