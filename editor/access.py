@@ -71,6 +71,25 @@ def may_manage(role: str | None) -> bool:
     return role in _MANAGE
 
 
+_RANK: dict[str | None, int] = {None: 0, Role.VIEWER: 1, Role.EDITOR: 2, Role.OWNER: 3}
+
+
+def best_role(*roles: str | None) -> str | None:
+    """The role that allows the most of those given (None: no access)."""
+    return max(roles, key=lambda role: _RANK.get(role, 0), default=None)
+
+
+def link_role(role: str, anyone: bool) -> str:
+    """What a share link grants: its role, but only view when anyone at all may open it (a
+    link that anyone could pass around may never write)."""
+    return Role.VIEWER if anyone else role
+
+
+def may_share_link_as(role: str) -> bool:
+    """Whether a share link may grant this role (never ownership)."""
+    return role in SHAREABLE_ROLES
+
+
 def role_from(user_id: object, owner_id: object, member_role: str | None) -> str | None:
     """The role rule itself, from what a query read: the owner (``owner_id``; None when there is
     no such document) is always owner; anyone else has their membership's role, or none."""

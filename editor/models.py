@@ -7,6 +7,7 @@ log and ``Document.snapshot`` the log merged up to ``snapshot_seq``. Only
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,16 @@ if TYPE_CHECKING:
 
     from editor.access import AnyUser
 
-__all__ = ["Document", "DocumentImage", "DocumentUpdate", "Membership", "Role", "Version"]
+__all__ = [
+    "AccessRequest",
+    "Document",
+    "DocumentImage",
+    "DocumentUpdate",
+    "Membership",
+    "Role",
+    "ShareLink",
+    "Version",
+]
 
 
 class DocumentQuerySet(models.QuerySet["Document"]):
@@ -86,6 +96,36 @@ class Document(models.Model):
         return role_from(user.pk, self.owner_id, member_role)
 
 
+def _link_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class ShareLink(models.Model):
+    """A link the owner hands out: whoever opens it (logged in; or anyone at all, read-only,
+    when ``anyone``) gets ``role`` in the document until the link is revoked (deleted)."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="links")
+    token = models.CharField(max_length=64, unique=True, default=_link_token, editable=False)
+    role = models.CharField(max_length=10, choices=Role.choices)
+    # Anyone at all, logged in or not, may open it, and then only to read (access.link_role).
+    anyone = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role} link to {self.document}"
+
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("share-link", args=[self.token])
+
+
 class Membership(models.Model):
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(
@@ -93,6 +133,11 @@ class Membership(models.Model):
     )
     role = models.CharField(max_length=10, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The link this access came through: revoking the link removes it. None once the owner
+    # gave it explicitly (shared, or changed the role).
+    link = models.ForeignKey(
+        ShareLink, null=True, blank=True, on_delete=models.CASCADE, related_name="memberships"
+    )
 
     class Meta:
         constraints = [
@@ -102,6 +147,26 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} is {self.role} of {self.document}"
+
+
+class AccessRequest(models.Model):
+    """Someone without access asked the owner for it (from the "You need access" page); the
+    owner sees it in the document list, and shares or dismisses it."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="access_requests")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_requests"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["document", "user"], name="one_request_per_user"),
+        ]
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.user} asks for {self.document}"
 
 
 class DocumentUpdate(models.Model):

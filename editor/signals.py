@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from editor.models import Document, DocumentImage, Membership
+from editor.models import Document, DocumentImage, Membership, ShareLink
 
 
 def _announce(document_id: uuid.UUID, user_id: int | None) -> None:
@@ -32,6 +32,13 @@ def _publish(document_id: uuid.UUID, user_id: int | None) -> None:
 @receiver(post_delete, sender=Membership)
 def membership_changed(sender: type[Membership], instance: Membership, **kwargs: Any) -> None:
     _announce(instance.document_id, instance.user_id)
+
+
+@receiver(post_delete, sender=ShareLink)
+def link_revoked(sender: type[ShareLink], instance: ShareLink, **kwargs: Any) -> None:
+    # Members who joined through it are removed (and announced) one by one; guests reading
+    # through it have no membership: every socket of the document checks its access again.
+    _announce(instance.document_id, None)
 
 
 @receiver(post_delete, sender=Document)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from editor import image_views, views
+from editor import image_views, link_views, views
 
 urlpatterns = [
     path("documents/", views.document_list, name="document-list"),
@@ -19,4 +19,21 @@ urlpatterns = [
         image_views.document_image,
         name="document-image",
     ),
+    path("documents/<uuid:document_id>/links/", link_views.link_create, name="link-create"),
+    path(
+        "documents/<uuid:document_id>/links/<int:link_id>/revoke/",
+        link_views.link_revoke,
+        name="link-revoke",
+    ),
+    path(
+        "documents/<uuid:document_id>/request-access/",
+        link_views.request_access,
+        name="request-access",
+    ),
+    path(
+        "documents/<uuid:document_id>/requests/<int:request_id>/",
+        link_views.access_request_answer,
+        name="access-request-answer",
+    ),
+    path("s/<str:token>/", link_views.share_link, name="share-link"),
 ]

@@ -12,20 +12,21 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.db.models.expressions import Combinable
 from django.db.models.functions import Lower
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from editor import logins
+from editor import link_views, links, logins
 from editor.access import SHAREABLE_CHOICES, get_viewable_document, may_edit, may_manage
 from editor.forms import DocumentForm, MemberRoleForm, NewDocumentForm, ShareForm, SignupForm
-from editor.models import Document, Membership
+from editor.models import AccessRequest, Document, Membership
 from editor.realtime.presence import identity, redis_hosts, sync_client
 
 if TYPE_CHECKING:
@@ -113,6 +114,10 @@ def _list_page(
         "sort": sort,
         "sorts": [(key, label) for key, (label, _) in SORTS.items()],
         "has_any": has_any,
+        # People who asked for access to a document this user manages (link_views).
+        "access_requests": AccessRequest.objects.filter(document__owner=request.user)
+        .select_related("user", "document")
+        .order_by("created_at"),
     }
     return render(request, "editor/document_list.html", context, status=status)
 
@@ -139,10 +144,23 @@ def document_create(request: AuthenticatedHttpRequest) -> HttpResponse:
 # DOMPurify). Scripts stay 'self' only. To drop this, the bundle would pass a CSP nonce from
 # the page to EditorView.cspNonce (frontend/).
 @csp_update({"style-src": [UNSAFE_INLINE]})  # type: ignore[arg-type]  # typed for (request) only
-@login_required
 @require_GET
-def document_detail(request: AuthenticatedHttpRequest, document_id: UUID) -> HttpResponse:
-    document, role = get_viewable_document(request.user, document_id)
+def document_detail(request: HttpRequest, document_id: UUID) -> HttpResponse:
+    """The editor. Members get it with their role; someone logged in without access gets "You
+    need access"; a guest holding an "anyone" link (editor/links.py) reads it; anyone else is
+    asked to log in."""
+    guest: links.Guest | None = None
+    if request.user.is_authenticated:
+        try:
+            document, role = get_viewable_document(request.user, document_id)
+        except Http404:
+            return link_views.need_access(request, document_id)
+    else:
+        found = links.viewable_as_guest(request.session, document_id)
+        if found is None or request.session.session_key is None:
+            return redirect_to_login(request.get_full_path())
+        document, role = found
+        guest = links.Guest.of(request.session.session_key)
     return render(
         request,
         "editor/document_detail.html",
@@ -151,10 +169,12 @@ def document_detail(request: AuthenticatedHttpRequest, document_id: UUID) -> Htt
             "role": role,
             "can_edit": may_edit(role),
             "can_manage": may_manage(role),
+            "guest": guest is not None,
             # The name and colour the server gives this user in presence, so the page shows
             # the same ones before the socket connects.
-            "identity": identity(request.user),
+            "identity": identity(guest or request.user),  # type: ignore[arg-type]
             "max_message_bytes": settings.COLLAB["MAX_INCOMING_FRAME"],
+            "max_image_bytes": settings.MAX_IMAGE_BYTES,
         },
     )
 
@@ -204,7 +224,7 @@ def document_share(request: AuthenticatedHttpRequest, document_id: UUID) -> Http
         Membership.objects.create(document=document, user=user, role=role)
         messages.success(request, f"Shared with {user.username} as {role}.")
         return redirect("document-share", document_id=document.id)
-    members = document.memberships.select_related("user").order_by("created_at")
+    members = document.memberships.select_related("user", "link").order_by("created_at")
     return render(
         request,
         "editor/document_share.html",
@@ -213,6 +233,8 @@ def document_share(request: AuthenticatedHttpRequest, document_id: UUID) -> Http
             "form": form,
             "members": members,
             "role_choices": SHAREABLE_CHOICES,
+            "links": document.links.all(),
+            "link_form": link_views.LinkForm(),
         },
         status=400 if form.errors else 200,
     )
@@ -237,8 +259,9 @@ def member_update(
     form = MemberRoleForm(request.POST)
     if form.is_valid():
         with transaction.atomic():
-            membership.role = form.cleaned_data["role"]
-            membership.save(update_fields=["role"])
+            # Given by the owner now: revoking the link it came through no longer removes it.
+            membership.role, membership.link = form.cleaned_data["role"], None
+            membership.save(update_fields=["role", "link"])
         messages.success(request, f"{membership.user.username} is now {membership.role}.")
     else:
         messages.error(request, "Choose a role: editor or viewer.")

@@ -69,7 +69,7 @@ def test_the_document_page_shows_what_the_role_allows(login_as, document, who):
     can = rights(who)
     response = login_as(who).get(document.get_absolute_url())
 
-    assert response.status_code == (200 if can.view else 404)
+    assert response.status_code == (200 if can.view else 403)  # 403: "You need access"
     if not can.view:
         return
     body = response.content.decode()

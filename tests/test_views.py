@@ -147,14 +147,15 @@ def test_it_rejects_get_on_create(client, owner):
 
 
 @pytest.mark.parametrize(
-    "who,status", [("owner", 200), ("editor", 200), ("viewer", 200), ("stranger", 404)]
+    "who,status", [("owner", 200), ("editor", 200), ("viewer", 200), ("stranger", 403)]
 )
 def test_it_shows_the_document_page_to_members_only(login_as, document, who, status):
     response = login_as(who).get(document.get_absolute_url())
 
     assert response.status_code == status
     body = response.content.decode()
-    if status == 404:
+    if status == 403:  # "You need access", and nothing about the document (tests/test_links.py)
+        assert "You need access" in body
         assert "Meeting notes" not in body
     else:
         assert "Meeting notes" in body
@@ -179,9 +180,9 @@ def test_it_gives_editors_inline_title_editing_but_not_sharing(login_as, documen
     assert reverse("document-share", args=[document.id]) not in body
 
 
-def test_it_answers_404_for_a_document_that_does_not_exist(client, owner):
+def test_a_document_that_does_not_exist_looks_like_one_without_access(client, owner):
     client.force_login(owner)
-    assert client.get(f"/documents/{uuid.uuid4()}/").status_code == 404
+    assert client.get(f"/documents/{uuid.uuid4()}/").status_code == 403  # You need access
     assert client.get("/documents/not-a-uuid/").status_code == 404
 
 
@@ -311,7 +312,7 @@ def test_it_removes_a_member(login_as, document, viewer):
     login_as("owner").post(url, {"action": "remove"})
 
     assert not Membership.objects.filter(document=document, user=viewer).exists()
-    assert login_as("viewer").get(document.get_absolute_url()).status_code == 404
+    assert login_as("viewer").get(document.get_absolute_url()).status_code == 403
 
 
 def test_it_refuses_an_unknown_role_and_keeps_the_old_one(login_as, document, viewer):

@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import OuterRef, Subquery
 from django.http.request import split_domain_port, validate_host
 
-from editor import access
+from editor import access, links
 from editor.models import Document, Membership
 from editor.realtime import tickets
 from editor.realtime.codes import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
@@ -54,7 +54,8 @@ class Access:
     user: Person
     document_id: str
     role: str
-    via: str  # "session" or "ticket"
+    via: str  # "session", "ticket", or "link" (a guest's "anyone" link, editor/links.py)
+    link: str | None = None  # a guest's link token, read again when access changes
 
     @property
     def can_edit(self) -> bool:
@@ -173,7 +174,7 @@ def _authorize(scope: dict[str, Any], document_id: str) -> Access:
     else:
         session_user = scope.get("user")
         if session_user is None or not session_user.is_authenticated:
-            raise Refused(CLOSE_UNAUTHENTICATED, "log in, or pass ?ticket=")
+            return _guest(scope, document_id)
         if not origin_allowed(scope):
             raise Refused(CLOSE_FORBIDDEN, "origin not allowed")
         user_id = session_user.pk
@@ -187,8 +188,28 @@ def _authorize(scope: dict[str, Any], document_id: str) -> Access:
     return Access(user=Person.of(user), document_id=document_id, role=role, via=via)
 
 
+def _guest(scope: dict[str, Any], document_id: str) -> Access:
+    """Someone not logged in whose session holds an "anyone" link to this document reads it as
+    a guest (editor/links.py); anyone else is told to log in."""
+    session = scope.get("session")
+    role, token = links.guest_role(session, document_id)
+    if role is None or session is None or not session.session_key:
+        raise Refused(CLOSE_UNAUTHENTICATED, "log in, or pass ?ticket=")
+    if not origin_allowed(scope):
+        raise Refused(CLOSE_FORBIDDEN, "origin not allowed")
+    guest = links.Guest.of(session.session_key)
+    person = Person(pk=guest.pk, username=guest.username, full_name=guest.full_name)
+    return Access(user=person, document_id=document_id, role=role, via="link", link=token)
+
+
+def _current_role(access: Access) -> str | None:
+    if access.link is not None:
+        return links.guest_role_by_token(access.document_id, access.link)
+    return user_and_role(access.user.pk, access.document_id)[1]
+
+
 _authorize_on_db_thread = database_sync_to_async(_authorize)
-_user_and_role_on_db_thread = database_sync_to_async(user_and_role)
+_current_role_on_db_thread = database_sync_to_async(_current_role)
 
 
 async def authorize(scope: dict[str, Any], document_id: str) -> Access:
@@ -201,6 +222,7 @@ async def authorize(scope: dict[str, Any], document_id: str) -> Access:
     return await _authorize_on_db_thread(scope, document_id)
 
 
-async def current_role(document_id: str, user_id: int) -> str | None:
-    """The user's role in the document now (None: no access any more)."""
-    return (await _user_and_role_on_db_thread(user_id, document_id))[1]
+async def current_role(access: Access) -> str | None:
+    """The role this socket's person has in its document now (None: no access any more): a
+    member's from the database, a guest's from their link, which may have been revoked."""
+    return await _current_role_on_db_thread(access)

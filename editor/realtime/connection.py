@@ -382,7 +382,7 @@ class Connection:
         """Called when this user's membership changed: reads the role again and applies it."""
         if self.gone or self.close_code is not None:
             return
-        await self.apply_role(await auth.current_role(self.document_id, self.user_id))
+        await self.apply_role(await auth.current_role(self.access))
 
     async def apply_role(self, role: str | None) -> None:
         """A removed member (or a deleted document: ``None``) is closed with 4403; a new role

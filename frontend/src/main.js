@@ -17,6 +17,7 @@ import { Awareness } from 'y-protocols/awareness'
 import * as Y from 'yjs'
 
 import { HistoryPanel } from './history.js'
+import { imageUploads } from './images.js'
 import { bindPresence } from './presence.js'
 import { bindPreview } from './preview.js'
 import { CollabProvider, tooLargeMessage } from './provider.js'
@@ -30,6 +31,8 @@ function start (app) {
     role: app.dataset.role,
     // The server's frame limit: no message larger than this is sent (0: unknown, no check).
     maxMessageBytes: Number(app.dataset.maxMessageBytes) || 0,
+    // The server's MAX_IMAGE_BYTES: larger images are refused before they are sent.
+    maxImageBytes: Number(app.dataset.maxImageBytes) || 0,
     apiBase: app.dataset.apiBase,
     loginUrl: app.dataset.loginUrl,
   }
@@ -76,6 +79,7 @@ function start (app) {
       extensions: [
         editability.of(editabilityExtensions(access)),
         tooLargeInputFilter(provider, (message) => notice.show({ kind: 'refused', message })),
+        imageUploads({ apiBase: config.apiBase, maxBytes: config.maxImageBytes, writable, toast }),
         keymap.of([
           ...searchKeymap,
           ...defaultKeymap,
@@ -159,6 +163,11 @@ function start (app) {
     })
   })
   bindTitle(document.getElementById('title-form'), { toast })
+  const copyLink = document.getElementById('copy-link')
+  copyLink.addEventListener('click', async () => {
+    if (await copyText(copyLink.dataset.url)) toast('Link copied. It opens this document for people who have access.')
+    else toast('Could not copy the link: copy it from the address bar.', 'error')
+  })
 
   const history = new HistoryPanel(document.getElementById('history'), { apiBase: config.apiBase, canEdit: config.canEdit, toast })
   document.getElementById('history-toggle').addEventListener('click', () => history.toggle())
