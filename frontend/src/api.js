@@ -26,7 +26,8 @@ export function csrfToken () {
   return match ? decodeURIComponent(match[1]) : (document.querySelector('[name=csrfmiddlewaretoken]')?.value || '')
 }
 
-export async function api (url, { method = 'GET', body } = {}) {
+/** `body` is sent as JSON; `form`, a FormData (files), as multipart with the browser's boundary. */
+export async function api (url, { method = 'GET', body, form } = {}) {
   const headers = { Accept: 'application/json' }
   if (body !== undefined) headers['Content-Type'] = 'application/json'
   if (method !== 'GET' && method !== 'HEAD') headers['X-CSRFToken'] = csrfToken()
@@ -36,7 +37,7 @@ export async function api (url, { method = 'GET', body } = {}) {
       method,
       headers,
       credentials: 'same-origin',
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: form ?? (body === undefined ? undefined : JSON.stringify(body)),
     })
   } catch (_) {
     throw new ApiError(0, { detail: 'No connection to the server.' })
