@@ -1,9 +1,14 @@
 """The history panel in real Chromium, against the versions API (issue 6): list, save a named
-version, preview one, restore it for everyone."""
+version, preview one, restore it for everyone; undo a restore; see what changed since a version
+or between two; automatic versions (writers' round 2)."""
+
+import time
 
 import pytest
 
-from tests.browser.conftest import text, type_at_end, wait_text
+from editor.models import Version
+from tests import live
+from tests.browser.conftest import People, open_document, text, type_at_end, wait_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,3 +70,163 @@ def test_a_viewer_can_read_the_history_but_not_change_it(people, document, owner
     assert vera.locator("#version-name").count() == 0
     vera.locator(".cm-content").press("Control+s")  # not the browser's "save page", no panel change
     assert vera.locator("[data-history=detail]").is_visible()
+
+
+def save_version(page, name: str) -> None:
+    if not page.locator("#history").is_visible():
+        page.locator("#history-toggle").click()
+    if page.locator("[data-history=detail]").is_visible():
+        page.locator("[data-history=back]").click()
+    page.locator("#version-name").fill(name)
+    page.locator("[data-history=form] button").click()
+    page.locator(".version", has_text=name).wait_for()
+
+
+def test_a_restore_can_be_undone_from_the_history_panel(people, document, owner, editor_user):
+    olive = people.page(owner, document)
+    eddie = people.page(editor_user, document)
+    type_at_end(olive, "Kept draft.")
+    save_version(olive, "Draft")
+    type_at_end(olive, " Work a restore would lose.")
+    wait_text(eddie, "Work a restore would lose.")
+
+    olive.locator(".version", has_text="Draft").click()
+    olive.locator("[data-history=restore]").click()
+    olive.locator("[data-history=restore-confirm]").click()
+    olive.locator("#toast", has_text="The text before it is kept as a version").wait_for()
+    for page in (olive, eddie):
+        wait_text(page, "Kept draft.", absent=("Work a restore would lose.",))
+
+    # The text the restore replaced is the newest version, by whoever restored.
+    kept = olive.locator(".version").first
+    kept.locator(".version-name", has_text="Before restore of “Draft”").wait_for()
+    assert "olive" in kept.inner_text()
+    kept.click()
+    olive.locator("[data-history=text]", has_text="Work a restore would lose.").wait_for()
+    olive.locator("[data-history=restore]").click()
+    olive.locator("[data-history=restore-confirm]").click()
+
+    for page in (olive, eddie):
+        wait_text(page, "Kept draft. Work a restore would lose.")
+    assert text(olive) == text(eddie) == "Kept draft. Work a restore would lose."
+    assert olive.errors == [] and eddie.errors == []
+
+
+def test_the_changes_since_a_version_are_shown_line_by_line(people, document, owner, viewer):
+    olive = people.page(owner, document)
+    type_at_end(olive, "# Plan\nkeep this\ndrop me")
+    save_version(olive, "First")
+    type_at_end(olive, "")
+    for _ in "drop me":
+        olive.keyboard.press("Backspace")
+    olive.keyboard.type("<b>new</b> <script>window.hacked = 1</script> line")
+    save_version(olive, "Second")
+    type_at_end(olive, "\nand one more")
+
+    vera = people.page(viewer, document)  # viewers may compare too
+    vera.locator("#history-toggle").click()
+    vera.locator(".version", has_text="First").click()
+    vera.locator("[data-history-view=changes]").click()
+    diff = vera.locator("[data-history=diff]")
+    vera.locator("[data-history=diff-summary]", has_text="to the current text").wait_for()
+    assert "2 lines added, 1 removed" in vera.locator("[data-history=diff-summary]").inner_text()
+    assert lines(diff, ".diff-del") == ["-drop me"]
+    assert lines(diff, ".diff-add") == [
+        "+<b>new</b> <script>window.hacked = 1</script> line",
+        "+and one more",
+    ]
+    assert diff.locator(".diff-context", has_text="keep this").count() == 1
+    # Shown as text: nothing in it became markup, nothing ran.
+    assert diff.locator("b, script").count() == 0
+    assert vera.evaluate("() => window.hacked") is None
+
+    # Between two versions, from the older to the newer whichever one is open.
+    vera.locator("[data-history=against]").select_option(label=_option(vera, "Second"))
+    vera.locator("[data-history=diff-summary]", has_text="to “Second”").wait_for()
+    assert diff.locator(".diff-add").count() == 1
+    vera.locator("[data-history=back]").click()
+    vera.locator(".version", has_text="Second").click()
+    vera.locator("[data-history=title]", has_text="Second").wait_for()
+    assert vera.locator("[data-history-view=changes]").get_attribute("aria-pressed") == "true"
+    vera.locator("[data-history=against]").select_option(label=_option(vera, "First"))
+    vera.locator("[data-history=diff-summary]", has_text="From “First” to “Second”").wait_for()
+    assert lines(diff, ".diff-del") == ["-drop me"]
+
+    # The same version against the current text: the line added since.
+    vera.locator("[data-history=against]").select_option("current")
+    vera.locator("[data-history=diff-summary]", has_text="From “Second” to the current").wait_for()
+    assert lines(diff, ".diff-add")[-1] == "+and one more"
+    vera.locator("[data-history-view=text]").click()
+    vera.locator("[data-history=text]", has_text="window.hacked = 1").wait_for()
+    assert not diff.is_visible()
+    assert olive.errors == [] and vera.errors == []
+
+
+def lines(diff, kind: str) -> list[str]:
+    return [line.rstrip("\n") for line in diff.locator(kind).all_inner_texts()]
+
+
+def _option(page, name: str) -> str:
+    labels = page.locator("[data-history=against] option").all_text_contents()
+    found = [label for label in labels if label.startswith(f"{name} · ")]
+    assert len(found) == 1, labels
+    return found[0]
+
+
+# -- automatic versions: a server of their own, with a one-second quiet period ----------------
+
+
+def eventually(condition, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def quick_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    with django_db_blocker.unblock():
+        servers = live.LiveServers(
+            1,
+            tmp_path_factory.mktemp("autoversion-server"),
+            DJANGO_ALLOW_ASYNC_UNSAFE="",
+            AUTO_VERSION_QUIET_SECONDS=1,
+        )
+        servers.start()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def quick_people(transactional_db, quick_server, browser):
+    crowd = People(browser, quick_server)
+    yield crowd
+    crowd.close()
+    live.wait_quiet_database()
+
+
+def test_versions_are_kept_automatically_while_people_write(
+    quick_people, document, owner, editor_user
+):
+    olive = quick_people.page(owner, document)
+    type_at_end(olive, "Typed, then a pause.")
+    eventually(lambda: Version.objects.filter(automatic=True).exists())
+
+    olive.locator("#history-toggle").click()
+    automatic = olive.locator(".version.version-auto")
+    automatic.wait_for()
+    assert automatic.count() == 1
+    assert "Automatic version" in automatic.inner_text()
+    assert "automatic ·" in automatic.inner_text()
+
+    # Nothing new while nobody types; the next pause brings the next version.
+    type_at_end(olive, " And more.")
+    eventually(lambda: Version.objects.filter(automatic=True).count() == 2)
+    eddie = quick_people.page(editor_user)
+    open_document(eddie, document)
+    eddie.locator("#history-toggle").click()
+    eddie.locator(".version.version-auto").nth(1).wait_for()
+    eddie.locator(".version.version-auto").first.click()
+    eddie.locator("[data-history=text]", has_text="Typed, then a pause. And more.").wait_for()
+    assert Version.objects.filter(automatic=True).count() == 2
+    assert olive.errors == [] and eddie.errors == []
