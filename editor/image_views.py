@@ -7,19 +7,26 @@ not exist. Browsers send their session cookie; scripts may send the API's
 
 The file is streamed from the images storage (a local folder, or S3 through django-storages:
 collab reads the object and passes it on; no signed bucket URL is handed out, so access is
-checked on every request and the bucket stays private). What it is served as comes from the
-server's own verification (editor/images.py), and the response is locked down in case a file
-ever got past it: the stored content type with ``nosniff``, a ``Content-Security-Policy`` that
-allows nothing and sandboxes the response, and a download name of the server's making.
+checked on every request and the bucket stays private), a chunk at a time through an
+asynchronous iterator: under ASGI, Django reads a synchronous iterator (a FileResponse's) whole
+into memory before sending any of it, with a warning.
+
+What it is served as comes from the server's own verification (editor/images.py), and the
+response is locked down in case a file ever got past it: the stored content type with
+``nosniff``, a ``Content-Security-Policy`` that allows nothing and sandboxes the response, and
+a download name of the server's making.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import IO, TYPE_CHECKING
 from uuid import UUID
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
-from django.http import FileResponse, Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_safe
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
@@ -34,10 +41,11 @@ if TYPE_CHECKING:
 # keep one, and only for a while, since their access may be taken away.
 CACHE_CONTROL = "private, max-age=3600"
 POLICY = "default-src 'none'; sandbox"
+CHUNK = 64 * 1024
 
 
 @require_safe
-def document_image(request: HttpRequest, document_id: UUID, image_id: UUID) -> FileResponse:
+def document_image(request: HttpRequest, document_id: UUID, image_id: UUID) -> HttpResponseBase:
     document, _ = get_viewable_document(_user(request), document_id)
     image = DocumentImage.objects.filter(pk=image_id, document=document).first()
     if image is None:
@@ -46,7 +54,12 @@ def document_image(request: HttpRequest, document_id: UUID, image_id: UUID) -> F
         file = image.file.open("rb")
     except FileNotFoundError:
         raise Http404("No such image.") from None
-    response = FileResponse(file, content_type=image.content_type)
+    response: HttpResponseBase
+    if request.method == "HEAD":
+        file.close()
+        response = HttpResponse(content_type=image.content_type)
+    else:
+        response = StreamingHttpResponse(Chunks(file), content_type=image.content_type)
     response["Content-Length"] = str(image.size)
     response["Content-Disposition"] = f'inline; filename="{image.filename}"'
     response["X-Content-Type-Options"] = "nosniff"
@@ -55,6 +68,22 @@ def document_image(request: HttpRequest, document_id: UUID, image_id: UUID) -> F
     response["Cache-Control"] = CACHE_CONTROL
     response["Vary"] = "Cookie, Authorization"
     return response
+
+
+class Chunks:
+    """A file's bytes as an asynchronous iterable, read in a thread a chunk at a time (each
+    read blocks: a local file, or S3 through boto3). Django calls ``close()`` when the response
+    ends, however it ends, before the first chunk included."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while chunk := await sync_to_async(self.file.read, thread_sensitive=False)(CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _user(request: HttpRequest) -> AnyUser:

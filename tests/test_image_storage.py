@@ -19,6 +19,7 @@ from PIL import Image
 
 from editor.models import DocumentImage
 from tests import live
+from tests.api.test_images import served_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
@@ -149,7 +150,7 @@ def test_an_image_goes_to_the_bucket_and_comes_back_only_through_collab(
     client.force_login(viewer)
     served = client.get(body["url"])
     assert served.status_code == 200
-    assert b"".join(served.streaming_content) == data
+    assert served_bytes(served) == data
     assert served["Content-Type"] == "image/webp"
     assert served["Content-Length"] == str(len(data))
     client.force_login(stranger)

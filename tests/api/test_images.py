@@ -10,6 +10,7 @@ import struct
 import zlib
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -59,6 +60,16 @@ def image_folder(tmp_path, monkeypatch):
     storage = FileSystemStorage(location=tmp_path / "images")
     monkeypatch.setattr(DocumentImage._meta.get_field("file"), "storage", storage)
     return tmp_path / "images"
+
+
+def served_bytes(response) -> bytes:
+    """A served image's bytes: its content is an asynchronous iterator (editor/image_views.py),
+    read here as the ASGI handler reads it."""
+
+    async def read():
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(read)()
 
 
 def upload_url(document):
@@ -114,7 +125,8 @@ def test_it_tells_strangers_nothing(login_as, document, who, status):
 
 def test_it_accepts_a_script_with_a_token(client, document, owner):
     token = Token.objects.create(user=owner)
-    file = SimpleUploadedFile("diagram.png", picture(), content_type="image/png")
+    data = picture()
+    file = SimpleUploadedFile("diagram.png", data, content_type="image/png")
 
     response = client.post(
         upload_url(document), {"image": file}, HTTP_AUTHORIZATION=f"Token {token.key}"
@@ -124,6 +136,7 @@ def test_it_accepts_a_script_with_a_token(client, document, owner):
     assert response.status_code == 201
     assert served.status_code == 200
     assert served["Content-Type"] == "image/png"
+    assert served_bytes(served) == data
 
 
 # -- what is accepted --------------------------------------------------------------------------
@@ -142,9 +155,8 @@ def test_it_accepts_png_jpeg_gif_and_webp_as_what_they_are(
     login_as, document, fmt, content_type, extension
 ):
     # Named and labelled as something else: Pillow's finding decides.
-    response = upload(
-        login_as("owner"), document, picture(fmt, (5, 4)), name="x.bmp", content_type="text/html"
-    )
+    data = picture(fmt, (5, 4))
+    response = upload(login_as("owner"), document, data, name="x.bmp", content_type="text/html")
 
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -154,6 +166,7 @@ def test_it_accepts_png_jpeg_gif_and_webp_as_what_they_are(
     served = login_as("owner").get(body["url"])
     assert served["Content-Type"] == content_type
     assert served["Content-Disposition"] == f'inline; filename="{image.pk}.{extension}"'
+    assert served_bytes(served) == data
 
 
 @pytest.mark.parametrize(
@@ -299,7 +312,7 @@ def test_it_serves_the_image_to_everyone_who_may_view(client, people, stored, wh
     response = client.get(url)
 
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == data
+    assert served_bytes(response) == data
     image = DocumentImage.objects.get()
     assert response["Content-Type"] == "image/png"
     assert response["Content-Length"] == str(len(data))
@@ -323,7 +336,9 @@ def test_it_answers_404_to_anyone_who_may_not_view(login_as, stored, who):
 def test_it_stops_serving_a_member_who_was_removed(client, viewer, document, stored):
     url, _ = stored
     client.force_login(viewer)
-    assert client.get(url).status_code == 200
+    before = client.get(url)
+    assert before.status_code == 200
+    served_bytes(before)
 
     Membership.objects.filter(document=document, user=viewer).delete()
 
@@ -351,12 +366,17 @@ def test_a_bad_token_is_a_stranger(client, stored):
     assert response.status_code == 404
 
 
-def test_it_does_not_accept_writes_on_the_image_url(client, owner, stored):
-    url, _ = stored
+def test_it_answers_head_and_refuses_writes_on_the_image_url(client, owner, stored):
+    url, data = stored
     client.force_login(owner)
 
+    head = client.head(url)
+
+    assert head.status_code == 200
+    assert (head["Content-Type"], head["Content-Length"]) == ("image/png", str(len(data)))
+    assert head.content == b""
     assert client.post(url).status_code == 405
-    assert client.head(url).status_code == 200
+    assert client.delete(url).status_code == 405
 
 
 def test_a_missing_file_is_a_404_not_a_500(client, owner, stored, image_folder):
@@ -376,6 +396,7 @@ def test_a_hostile_file_name_reaches_neither_the_storage_nor_a_header(
 
     body = upload(client, document, picture(), name=name).json()
     served = client.get(body["url"])
+    assert served_bytes(served) == picture()
 
     image = DocumentImage.objects.get()
     assert image.file.name == f"{document.pk}/{image.pk}.png"
@@ -399,6 +420,7 @@ def test_a_png_with_html_after_it_is_still_only_ever_an_image(client, login_as, 
     assert served["X-Content-Type-Options"] == "nosniff"
     assert served["Content-Security-Policy"] == "default-src 'none'; sandbox"
     assert served["Content-Disposition"].endswith('.png"')
+    assert served_bytes(served) == polyglot
 
 
 def test_deleting_the_document_deletes_its_files(
