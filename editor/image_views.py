@@ -1,9 +1,9 @@
 """GET /documents/<id>/images/<image id>: a document's image, to people who may view it.
 
-Access is asked of editor/access.py on every request, as for the document itself: anyone who
-may not view the document (or is not logged in) gets the same 404 as for an image that does
-not exist. Browsers send their session cookie; scripts may send the API's
-``Authorization: Token <token>`` instead.
+Access is asked on every request, as for the document itself (editor/access.py; for a guest
+without an account, the "anyone" link their session holds, editor/links.py): anyone who may not
+view the document gets the same 404 as for an image that does not exist. Browsers send their
+session cookie; scripts may send the API's ``Authorization: Token <token>`` instead.
 
 The file is streamed from the images storage (a local folder, or S3 through django-storages:
 collab reads the object and passes it on; no signed bucket URL is handed out, so access is
@@ -31,8 +31,9 @@ from django.views.decorators.http import require_safe
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
+from editor import links
 from editor.access import get_viewable_document
-from editor.models import DocumentImage
+from editor.models import Document, DocumentImage
 
 if TYPE_CHECKING:
     from editor.access import AnyUser
@@ -46,7 +47,7 @@ CHUNK = 64 * 1024
 
 @require_safe
 def document_image(request: HttpRequest, document_id: UUID, image_id: UUID) -> HttpResponseBase:
-    document, _ = get_viewable_document(_user(request), document_id)
+    document = _viewable_document(request, document_id)
     image = DocumentImage.objects.filter(pk=image_id, document=document).first()
     if image is None:
         raise Http404("No such image.")
@@ -84,6 +85,19 @@ class Chunks:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _viewable_document(request: HttpRequest, document_id: UUID) -> Document:
+    """The document, if whoever sent the request may view it (raises Http404 otherwise): a
+    member, by session or API token, or a guest reading through an "anyone" link, as the
+    document's page lets them (editor/views.py, document_detail)."""
+    user = _user(request)
+    if not user.is_authenticated:
+        found = links.viewable_as_guest(request.session, document_id)
+        if found is not None:
+            return found[0]
+    document, _ = get_viewable_document(user, document_id)
+    return document
 
 
 def _user(request: HttpRequest) -> AnyUser:

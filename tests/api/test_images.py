@@ -18,7 +18,7 @@ from django.urls import reverse
 from PIL import Image
 from rest_framework.authtoken.models import Token
 
-from editor.models import DocumentImage, Membership
+from editor.models import DocumentImage, Membership, ShareLink
 
 HOSTILE_NAMES = [
     '"><img src=x onerror=alert(1)>.png',
@@ -341,6 +341,34 @@ def test_it_stops_serving_a_member_who_was_removed(client, viewer, document, sto
     served_bytes(before)
 
     Membership.objects.filter(document=document, user=viewer).delete()
+
+    assert client.get(url).status_code == 404
+
+
+def guest_through(client, document, anyone: bool) -> ShareLink:
+    """Opens a share link without logging in (an "anyone" link goes into the session)."""
+    link = ShareLink.objects.create(
+        document=document, role="viewer", anyone=anyone, created_by=document.owner
+    )
+    client.get(link.get_absolute_url())
+    return link
+
+
+def test_a_guest_with_an_anyone_link_sees_images_until_it_is_revoked(client, document, stored):
+    url, data = stored
+    link = guest_through(client, document, anyone=True)
+
+    served = client.get(url)
+    assert served.status_code == 200
+    assert served_bytes(served) == data
+
+    link.delete()
+    assert client.get(url).status_code == 404
+
+
+def test_a_link_for_people_with_accounts_shows_a_guest_nothing(client, document, stored):
+    url, _ = stored
+    guest_through(client, document, anyone=False)
 
     assert client.get(url).status_code == 404
 
