@@ -175,7 +175,6 @@ def document_detail(request: HttpRequest, document_id: UUID) -> HttpResponse:
             "identity": identity(guest or request.user),  # type: ignore[arg-type]
             "max_message_bytes": settings.COLLAB["MAX_INCOMING_FRAME"],
             "max_image_bytes": settings.MAX_IMAGE_BYTES,
-            "max_image_bytes": settings.MAX_IMAGE_BYTES,
         },
     )
 

@@ -18,7 +18,6 @@ import * as Y from 'yjs'
 
 import { HistoryPanel } from './history.js'
 import { imageUploads } from './images.js'
-import { imageUploads } from './images.js'
 import { bindPresence } from './presence.js'
 import { bindPreview } from './preview.js'
 import { CollabProvider, tooLargeMessage } from './provider.js'
@@ -32,8 +31,6 @@ function start (app) {
     role: app.dataset.role,
     // The server's frame limit: no message larger than this is sent (0: unknown, no check).
     maxMessageBytes: Number(app.dataset.maxMessageBytes) || 0,
-    // The server's MAX_IMAGE_BYTES: larger images are refused before they are sent.
-    maxImageBytes: Number(app.dataset.maxImageBytes) || 0,
     // The server's MAX_IMAGE_BYTES: larger images are refused before they are sent.
     maxImageBytes: Number(app.dataset.maxImageBytes) || 0,
     apiBase: app.dataset.apiBase,
@@ -82,7 +79,6 @@ function start (app) {
       extensions: [
         editability.of(editabilityExtensions(access)),
         tooLargeInputFilter(provider, (message) => notice.show({ kind: 'refused', message })),
-        imageUploads({ apiBase: config.apiBase, maxBytes: config.maxImageBytes, writable, toast }),
         imageUploads({ apiBase: config.apiBase, maxBytes: config.maxImageBytes, writable, toast }),
         keymap.of([
           ...searchKeymap,
