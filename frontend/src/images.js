@@ -95,6 +95,8 @@ export function imageUploads ({ apiBase, maxBytes = 0, writable, toast }) {
     uploads,
     EditorView.domEventHandlers({
       paste (event, view) {
+        // Office suites put a picture of the copied text beside the text itself: text wins.
+        if (event.clipboardData?.getData('text/plain')) return false
         const files = imageFiles(event.clipboardData)
         if (!files.length) return false
         event.preventDefault()

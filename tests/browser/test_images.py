@@ -183,6 +183,28 @@ def test_an_image_over_the_limit_is_refused_before_it_is_sent(people, document, 
     assert sent == []
 
 
+def test_text_pasted_with_a_picture_of_it_is_pasted_as_text(people, document, owner):
+    # What a word processor puts on the clipboard: the text, and an image of it.
+    olive = people.page(owner, document)
+    sent = uploads_seen(olive)
+    type_at_end(olive, "Quote: ")
+
+    olive.evaluate(
+        """([data]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0))
+            const transfer = new DataTransfer()
+            transfer.setData('text/plain', 'copied words')
+            transfer.items.add(new File([bytes], 'image.png', { type: 'image/png' }))
+            window.collab.view.contentDOM.dispatchEvent(new ClipboardEvent(
+                'paste', { clipboardData: transfer, bubbles: true, cancelable: true }))
+        }""",
+        [png()],
+    )
+
+    assert wait_text(olive, "copied words") == "Quote: copied words"
+    assert sent == [] and not DocumentImage.objects.exists()
+
+
 def test_a_viewer_cannot_add_an_image(people, document, owner, viewer):
     olive = people.page(owner, document)
     type_at_end(olive, "Read only here.")
