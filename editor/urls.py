@@ -9,6 +9,7 @@ urlpatterns = [
     path("documents/<uuid:document_id>/rename/", views.document_rename, name="document-rename"),
     path("documents/<uuid:document_id>/delete/", views.document_delete, name="document-delete"),
     path("documents/<uuid:document_id>/share/", views.document_share, name="document-share"),
+    path("documents/<uuid:document_id>/export/", views.document_export, name="document-export"),
     path(
         "documents/<uuid:document_id>/members/<int:membership_id>/",
         views.member_update,

@@ -23,7 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from editor import link_views, links, logins
+from editor import export, link_views, links, logins
 from editor.access import SHAREABLE_CHOICES, get_viewable_document, may_edit, may_manage
 from editor.forms import DocumentForm, MemberRoleForm, NewDocumentForm, ShareForm, SignupForm
 from editor.models import AccessRequest, Document, Membership
@@ -177,6 +177,27 @@ def document_detail(request: HttpRequest, document_id: UUID) -> HttpResponse:
             "max_image_bytes": settings.MAX_IMAGE_BYTES,
         },
     )
+
+
+@require_GET
+def document_export(request: HttpRequest, document_id: UUID) -> HttpResponse:
+    """Downloads the text (?format=md, the default) or a standalone HTML page of it
+    (?format=html), for anyone who may view the document, a guest with an "anyone" link too."""
+    if request.user.is_authenticated:
+        document, _ = get_viewable_document(request.user, document_id)
+    else:
+        found = links.viewable_as_guest(request.session, document_id)
+        if found is None:
+            return redirect_to_login(request.get_full_path())
+        document, _ = found
+    format = request.GET.get("format", "md")
+    if format not in export.FORMATS:
+        return HttpResponse(
+            "Unknown format: use ?format=md or ?format=html.",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    return export.response(export.export(document, format))
 
 
 @login_required

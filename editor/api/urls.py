@@ -21,6 +21,7 @@ urlpatterns = [
     path("documents/<uuid:document_id>/ticket/", views.TicketView.as_view(), name="api-ticket"),
     path("documents/<uuid:document_id>/presence/", PresenceView.as_view(), name="api-presence"),
     path("documents/<uuid:document_id>/content/", views.ContentView.as_view(), name="api-content"),
+    path("documents/<uuid:document_id>/export/", views.ExportView.as_view(), name="api-export"),
     path("documents/<uuid:document_id>/images/", ImageUploadView.as_view(), name="api-images"),
     path("auth/token/", views.TokenView.as_view(), name="api-token"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -8,12 +8,14 @@ only then is the request itself validated (400).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from django.db.models import QuerySet
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import fields as drf_fields
 from rest_framework import mixins, status, viewsets
@@ -21,14 +23,16 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.filters import SearchFilter
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer, Serializer
 from rest_framework.views import APIView
 
-from editor import content, logins
+from editor import content, export, logins
 from editor.access import get_viewable_document, may_edit, may_manage
 from editor.api import serializers
 from editor.api.errors import LoginsPaused, PayloadTooLarge
@@ -323,6 +327,43 @@ class VersionViewSet(
             content.version_text(version), new_text, _version_label(version), new_label
         )
         return Response({"diff": diff, "from": version.pk, "against": against_id, **_count(diff)})
+
+
+class _ExportNegotiation(DefaultContentNegotiation):
+    """Under /export/, ``?format=`` names the download's format, not one of DRF's renderers,
+    and the download is whatever the client accepts: errors are JSON, successes the file."""
+
+    def select_renderer(
+        self,
+        request: Request,
+        renderers: Iterable[BaseRenderer],
+        format_suffix: str | None = None,
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+@extend_schema(
+    tags=["content"],
+    parameters=[OpenApiParameter("format", str, enum=list(export.FORMATS), default="md")],
+    responses={
+        (200, "text/markdown"): OpenApiTypes.STR,
+        (200, "text/html"): OpenApiTypes.STR,
+    },
+)
+class ExportView(DocumentScoped, APIView):
+    """GET /api/documents/<id>/export/?format=md|html: the text as a Markdown file, or a
+    standalone, sanitised HTML page of it (editor/export.py), as a download named after the
+    title; for anyone who may view the document."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _ExportNegotiation
+
+    def get(self, request: Request, document_id: UUID) -> HttpResponse:
+        format = request.query_params.get("format", "md")
+        if format not in export.FORMATS:
+            raise ValidationError({"format": ['Must be "md" or "html".']})
+        return export.response(export.export(self.document, format))
 
 
 def _version_label(version: Version) -> str:
