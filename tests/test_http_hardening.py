@@ -60,7 +60,8 @@ def pages(document):
         "share": (True, reverse("document-share", args=[document.id])),
         "delete": (True, reverse("document-delete", args=[document.id])),
         "password": (True, reverse("password_change")),
-        "not found": (True, "/documents/00000000-0000-0000-0000-000000000000/"),
+        "need access": (True, "/documents/00000000-0000-0000-0000-000000000000/"),
+        "not found": (True, "/no-such-page/"),
         "admin": (True, reverse("admin:index")),
         "admin list": (True, reverse("admin:editor_document_changelist")),
         "admin change": (True, reverse("admin:editor_document_change", args=[document.id])),
@@ -96,7 +97,8 @@ def test_it_sends_a_strict_policy_and_nothing_inline_on_every_page(client, staff
             client.logout()
         response = client.get(url)
 
-        assert response.status_code == (404 if name == "not found" else 200), name
+        expected = {"not found": 404, "need access": 403}.get(name, 200)
+        assert response.status_code == expected, name
         assert_strict(response, name)
 
 
