@@ -305,6 +305,8 @@ CONTENT_SECURITY_POLICY = {
         "img-src": [SELF, "data:"],
         # 'self' covers ws:// and wss:// to the page's own host and port.
         "connect-src": [SELF],
+        # The service worker (/sw.js, editor/offline_views.py); script-src would allow it too.
+        "worker-src": [SELF],
         "font-src": [SELF],
         "object-src": [NONE],
         "base-uri": [NONE],

@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from editor import metrics_view, views
+from editor import metrics_view, offline_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics_view.metrics, name="metrics"),
+    path("sw.js", offline_views.service_worker, name="service-worker"),
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),

@@ -18,6 +18,7 @@ import * as Y from 'yjs'
 
 import { HistoryPanel } from './history.js'
 import { imageUploads } from './images.js'
+import { keepForOffline } from './offline.js'
 import { bindPresence } from './presence.js'
 import { bindPreview } from './preview.js'
 import { CollabProvider, tooLargeMessage } from './provider.js'
@@ -116,6 +117,9 @@ function start (app) {
 
   persistence.once('synced', () => app.classList.add('is-local-loaded'))
   provider.on('synced', (synced) => app.classList.toggle('is-synced', synced))
+  // Kept by the service worker, this page reloads with no network (its text from IndexedDB).
+  keepForOffline(app.dataset.serviceWorker, location.pathname)
+    .then((kept) => { app.dataset.offline = kept ? 'kept' : 'unavailable' })
 
   bindPreview(ytext, document.getElementById('preview'))
   bindPresence(awareness, document.getElementById('presence'))
