@@ -144,6 +144,10 @@ def document_create(request: AuthenticatedHttpRequest) -> HttpResponse:
 # DOMPurify). Scripts stay 'self' only. To drop this, the bundle would pass a CSP nonce from
 # the page to EditorView.cspNonce (frontend/).
 @csp_update({"style-src": [UNSAFE_INLINE]})  # type: ignore[arg-type]  # typed for (request) only
+def _editor_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
+    return render(request, "editor/document_detail.html", context)
+
+
 @require_GET
 def document_detail(request: HttpRequest, document_id: UUID) -> HttpResponse:
     """The editor. Members get it with their role; someone logged in without access gets "You
@@ -161,9 +165,8 @@ def document_detail(request: HttpRequest, document_id: UUID) -> HttpResponse:
             return redirect_to_login(request.get_full_path())
         document, role = found
         guest = links.Guest.of(request.session.session_key)
-    return render(
+    return _editor_page(  # type: ignore[call-arg,return-value]  # csp_update's stub: (request)
         request,
-        "editor/document_detail.html",
         {
             "document": document,
             "role": role,
