@@ -58,6 +58,8 @@ SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
 RECIPE = hashlib.sha256(f"1 {SUITE} minbase {' '.join(PACKAGES)}".encode()).hexdigest()[:16]
 BASE_REPOSITORY = "localhost/debootstrap"
+# The last image built: podman removes an untagged image's untagged parents with it.
+CACHE_TAG = "localhost/collab:cache"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 # apt package -> a program it installs.

@@ -66,7 +66,9 @@ def image(podman) -> Iterator[str]:
     tag = f"localhost/collab:test-{podman.run_id}"
     podman.build(tag)
     yield tag
-    podman("rmi", tag, check=False)  # its layers stay, as the next build's cache
+    # One tag stays, so that its layers (and their parents) are the next build's cache.
+    podman("tag", tag, engine.CACHE_TAG, check=False)
+    podman("rmi", tag, check=False)
 
 
 @pytest.fixture(scope="module")
