@@ -494,7 +494,7 @@ class Connection:
             # and every update sent after it, will bring the client up to date.
             return
         try:
-            reply = protocol.sync_step2(self.room.doc, state_vector)
+            reply = self.room.sync_step2(state_vector)
         except protocol.ProtocolError as exc:
             await self.fail(CLOSE_MALFORMED, f"bad state vector: {exc}")
             return

@@ -101,6 +101,11 @@ def _digest(update: bytes) -> bytes:
     return hashlib.blake2b(update, digest_size=16).digest()
 
 
+# How many sync step 2 answers a room keeps, and for how long (``Room.sync_step2``).
+STEP2_KEEP = 4
+STEP2_KEEP_SECONDS = 2.0
+
+
 class Room:
     def __init__(self, document_id: str, on_layer_error: Callable[[], None] | None = None) -> None:
         self.document_id = str(document_id)
@@ -118,6 +123,29 @@ class Room:
         self._broken = False
         self._listener: asyncio.Task | None = None
         self._evict_timer: asyncio.TimerHandle | None = None
+        # Sync step 2 answers by the asker's state vector, for the doc's state ``_step2_state``
+        # (``sync_step2``); emptied when the doc changes, and soon after anyway.
+        self._step2: dict[bytes, bytes] = {}
+        self._step2_state = b""
+
+    def sync_step2(self, state_vector: bytes) -> bytes:
+        """The sync step 2 frame answering a client's state vector. Clients that join together
+        (a join storm: 50 fresh tabs after a meeting link is posted) ask the same question of
+        the same state; the answer, the whole document for a fresh client, is encoded once and
+        the same bytes are sent to each, while the document does not change. A few answers are
+        kept, for ``STEP2_KEEP_SECONDS`` at most, so an idle room holds no second copy."""
+        state = self.doc.get_state()
+        if state != self._step2_state:
+            self._step2 = {}
+            self._step2_state = state
+        frame = self._step2.get(state_vector)
+        if frame is None:
+            frame = protocol.sync_step2(self.doc, state_vector)
+            if len(self._step2) < STEP2_KEEP:
+                if not self._step2:
+                    asyncio.get_running_loop().call_later(STEP2_KEEP_SECONDS, self._step2.clear)
+                self._step2[state_vector] = frame
+        return frame
 
     async def open(self) -> None:
         """Joins the document group first, then loads: anything published meanwhile is applied

@@ -280,3 +280,30 @@ async def test_it_asks_the_connections_of_a_user_to_recheck_access_when_it_chang
     assert (olive.rechecks, eddie.rechecks, far_eddie.rechecks) == (1, 2, 2)
     await room.close()
     await remote.close()
+
+
+async def test_clients_joining_together_share_one_encoding_of_the_document(document, owner):
+    rooms = Rooms()
+    writer = Sink(owner.pk)
+    room = await rooms.join(document.id, writer)
+    await room.apply_client_updates(
+        [edit("a long meeting agenda")], origin=writer, author_id=owner.pk
+    )
+    fresh = Doc().get_state()
+
+    first, second = room.sync_step2(fresh), room.sync_step2(fresh)
+    assert first is second  # encoded once, the same bytes for every joiner
+    joined = Doc()
+    joined.apply_update(protocol.parse_message(first).update)
+    assert str(joined.get("codemirror", type=Text)) == "a long meeting agenda"
+
+    # A change in between: the next joiner is answered with the document as it is now.
+    await room.apply_client_updates([edit("!")], origin=writer, author_id=owner.pk)
+    after = room.sync_step2(fresh)
+    assert after is not first
+    joined = Doc()
+    joined.apply_update(protocol.parse_message(after).update)
+    assert "!" in str(joined.get("codemirror", type=Text))
+    # A different question gets its own answer.
+    assert room.sync_step2(joined.get_state()) != after
+    await room.close()
