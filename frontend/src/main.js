@@ -16,6 +16,7 @@ import { IndexeddbPersistence } from 'y-indexeddb'
 import { Awareness } from 'y-protocols/awareness'
 import * as Y from 'yjs'
 
+import { bindExport } from './export.js'
 import { HistoryPanel } from './history.js'
 import { imageUploads } from './images.js'
 import { keepForOffline } from './offline.js'
@@ -122,6 +123,7 @@ function start (app) {
     .then((kept) => { app.dataset.offline = kept ? 'kept' : 'unavailable' })
 
   bindPreview(ytext, document.getElementById('preview'))
+  bindExport(document.getElementById('export-menu'))
   bindPresence(awareness, document.getElementById('presence'))
   bindStatus(provider, document.getElementById('status'), document.getElementById('doc-notice'), config)
 
