@@ -214,12 +214,12 @@ async def join(document, owner) -> tuple[Rooms, Typist]:
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_it_takes_a_version_after_a_quiet_period(document, owner, timings):
-    timings(quiet=0.5)
+    timings(quiet=1.5)
     rooms, typist = await join(document, owner)
 
     for word in ("Quiet ", "period ", "test"):
         await typist.type(word)
-        await asyncio.sleep(0.2)  # less than the quiet period: no version yet
+        await asyncio.sleep(0.1)  # well within the quiet period: no version yet
     assert await versions(document) == []
 
     assert await wait_versions(document, 1) == [("Quiet period test", True)]
