@@ -29,6 +29,7 @@ from pathlib import Path
 import dj_database_url
 import psycopg
 import pytest
+import redis
 import yaml
 from psycopg import sql
 
@@ -88,11 +89,22 @@ def services(podman) -> Iterator[dict[str, str]]:
         "CHANNEL_PREFIX": prefix,
         "PRESENCE_PREFIX": f"{prefix}:presence",
     }
+    try:
+        yield from with_database(env, podman.run_id)
+    finally:
+        for url in redis_urls.split(","):  # what the app left: its process census
+            with redis.Redis.from_url(url) as client:
+                keys = list(client.scan_iter(match=f"{prefix}*"))
+                if keys:
+                    client.delete(*keys)
+
+
+def with_database(env: dict[str, str], run_id: str) -> Iterator[dict[str, str]]:
     database = os.environ.get("DATABASE_URL", "")
     if not database.startswith(("postgres://", "postgresql://", "pgsql://")):
         yield env  # SQLite, under COLLAB_VAR_DIR in the `var` volume
         return
-    name = f"collab_container_{podman.run_id.replace('-', '_')}"
+    name = f"collab_container_{run_id.replace('-', '_')}"
     config = dj_database_url.parse(database)
     server = {
         "host": config.get("HOST") or None,
