@@ -31,6 +31,12 @@ DEBUG = env_bool("DEBUG", True)
 # A development key is acceptable only while DEBUG is on; production must bring its own.
 _DEV_SECRET_KEY = "django-insecure-collab-development-key-do-not-use-in-production"
 SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY and env_str("SECRET_KEY_FILE"):
+    # The key kept in a file (docker/entrypoint.sh makes one in compose's volume): read here
+    # too, so `docker compose exec app1 python manage.py ...` finds it without the entry point.
+    _key_file = Path(env_str("SECRET_KEY_FILE"))
+    if _key_file.is_file():
+        SECRET_KEY = _key_file.read_text().strip()
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(

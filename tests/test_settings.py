@@ -21,6 +21,7 @@ PROBE = (
 VARIABLES = [
     "DEBUG",
     "SECRET_KEY",
+    "SECRET_KEY_FILE",
     "ALLOWED_HOSTS",
     "CSRF_TRUSTED_ORIGINS",
     "DATABASE_URL",
@@ -55,6 +56,39 @@ def test_it_refuses_debug_off_without_a_secret_key(tmp_path):
 
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_it_reads_the_secret_key_from_secret_key_file(tmp_path):
+    # What compose's containers have: the entry point's key in a file, and commands run with
+    # `docker compose exec` (which skips the entry point) must find it too.
+    key_file = tmp_path / "secret_key"
+    key_file.write_text(GOOD_KEY + "\n")
+    probe = (
+        "import django; from django.conf import settings; django.setup();print(settings.SECRET_KEY)"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    clean.update(
+        DJANGO_SETTINGS_MODULE="collab.settings",
+        COLLAB_VAR_DIR=str(tmp_path),
+        DEBUG="false",
+        ALLOWED_HOSTS="docs.example.com",
+        SECRET_KEY_FILE=str(key_file),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=clean, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == GOOD_KEY
+    # A key given directly wins; a missing file is no key.
+    assert (
+        load_settings(
+            tmp_path,
+            DEBUG="false",
+            SECRET_KEY_FILE=str(tmp_path / "none"),
+            ALLOWED_HOSTS="x.example",
+        ).returncode
+        != 0
+    )
 
 
 def test_it_refuses_debug_off_with_a_weak_secret_key(tmp_path):
