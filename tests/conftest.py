@@ -21,6 +21,13 @@ def fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def no_automatic_versions(settings):
+    # A version taken when a test's last socket leaves would be written while the test's tables
+    # are emptied; tests of automatic versions turn them on (tests/test_autoversions.py).
+    settings.COLLAB = {**settings.COLLAB, "AUTO_VERSION_QUIET": 0}
+
+
+@pytest.fixture(autouse=True)
 def private_presence_keys(settings):
     # Presence keys are global in Redis (one sorted set of deadlines); a prefix per test keeps
     # one test's leftovers out of another's sweep.

@@ -87,6 +87,9 @@ def server_env(**overrides: object) -> dict[str, str]:
     env["DATABASE_URL"] = database_url()
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("DJANGO_SETTINGS_MODULE", None)  # manage.py's default, collab.settings
+    # No automatic versions unless a test asks for them: one taken when a test's last socket
+    # leaves would write while the test's tables are being emptied (a deadlock in PostgreSQL).
+    env["AUTO_VERSION_QUIET_SECONDS"] = "0"
     env.update({key: str(value) for key, value in overrides.items()})
     return env
 

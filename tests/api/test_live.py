@@ -108,7 +108,9 @@ async def test_it_sends_a_restored_version_to_live_editors(
         login_as, "editor", "post", reverse("api-version-restore", args=[document.id, version.pk])
     )
 
-    assert response.json() == {"text": "# Plan\n\nship it\n"}
+    answer = response.json()
+    assert answer["text"] == "# Plan\n\nship it\n"
+    assert answer["before_restore"]["name"] == "Before restore of “v1”"
     peer.doc.apply_update(await next_update(peer))
     assert str(peer.text) == "# Plan\n\nship it\n"
     await peer.close()
