@@ -89,6 +89,26 @@ async def _close_rooms_and_layer() -> None:
         await asyncio.wait_for(get_channel_layer().flush(), 5)
 
 
+@pytest.fixture
+def start_servers(transactional_db, tmp_path):
+    """start_servers(count, **env) -> LiveServers: real `manage.py serve` processes (tests/live.py)
+    on the test database; all stopped (and their logs printed, which pytest shows for a failed
+    test) at the end, before the test database is emptied."""
+    from tests import live
+
+    started: list[live.LiveServers] = []
+
+    def start(count: int, **env: object) -> live.LiveServers:
+        servers = live.LiveServers(count, tmp_path / f"servers-{len(started)}", **env)
+        started.append(servers)
+        return servers.start()
+
+    yield start
+    for servers in started:
+        servers.stop()
+        print(servers.log_tails(lines=80))
+
+
 def make_user(username: str, **extra):
     return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
 

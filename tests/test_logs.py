@@ -133,21 +133,6 @@ def wait_for_lines(servers: live.LiveServers, *needles: str, timeout: float = 15
         time.sleep(0.1)
 
 
-@pytest.fixture
-def start_server(transactional_db, tmp_path):
-    started: list[live.LiveServers] = []
-
-    def start(**env: object) -> live.LiveServers:
-        servers = live.LiveServers(1, tmp_path / f"server-{len(started)}", **env)
-        started.append(servers)
-        return servers.start()
-
-    yield start
-    for servers in started:
-        servers.stop()
-        print(servers.log_tails(lines=80))
-
-
 def entries_of(output: str) -> list[dict]:
     entries = []
     for number, line in enumerate(output.splitlines(), 1):
@@ -167,8 +152,8 @@ def only(entries: list[dict], **match: object) -> dict:
 
 
 @live_db
-def test_every_line_of_a_json_process_is_one_json_object(start_server, document, owner):
-    servers = start_server(LOG_FORMAT="json")
+def test_every_line_of_a_json_process_is_one_json_object(start_servers, document, owner):
+    servers = start_servers(1, LOG_FORMAT="json")
     run_session(servers, document, owner)
     servers.stop()  # its last lines too
     entries = entries_of(servers.log())
@@ -216,8 +201,8 @@ def test_every_line_of_a_json_process_is_one_json_object(start_server, document,
 
 
 @live_db
-def test_text_stays_the_default(start_server, document, owner):
-    servers = start_server()
+def test_text_stays_the_default(start_servers, document, owner):
+    servers = start_servers(1)
     run_session(servers, document, owner)
     output = wait_for_lines(servers, "code=4400 bytes_in=")
     lines = output.splitlines()

@@ -12,24 +12,6 @@ from tests import live
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def start_servers(transactional_db, tmp_path):
-    """start_servers(count, **env) -> LiveServers; all stopped (and their logs printed, which
-    pytest shows for a failed test) at the end, before the test database is emptied."""
-    started: list[live.LiveServers] = []
-
-    def start(count: int, **env: object) -> live.LiveServers:
-        live.ensure_node_modules()
-        servers = live.LiveServers(count, tmp_path / f"servers-{len(started)}", **env)
-        started.append(servers)
-        return servers.start()
-
-    yield start
-    for servers in started:
-        servers.stop()
-        print(servers.log_tails(lines=80))
-
-
 def test_clients_on_different_processes_converge(
     start_servers, node, document, owner, editor_user, viewer
 ):
