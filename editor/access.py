@@ -14,7 +14,12 @@ has their membership's role, or none. ``role_from`` applies that rule to values 
 ``with_roles`` writes the same rule in SQL for a list of documents (tests/test_access.py checks
 that the two agree).
 
-Callers turn "cannot view" into 404, never 403, so a stranger learns nothing about a document.
+Callers turn "cannot view" into an answer that is the same whether or not the document exists,
+so a stranger learns nothing about it: 404 in the API, and the document page's "You need access"
+(403, with a way to ask the owner; editor/link_views.py) for someone logged in.
+
+Share links (editor/links.py) grant a role too: ``link_role`` says which, ``best_role`` which of
+two roles allows more.
 """
 
 from __future__ import annotations
