@@ -6,7 +6,7 @@ import './editor.css'
 
 import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 import { markdown, markdownLanguage } from '@codemirror/lang-markdown'
-import { HighlightStyle, syntaxHighlighting } from '@codemirror/language'
+import { HighlightStyle, syntaxHighlighting, syntaxTreeAvailable } from '@codemirror/language'
 import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 import { Compartment, EditorSelection, EditorState } from '@codemirror/state'
 import { drawSelection, EditorView, keymap, placeholder } from '@codemirror/view'
@@ -21,7 +21,7 @@ import { HistoryPanel } from './history.js'
 import { imageUploads } from './images.js'
 import { keepForOffline } from './offline.js'
 import { bindPresence } from './presence.js'
-import { bindPreview } from './preview.js'
+import { livePreview, renderMarkdown } from './preview.js'
 import { CollabProvider, tooLargeMessage } from './provider.js'
 import { bindTitle } from './title.js'
 import { characters, unsavedInserts } from './unsaved.js'
@@ -74,6 +74,7 @@ function start (app) {
   // -- the editor ------------------------------------------------------------------------------
   const host = document.getElementById('editor')
   host.replaceChildren()
+  const preview = livePreview(document.getElementById('preview'))
   const view = new EditorView({
     parent: host,
     state: EditorState.create({
@@ -94,6 +95,7 @@ function start (app) {
         syntaxHighlighting(markdownHighlight),
         EditorView.contentAttributes.of({ 'aria-label': 'Document text (Markdown)', spellcheck: 'true' }),
         yCollab(ytext, awareness, { undoManager }),
+        preview,
       ],
     }),
   })
@@ -122,7 +124,6 @@ function start (app) {
   keepForOffline(app.dataset.serviceWorker, location.pathname)
     .then((kept) => { app.dataset.offline = kept ? 'kept' : 'unavailable' })
 
-  bindPreview(ytext, document.getElementById('preview'))
   bindExport(document.getElementById('export-menu'))
   bindPresence(awareness, document.getElementById('presence'))
   bindStatus(provider, document.getElementById('status'), document.getElementById('doc-notice'), config)
@@ -188,7 +189,21 @@ function start (app) {
   applyAccess()
 
   // A handle for debugging and for the browser tests; nothing in the page depends on it.
-  window.collab = { Y, doc: ydoc, text: ytext, awareness, provider, persistence, view, undoManager, access }
+  window.collab = {
+    Y,
+    doc: ydoc,
+    text: ytext,
+    awareness,
+    provider,
+    persistence,
+    view,
+    undoManager,
+    access,
+    preview: view.plugin(preview),
+    renderMarkdown,
+    // Whether the editor has parsed the whole text (highlighting), for bench/browser_typing.py.
+    parsed: () => syntaxTreeAvailable(view.state),
+  }
 }
 
 /** What the editor allows: typing, the Markdown and undo shortcuts only when writable. */

@@ -1,0 +1,198 @@
+"""Writing polish in real Chromium (writers' round 2, items 6 and 7): the live preview renders
+incrementally, never while hidden, and stays what one render of the whole text would be; a
+2 MB document re-renders only what changed. (Typing latency itself is measured by
+bench/browser_typing.py, not here: nothing in these tests times anything.)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.browser_typing import markdown
+from tests.browser.conftest import text, type_at_end, wait_text
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Markdown whose blocks depend on each other across blank lines: loose lists, fences holding
+# blank lines (and lines that look like new blocks), a lazy quote, indented code, a table, link
+# references defined at the end.
+TRICKY = """# Title
+
+Para with a [reference link][one] and a [shortcut].
+
+- loose item one
+
+- loose item two
+
+  continued inside item two
+
+1. ordered
+2. list
+
+```python
+def f():
+
+# not a heading
+
+    return 1
+```
+
+> a quote
+continued lazily
+
+    indented code
+
+    more of it
+
+| a | b |
+|---|---|
+| 1 | 2 |
+
+~~~
+a tilde fence
+
+```
+not its end
+~~~
+
+Text after.
+
+[one]: https://example.com/one
+[shortcut]: https://example.com/two "Two"
+"""
+
+# The preview's blocks against one render of the whole text, as HTML.
+COMPARE = """() => {
+    const whole = document.createElement('template')
+    whole.innerHTML = window.collab.renderMarkdown(window.collab.text.toString())
+    const want = [...whole.content.children].map((e) => e.outerHTML)
+    const got = [...document.querySelectorAll('#preview .preview-chunk > *')]
+        .map((e) => e.outerHTML)
+    return { want, got }
+}"""
+IDLE = "() => !window.collab.preview.hasWork()"
+
+
+def edit(page, at: str, insert: str = "", delete: int = 0, after: bool = False) -> None:
+    """Replaces ``delete`` characters at the first ``at`` in the text (or just after it)."""
+    page.evaluate(
+        """([at, insert, remove, after]) => {
+            const view = window.collab.view
+            let from = view.state.doc.toString().indexOf(at)
+            if (from < 0) throw new Error(`not in the text: ${at}`)
+            if (after) from += at.length
+            view.dispatch({ changes: { from, to: from + remove, insert } })
+        }""",
+        [at, insert, delete, after],
+    )
+
+
+def rendered_like_the_whole(page) -> None:
+    page.wait_for_function(IDLE)
+    result = page.evaluate(COMPARE)
+    assert result["got"] == result["want"]
+
+
+def test_the_preview_renders_what_one_render_of_the_whole_text_would(people, document, owner):
+    olive = people.page(owner, document)
+    olive.locator(".cm-content").click()
+    olive.keyboard.insert_text(TRICKY)
+    wait_text(olive, "[shortcut]: https://example.com/two")
+    rendered_like_the_whole(olive)
+    preview = olive.locator("#preview")
+    assert preview.locator("a", has_text="reference link").get_attribute("href") == (
+        "https://example.com/one"
+    )
+    assert preview.locator("ul > li > p").count() == 3  # still one loose list
+
+    # A fence opened above the end swallows everything after it, then gives it back.
+    edit(olive, "Text after.", insert="```\n")
+    rendered_like_the_whole(olive)
+    # The definitions are code now: the link at the top is text again.
+    assert preview.locator("a", has_text="reference link").count() == 0
+    edit(olive, "```\nText after.", delete=4)
+    rendered_like_the_whole(olive)
+    assert preview.locator("a", has_text="reference link").count() == 1
+    # A blank line deleted joins two blocks; one typed inside a fence splits nothing.
+    edit(olive, "- loose item one\n", delete=1, after=True)
+    rendered_like_the_whole(olive)
+    edit(olive, "def f():\n", insert="\n\n", after=True)
+    rendered_like_the_whole(olive)
+    # A reference defined at the end changes a link at the top.
+    edit(olive, "example.com/one", insert="example.org/uno", delete=len("example.com/one"))
+    rendered_like_the_whole(olive)
+    assert preview.locator("a", has_text="reference link").get_attribute("href") == (
+        "https://example.org/uno"
+    )
+    # And typing as a person does, here and there.
+    olive.locator(".cm-line", has_text="a quote").click()
+    olive.keyboard.press("End")
+    olive.keyboard.type("\n\n## New section\n\n- [ ] one\n\n```\ncode")
+    olive.keyboard.press("Control+Home")
+    olive.keyboard.type("Opening words.\n\n")
+    rendered_like_the_whole(olive)
+    olive.keyboard.press("Control+a")
+    olive.keyboard.press("Delete")
+    olive.locator("#preview .preview-empty", has_text="Nothing here yet.").wait_for()
+    assert olive.errors == []
+
+
+def test_the_preview_is_not_rendered_while_hidden(people, document, owner, editor_user):
+    olive = people.page(owner, document)
+    eddie = people.page(editor_user, document)
+    type_at_end(olive, "# Plan\n\nShown at once.")
+    olive.locator("#preview p", has_text="Shown at once.").wait_for()
+
+    olive.locator("#mode [data-mode=edit]").click()  # Write: the preview is hidden
+    olive.wait_for_function(IDLE)
+    before = olive.evaluate("() => window.collab.preview.stats.chunksRendered")
+    type_at_end(olive, "\n\nTyped while the preview is hidden.")
+    wait_text(eddie, "Typed while the preview is hidden.")
+    type_at_end(eddie, "\n\nEddie's words, while Olive writes.")
+    wait_text(olive, "Typed while the preview is hidden.", "Eddie's words")
+    olive.wait_for_timeout(300)  # frames pass: nothing is drawn
+    assert olive.evaluate("() => window.collab.preview.stats.chunksRendered") == before
+    assert "hidden" not in olive.locator("#preview").text_content()
+
+    olive.locator("#mode [data-mode=split]").click()
+    olive.locator("#preview p", has_text="Typed while the preview is hidden.").wait_for()
+    olive.locator("#preview p", has_text="words, while Olive writes.").wait_for()  # Eddie’s
+    rendered_like_the_whole(olive)
+    assert olive.errors == [] and eddie.errors == []
+
+
+def test_a_2_mb_document_renders_only_what_changed(people, document, owner, editor_user):
+    big = markdown(2_000_000)
+    sections = big.count("\n## Section ")
+    eddie = people.page(editor_user, document)
+    eddie.evaluate(
+        "(text) => window.collab.view.dispatch({ changes: { from: 0, insert: text } })", big
+    )
+    olive = people.page(owner, document)  # opens it as it is stored
+    olive.wait_for_function("(n) => window.collab.view.state.doc.length >= n", arg=len(big))
+    olive.wait_for_function(IDLE, timeout=60_000)
+    assert olive.locator("#preview h2").count() == sections
+    stats = olive.evaluate("() => window.collab.preview.stats")
+    assert stats["renders"] > 10, "the first render was not sliced over frames"
+
+    # Typing in the middle of it re-renders that paragraph alone.
+    olive.locator("#preview h2").nth(sections // 2).scroll_into_view_if_needed()
+    middle = f"Section {sections // 2 + 1}:"
+    olive.evaluate(
+        """(at) => {
+            const view = window.collab.view
+            const pos = view.state.doc.toString().indexOf(at)
+            view.dispatch({ selection: { anchor: pos + at.length }, scrollIntoView: true })
+            view.focus()
+        }""",
+        middle,
+    )
+    before = olive.evaluate("() => window.collab.preview.stats.chunksRendered")
+    olive.keyboard.type(" typed in the middle")
+    olive.locator("#preview h2", has_text="typed in the middle").wait_for()
+    olive.wait_for_function(IDLE)
+    after = olive.evaluate("() => window.collab.preview.stats.chunksRendered")
+    assert 1 <= after - before <= len(" typed in the middle")
+    assert olive.locator("#preview h2").count() == sections
+    assert text(olive).count("typed in the middle") == 1
+    assert olive.errors == [] and eddie.errors == []
