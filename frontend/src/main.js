@@ -17,6 +17,7 @@ import { Awareness } from 'y-protocols/awareness'
 import * as Y from 'yjs'
 
 import { bindExport } from './export.js'
+import { showCounts } from './counts.js'
 import { HistoryPanel } from './history.js'
 import { imageUploads } from './images.js'
 import { keepForOffline } from './offline.js'
@@ -96,6 +97,7 @@ function start (app) {
         EditorView.contentAttributes.of({ 'aria-label': 'Document text (Markdown)', spellcheck: 'true' }),
         yCollab(ytext, awareness, { undoManager }),
         preview,
+        showCounts(document.getElementById('doc-counts')),
       ],
     }),
   })

@@ -196,3 +196,41 @@ def test_a_2_mb_document_renders_only_what_changed(people, document, owner, edit
     assert olive.locator("#preview h2").count() == sections
     assert text(olive).count("typed in the middle") == 1
     assert olive.errors == [] and eddie.errors == []
+
+
+def test_the_words_and_characters_are_counted_as_anyone_types(
+    people, document, owner, editor_user
+):
+    olive = people.page(owner, document)
+    eddie = people.page(editor_user, document)
+    counts = olive.locator("#doc-counts")
+    assert counts.inner_text() == "0 words · 0 characters"
+    type_at_end(olive, "# Plan\n\n- Ship the editor")
+    # "#" and "-" are Markdown, not words; line breaks are not characters.
+    olive.wait_for_function(
+        "() => document.querySelector('#doc-counts').textContent"
+        " === '4 words · 23 characters'"
+    )
+    wait_text(eddie, "Ship the editor")
+    type_at_end(eddie, " 🚀 today")  # an emoji is one character, and no word
+    wait_text(olive, "today")
+    for page in (olive, eddie):
+        page.wait_for_function(
+            "() => document.querySelector('#doc-counts').textContent"
+            " === '5 words · 31 characters'"
+        )
+    # Deleting across lines counts again only what changed, and right.
+    olive.evaluate(
+        "() => window.collab.view.dispatch({ changes: { from: 2, to: 10, insert: 'x\\ny' } })"
+    )
+    wait_text(eddie, "# x\nyShip the editor")
+    expected = olive.evaluate(
+        """() => {
+            const text = window.collab.text.toString()
+            const words = text.split(/\\s+/).filter((t) => /[\\p{L}\\p{N}]/u.test(t)).length
+            const characters = [...text.replace(/\\n/g, '')].length
+            return `${words} words · ${characters} characters`
+        }"""
+    )
+    assert counts.inner_text() == expected
+    assert olive.errors == [] and eddie.errors == []
