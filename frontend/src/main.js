@@ -137,6 +137,7 @@ function start (app) {
     // The page knows the role it was rendered with; the socket tells only what may be done.
     access.role = readOnly ? 'viewer' : (config.canEdit ? config.role : 'editor')
     applyAccess()
+    modes.roleChanged(access.canEdit)
     if (readOnly) {
       // What the server lacks is known from its state vector: the one we hold if this came on
       // connect, else the fresh step 1 that follows ("server-state" below).
@@ -185,7 +186,7 @@ function start (app) {
     document.getElementById('history-toggle').setAttribute('aria-pressed', String(history.isOpen))
   })
 
-  const modes = bindModes(document.getElementById('workspace'), document.getElementById('mode'))
+  const modes = bindModes(document.getElementById('workspace'), document.getElementById('mode'), config.canEdit)
   const help = bindPopover(document.getElementById('help-toggle'), document.getElementById('help'))
   bindShortcuts({ history, modes, help, view, canEdit: writable })
   applyAccess()
@@ -384,26 +385,43 @@ function bindStatus (provider, element, notice, config) {
 
 // -- layout: write / split / preview -----------------------------------------------------------
 
-function bindModes (workspace, control) {
-  const stored = localStorage.getItem('collab:mode')
+/**
+ * The layout. Viewers land on the rendered preview, people who may edit on the split view;
+ * the last layout each chose is remembered apart (a viewer's "Split" does not become the
+ * writing layout of their own documents).
+ */
+function bindModes (workspace, control, canEdit) {
+  const keyOf = (editing) => editing ? 'collab:mode' : 'collab:mode:viewer'
+  const stored = (editing) => {
+    let mode = null
+    try { mode = localStorage.getItem(keyOf(editing)) } catch (_) {}
+    return ['edit', 'split', 'preview'].includes(mode) ? mode : (editing ? 'split' : 'preview')
+  }
+  let editing = canEdit
   const set = (mode) => {
     workspace.dataset.mode = mode
     for (const button of control.querySelectorAll('[data-mode]')) {
       button.setAttribute('aria-pressed', String(button.dataset.mode === mode))
     }
-    try { localStorage.setItem('collab:mode', mode) } catch (_) {}
+    try { localStorage.setItem(keyOf(editing), mode) } catch (_) {}
   }
   control.addEventListener('click', (event) => {
     const button = event.target.closest('[data-mode]')
     if (button) set(button.dataset.mode)
   })
-  set(['edit', 'split', 'preview'].includes(stored) ? stored : 'split')
+  set(stored(editing))
   const narrow = () => window.matchMedia('(max-width: 820px)').matches
   return {
     cycle () {
       const order = narrow() ? ['edit', 'preview'] : ['edit', 'split', 'preview']
       const current = workspace.dataset.mode === 'split' && narrow() ? 'edit' : workspace.dataset.mode
       set(order[(order.indexOf(current) + 1) % order.length])
+    },
+    /** The role changed on the open page: someone who may now edit gets the editor back. */
+    roleChanged (canEditNow) {
+      if (canEditNow === editing) return
+      editing = canEditNow
+      if (editing && workspace.dataset.mode === 'preview') set(stored(true))
     },
   }
 }

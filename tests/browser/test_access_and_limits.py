@@ -236,11 +236,14 @@ def test_a_viewer_promoted_to_editor_can_type_at_once(people, document, owner, v
     olive = people.page(owner, document)
     vera = people.page(viewer, document)
     assert not editable(vera)
+    assert vera.locator("#workspace").get_attribute("data-mode") == "preview"  # a viewer's landing
 
     set_role(olive, document, viewer, "editor")
     vera.locator("#role-badge", has_text="editor").wait_for()
     vera.locator("#toast", has_text="you can edit this document again").wait_for()
     assert editable(vera)
+    # Someone who may now edit gets the editor back beside the preview.
+    assert vera.locator("#workspace").get_attribute("data-mode") == "split"
     type_at_end(vera, "Vera writes now.")
     wait_text(olive, "Vera writes now.")
     assert vera.errors == []

@@ -272,6 +272,10 @@ def test_a_viewer_sees_live_changes_but_cannot_type(people, document, owner, vie
     vera = people.page(viewer, document)
 
     assert vera.locator("#role-badge").inner_text() == "view only"
+    # A viewer lands on the rendered preview; the text is still there to select and copy.
+    assert vera.locator("#workspace").get_attribute("data-mode") == "preview"
+    assert not vera.locator(".editor-pane").is_visible()
+    vera.locator("#mode [data-mode=split]").click()
     assert vera.locator(".cm-content").get_attribute("contenteditable") == "false"
     assert vera.locator("#doc-title").count() == 0  # no title editing
     assert vera.locator("[data-history=form]").count() == 0  # no "Save version"

@@ -34,7 +34,9 @@ def test_a_guest_reads_through_an_anyone_link_until_it_is_revoked(people: People
     owner.wait_for_selector('.presence-avatar[data-name="Guest"]')
     type_at_end(owner, ", then lunch")
     wait_text(guest, "Agenda for Monday, then lunch")
-    # Typing as a guest changes nothing anywhere.
+    # Typing as a guest changes nothing anywhere (a reader lands on the preview: back to the text).
+    guest.locator("#preview", has_text="then lunch").wait_for()
+    guest.locator("#mode [data-mode=split]").click()
     guest.locator(".cm-content").click()
     guest.keyboard.type("graffiti")
     assert "graffiti" not in owner.evaluate("() => window.collab.text.toString()")

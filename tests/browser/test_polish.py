@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bench.browser_typing import markdown
+from editor.models import Document
 from tests.browser.conftest import text, type_at_end, wait_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -198,9 +199,7 @@ def test_a_2_mb_document_renders_only_what_changed(people, document, owner, edit
     assert olive.errors == [] and eddie.errors == []
 
 
-def test_the_words_and_characters_are_counted_as_anyone_types(
-    people, document, owner, editor_user
-):
+def test_the_words_and_characters_are_counted_as_anyone_types(people, document, owner, editor_user):
     olive = people.page(owner, document)
     eddie = people.page(editor_user, document)
     counts = olive.locator("#doc-counts")
@@ -208,16 +207,14 @@ def test_the_words_and_characters_are_counted_as_anyone_types(
     type_at_end(olive, "# Plan\n\n- Ship the editor")
     # "#" and "-" are Markdown, not words; line breaks are not characters.
     olive.wait_for_function(
-        "() => document.querySelector('#doc-counts').textContent"
-        " === '4 words · 23 characters'"
+        "() => document.querySelector('#doc-counts').textContent === '4 words · 23 characters'"
     )
     wait_text(eddie, "Ship the editor")
     type_at_end(eddie, " 🚀 today")  # an emoji is one character, and no word
     wait_text(olive, "today")
     for page in (olive, eddie):
         page.wait_for_function(
-            "() => document.querySelector('#doc-counts').textContent"
-            " === '5 words · 31 characters'"
+            "() => document.querySelector('#doc-counts').textContent === '5 words · 31 characters'"
         )
     # Deleting across lines counts again only what changed, and right.
     olive.evaluate(
@@ -234,3 +231,25 @@ def test_the_words_and_characters_are_counted_as_anyone_types(
     )
     assert counts.inner_text() == expected
     assert olive.errors == [] and eddie.errors == []
+
+
+def test_viewers_land_on_the_rendered_preview(people, document, owner, viewer):
+    olive = people.page(owner, document)
+    type_at_end(olive, "# Agenda\n\n- Ship it")
+    vera = people.page(viewer, document)
+    assert vera.locator("#workspace").get_attribute("data-mode") == "preview"
+    assert vera.locator("#mode [data-mode=preview]").get_attribute("aria-pressed") == "true"
+    vera.locator("#preview h1", has_text="Agenda").wait_for()
+    assert vera.locator("#preview").is_visible()
+    assert not vera.locator(".editor-pane").is_visible()
+    # What a viewer chooses is kept for the next document they view, and apart from editing.
+    vera.locator("#mode [data-mode=split]").click()
+    vera.reload()
+    vera.wait_for_function("() => window.collab !== undefined")
+    assert vera.locator("#workspace").get_attribute("data-mode") == "split"
+    assert olive.locator("#workspace").get_attribute("data-mode") == "split"
+    own = Document.objects.create_for(viewer, "Vera's own notes")
+    vera.goto(f"/documents/{own.pk}/")
+    vera.wait_for_function("() => window.collab !== undefined")
+    assert vera.locator("#workspace").get_attribute("data-mode") == "split"
+    assert vera.errors == [] and olive.errors == []
