@@ -1,8 +1,10 @@
 """Open sockets follow membership changes: a removed member is disconnected at once, a new role
-applies at once (docs/protocol.md). Announced after the transaction commits, to every process."""
+applies at once; and a rename shows at once on every open page (docs/protocol.md). Announced
+after the transaction commits, to every process."""
 
 import asyncio
 import uuid
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -20,18 +22,36 @@ def _announce(document_id: uuid.UUID, user_id: int | None) -> None:
 def _publish(document_id: uuid.UUID, user_id: int | None) -> None:
     from editor.realtime.room import publish_access_change
 
+    _run(publish_access_change, document_id, user_id)
+
+
+def _run(publish: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # the usual case: sync code (views, admin, scripts) in a thread
-        async_to_sync(publish_access_change)(document_id, user_id)
+        async_to_sync(publish)(*args)
     else:  # sync ORM code inside an event loop (only with DJANGO_ALLOW_ASYNC_UNSAFE)
-        loop.create_task(publish_access_change(document_id, user_id))
+        loop.create_task(publish(*args))
 
 
 @receiver(post_save, sender=Membership)
 @receiver(post_delete, sender=Membership)
 def membership_changed(sender: type[Membership], instance: Membership, **kwargs: Any) -> None:
     _announce(instance.document_id, instance.user_id)
+
+
+@receiver(post_save, sender=Document)
+def document_saved(
+    sender: type[Document], instance: Document, created: bool, **kwargs: Any
+) -> None:
+    """A rename (the page's title form, the API, the admin): every open page shows the title.
+    Documents are saved for nothing else (their text is written by the store, with update())."""
+    if created:
+        return
+    from editor.realtime.room import publish_title
+
+    document_id, title = instance.pk, instance.title
+    transaction.on_commit(lambda: _run(publish_title, document_id, title))
 
 
 @receiver(post_delete, sender=ShareLink)

@@ -484,7 +484,7 @@ class Connection:
             await self.update_presence(message.entries)
         elif isinstance(message, protocol.QueryAwareness):
             await self.send_presence()
-        # Auth messages flow from server to client only; one from a client is ignored.
+        # Auth and stateless messages flow from server to client only; from a client, ignored.
 
     async def answer_step1(self, state_vector: bytes) -> None:
         """Sends what the client is missing (sync step 2)."""

@@ -62,6 +62,7 @@ __all__ = [
     "MESSAGE_AUTH",
     "MESSAGE_AWARENESS",
     "MESSAGE_QUERY_AWARENESS",
+    "MESSAGE_STATELESS",
     "MESSAGE_SYNC",
     "SCOPE_READ_ONLY",
     "SCOPE_READ_WRITE",
@@ -72,6 +73,7 @@ __all__ = [
     "Message",
     "ProtocolError",
     "QueryAwareness",
+    "Stateless",
     "SyncStep1",
     "SyncStep2",
     "SyncUpdate",
@@ -84,7 +86,9 @@ __all__ = [
     "query_awareness",
     "sync_step1",
     "sync_step2",
+    "stateless",
     "sync_update",
+    "title_changed",
 ]
 
 MESSAGE_SYNC = int(YMessageType.SYNC)
@@ -97,6 +101,11 @@ MESSAGE_QUERY_AWARENESS = 3
 # subtype but 0, so stock clients are unaffected.
 AUTH_PERMISSION_DENIED = 0
 AUTH_AUTHENTICATED = 2
+# Hocuspocus's "stateless" message: a string for the application, outside the document (here,
+# server → client only: a document's new title). Hocuspocus clients emit it as "stateless";
+# the stock y-websocket client has no handler for type 5 and logs "Unable to compute message"
+# for it, then carries on (docs/protocol.md).
+MESSAGE_STATELESS = 5
 SCOPE_READ_WRITE = "read-write"
 SCOPE_READ_ONLY = "readonly"
 
@@ -171,8 +180,22 @@ class QueryAwareness:
     """A request to resend all known awareness states."""
 
 
+@dataclass(frozen=True, slots=True)
+class Stateless:
+    """A string for the application, outside the document (JSON here: ``title_changed``)."""
+
+    payload: str
+
+
 Message: TypeAlias = (
-    SyncStep1 | SyncStep2 | SyncUpdate | Awareness | Auth | Authenticated | QueryAwareness
+    SyncStep1
+    | SyncStep2
+    | SyncUpdate
+    | Awareness
+    | Auth
+    | Authenticated
+    | QueryAwareness
+    | Stateless
 )
 
 
@@ -268,6 +291,8 @@ def parse_message(frame: bytes) -> Message:
             raise ProtocolError(f"unknown auth message type {auth_type}")
     elif message_type == MESSAGE_QUERY_AWARENESS:
         message = QueryAwareness()
+    elif message_type == MESSAGE_STATELESS:
+        message = Stateless(reader.var_string("stateless payload"))
     else:
         raise ProtocolError(f"unknown message type {message_type}")
     reader.expect_end(type(message).__name__)
@@ -327,6 +352,16 @@ def authenticated(scope: str) -> bytes:
 def query_awareness() -> bytes:
     """Frame asking the peer to resend every awareness state it knows."""
     return write_var_uint(MESSAGE_QUERY_AWARENESS)
+
+
+def stateless(payload: str) -> bytes:
+    """Stateless frame carrying ``payload`` (UTF-8, byte-counted as lib0 reads it)."""
+    return write_var_uint(MESSAGE_STATELESS) + write_message(payload.encode("utf-8"))
+
+
+def title_changed(title: str) -> bytes:
+    """Frame telling a client the document's title is now ``title``."""
+    return stateless(json.dumps({"type": "title", "title": title}, ensure_ascii=False))
 
 
 def _reject_constant(name: str) -> Any:

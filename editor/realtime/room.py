@@ -90,6 +90,18 @@ async def publish_access_change(document_id: uuid.UUID | str, user_id: int | Non
         logger.exception("document %s: could not announce an access change", document_id)
 
 
+async def publish_title(document_id: uuid.UUID | str, title: str) -> None:
+    """Tells every process that a document was renamed; their rooms pass the new title on to
+    each socket (``protocol.title_changed``), so every open page shows it at once. Lossy like
+    any group message: a page that misses it shows the new title when it is next loaded."""
+    message = {"type": "doc.title", "title": title, "origin": None}
+    try:
+        await get_channel_layer().group_send(group_name(str(document_id)), message)
+    except Exception:
+        metrics.REDIS["group_send"].inc()
+        logger.exception("document %s: could not announce a new title", document_id)
+
+
 def _is_panic(exc: BaseException) -> bool:
     """pyo3's PanicException: yrs hit a bug (found by fuzzing: some garbage updates make it
     panic). A BaseException, so ``except Exception`` does not see it; the Doc it was applying
@@ -455,6 +467,8 @@ class Room:
                 await self.reload()
         elif message["type"] == "doc.awareness":
             await self._send_local(protocol.awareness(message["payload"]))
+        elif message["type"] == "doc.title":
+            await self._send_local(protocol.title_changed(message["title"]))
         elif message["type"] == "doc.access":
             user_id = message["user_id"]
             for connection in list(self.connections):

@@ -172,7 +172,13 @@ function start (app) {
       dismissable: false,
     })
   })
-  bindTitle(document.getElementById('title-form'), { toast })
+  const title = bindTitle(document.getElementById('title-form'), { heading: document.getElementById('doc-heading'), toast })
+  // What the server says outside the document: a rename made anywhere.
+  provider.on('stateless', (payload) => {
+    let message = null
+    try { message = JSON.parse(payload) } catch (_) { return }
+    if (message && message.type === 'title') title.show(message.title)
+  })
   const copyLink = document.getElementById('copy-link')
   copyLink.addEventListener('click', async () => {
     if (await copyText(copyLink.dataset.url)) toast('Link copied. It opens this document for people who have access.')

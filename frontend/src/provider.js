@@ -35,6 +35,9 @@ const MESSAGE_SYNC = 0
 const MESSAGE_AWARENESS = 1
 const MESSAGE_AUTH = 2
 const MESSAGE_QUERY_AWARENESS = 3
+// Hocuspocus' "stateless": a string for the application, outside the document; collab's server
+// sends JSON such as {"type": "title", "title": "…"} when the document is renamed.
+const MESSAGE_STATELESS = 5
 // Auth sub-types: y-protocols defines 0 (permission denied); 2 is Hocuspocus' "authenticated",
 // with a scope string, which the stock y-websocket client ignores (docs/protocol.md).
 const AUTH_PERMISSION_DENIED = 0
@@ -76,7 +79,8 @@ export function backoffDelay (attempt, base = BACKOFF_BASE_MS, cap = BACKOFF_CAP
 /**
  * Events: "status" ({status, retryAt, code, reason}), "synced" (bool), "permission-denied"
  * (reason: string), "scope" ({readOnly, stateVectorCurrent}) when the server changes what this
- * socket may do, "server-state" (the state vector of each server sync step 1, a Map).
+ * socket may do, "server-state" (the state vector of each server sync step 1, a Map),
+ * "stateless" (a string the server sent for the page: a new title).
  *
  * Options: `readOnly`, what the page was rendered with, until the server says otherwise;
  * `maxMessageBytes`, the server's frame limit (0: unknown, no check).
@@ -293,6 +297,9 @@ export class CollabProvider extends ObservableV2 {
       }
       case MESSAGE_QUERY_AWARENESS:
         this._send(awarenessMessage(this.awareness, [...this.awareness.getStates().keys()]))
+        return ''
+      case MESSAGE_STATELESS:
+        this.emit('stateless', [decoding.readVarString(decoder)])
         return ''
       default:
         console.warn('collab: unknown message type', type)

@@ -253,3 +253,52 @@ def test_viewers_land_on_the_rendered_preview(people, document, owner, viewer):
     vera.wait_for_function("() => window.collab !== undefined")
     assert vera.locator("#workspace").get_attribute("data-mode") == "split"
     assert vera.errors == [] and olive.errors == []
+
+
+def test_a_rename_shows_at_once_in_every_open_tab(people, document, owner, editor_user, viewer):
+    olive = people.page(owner, document)
+    olive_again = people.page(owner, document)  # a second tab of hers, in another window
+    eddie = people.page(editor_user, document)
+    vera = people.page(viewer, document)
+    for page in (olive, olive_again, eddie, vera):
+        assert page.locator("h1").count() == 1
+        assert page.locator("h1").text_content() == "Meeting notes"
+
+    title = olive.locator("#doc-title")
+    title.fill("Quarterly plan")
+    title.press("Enter")
+    for page in (olive_again, eddie):
+        page.wait_for_function(
+            "() => document.querySelector('#doc-title').value === 'Quarterly plan'"
+        )
+    for page in (olive, olive_again, eddie, vera):
+        page.wait_for_function("() => document.title.startsWith('Quarterly plan')")
+        assert page.locator("h1").text_content() == "Quarterly plan"
+    assert vera.locator("h1.doc-title").is_visible()
+
+    # Through the API (a script), and a title that looks like markup stays text.
+    hostile = '<img src=x onerror="window.pwned=1">'
+    eddie.locator("#doc-title").click()
+    eddie.locator("#doc-title").fill("Eddie is typing a name")  # not saved yet
+    answer = olive.evaluate(
+        """async ([url, title]) => {
+            const token = document.querySelector('[name=csrfmiddlewaretoken]').value
+            const response = await fetch(url, {
+                method: 'PATCH', credentials: 'same-origin',
+                headers: { 'Content-Type': 'application/json', 'X-CSRFToken': token },
+                body: JSON.stringify({ title }),
+            })
+            return response.status
+        }""",
+        [f"/api/documents/{document.pk}/", hostile],
+    )
+    assert answer == 200
+    for page in (olive, olive_again, vera):
+        page.wait_for_function("(t) => document.querySelector('h1').textContent === t", arg=hostile)
+        assert page.locator("#doc-bar img, h1 img").count() == 0
+    # Eddie was typing a title of his own: what he typed stays in the field.
+    eddie.wait_for_function("(t) => document.title.startsWith(t)", arg=hostile)
+    assert eddie.locator("#doc-title").input_value() == "Eddie is typing a name"
+    for page in (olive, olive_again, eddie, vera):
+        assert page.evaluate("() => window.pwned") is None
+        assert page.errors == []

@@ -19,6 +19,7 @@ from editor.realtime.protocol import (
     AwarenessEntry,
     ProtocolError,
     QueryAwareness,
+    Stateless,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
@@ -31,6 +32,7 @@ from editor.realtime.protocol import (
     sync_step1,
     sync_step2,
     sync_update,
+    title_changed,
 )
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
@@ -257,6 +259,9 @@ def test_it_parses_what_its_builders_build():
     assert parse_message(awareness(encode_awareness(entries))).entries == tuple(entries)
     assert parse_message(permission_denied("nope ✋")) == Auth("nope ✋")
     assert parse_message(query_awareness()) == QueryAwareness()
+    assert parse_message(title_changed("Plan ✓")) == Stateless(
+        '{"type": "title", "title": "Plan ✓"}'
+    )
 
 
 def test_it_round_trips_a_lone_surrogate_in_an_awareness_state():

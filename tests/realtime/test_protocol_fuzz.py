@@ -162,7 +162,9 @@ def docs(draw) -> Doc:
 def messages(draw) -> tuple[protocol.Message, bytes]:
     """A message and the frame the server's builders make of it."""
     kind = draw(
-        st.sampled_from(("step1", "step2", "update", "awareness", "auth", "scope", "query"))
+        st.sampled_from(
+            ("step1", "step2", "update", "awareness", "auth", "scope", "query", "stateless")
+        )
     )
     if kind == "step1":
         doc = draw(docs())
@@ -184,6 +186,9 @@ def messages(draw) -> tuple[protocol.Message, bytes]:
     if kind == "scope":
         scope = draw(st.sampled_from((protocol.SCOPE_READ_WRITE, protocol.SCOPE_READ_ONLY)))
         return Authenticated(scope), protocol.authenticated(scope)
+    if kind == "stateless":
+        payload = draw(st.text(max_size=40))
+        return protocol.Stateless(payload), protocol.stateless(payload)
     return QueryAwareness(), protocol.query_awareness()
 
 
@@ -213,6 +218,8 @@ def rebuild(message: protocol.Message) -> bytes:
         return protocol.permission_denied(message.reason)
     if isinstance(message, Authenticated):
         return protocol.authenticated(message.scope)
+    if isinstance(message, protocol.Stateless):
+        return protocol.stateless(message.payload)
     return protocol.query_awareness()
 
 

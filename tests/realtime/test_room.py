@@ -12,7 +12,7 @@ from pycrdt import Doc, Text
 
 from editor.models import DocumentUpdate
 from editor.realtime import protocol, store
-from editor.realtime.room import InvalidUpdate, Rooms, publish_access_change
+from editor.realtime.room import InvalidUpdate, Rooms, publish_access_change, publish_title
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -306,4 +306,34 @@ async def test_clients_joining_together_share_one_encoding_of_the_document(docum
     assert "!" in str(joined.get("codemirror", type=Text))
     # A different question gets its own answer.
     assert room.sync_step2(joined.get_state()) != after
+    await room.close()
+
+
+async def test_it_tells_every_connection_of_a_document_its_new_title(document, owner):
+    here, there = Rooms(), Rooms()
+    olive, eddie, far = Sink(), Sink(), Sink()
+    room = await here.join(document.id, olive)
+    await here.join(document.id, eddie)
+    remote = await there.join(document.id, far)
+
+    await publish_title(document.id, "Plan ✓")
+
+    expected = protocol.Stateless('{"type": "title", "title": "Plan ✓"}')
+    for sink in (olive, eddie, far):
+        assert await sink.next() == expected
+    await room.close()
+    await remote.close()
+
+
+async def test_a_rename_anywhere_reaches_the_open_sockets(document, owner):
+    rooms = Rooms()
+    olive = Sink()
+    room = await rooms.join(document.id, olive)
+
+    def rename(title: str) -> None:  # as the title form, the API and the admin do: save()
+        document.title = title
+        document.save()
+
+    await sync_to_async(rename)("Renamed")
+    assert await olive.next() == protocol.Stateless('{"type": "title", "title": "Renamed"}')
     await room.close()
