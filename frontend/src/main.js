@@ -5,7 +5,7 @@
 import './editor.css'
 
 import { defaultKeymap, indentWithTab } from '@codemirror/commands'
-import { markdown, markdownLanguage } from '@codemirror/lang-markdown'
+import { deleteMarkupBackward, insertNewlineContinueMarkup, markdown, markdownLanguage } from '@codemirror/lang-markdown'
 import { HighlightStyle, syntaxHighlighting, syntaxTreeAvailable } from '@codemirror/language'
 import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 import { Compartment, EditorSelection, EditorState } from '@codemirror/state'
@@ -92,7 +92,9 @@ function start (app) {
         drawSelection(),
         highlightSelectionMatches(),
         EditorView.lineWrapping,
-        markdown({ base: markdownLanguage }),
+        // Its keymap (Enter continues a list or quote, Backspace takes markup back) is in
+        // markdownKeymap, active only while the page may edit: it would change a read-only text.
+        markdown({ base: markdownLanguage, addKeymap: false }),
         syntaxHighlighting(markdownHighlight),
         EditorView.contentAttributes.of({ 'aria-label': 'Document text (Markdown)', spellcheck: 'true' }),
         yCollab(ytext, awareness, { undoManager }),
@@ -311,6 +313,10 @@ function wrap (before, after = before) {
 function markdownKeymap (canEdit) {
   if (!canEdit) return []
   return [
+    // Enter continues a list, a task list or a quote (an empty item ends it) and keeps the
+    // indentation inside code; the fences around it stay as they are.
+    { key: 'Enter', run: insertNewlineContinueMarkup },
+    { key: 'Backspace', run: deleteMarkupBackward },
     { key: 'Mod-b', run: wrap('**') },
     { key: 'Mod-i', run: wrap('_') },
     { key: 'Mod-k', run: wrap('[', '](https://)') },

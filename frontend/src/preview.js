@@ -17,6 +17,47 @@ import MarkdownIt from 'markdown-it'
 
 const md = new MarkdownIt({ html: false, linkify: true, typographer: true })
 
+// Task list items ("- [ ] to do", "- [x] done"): the list item is marked with data attributes
+// (which line of the rendered source holds its box) and the "[ ]" taken out of its text. The
+// checkbox itself is made after sanitising (`decorate`), as a DOM element: the sanitiser keeps
+// refusing <input> in anything an author writes.
+const TASK = /^\[([ xX])\](?=\s|$)\s?/
+md.core.ruler.after('inline', 'task_items', (state) => {
+  const tokens = state.tokens
+  for (let i = 2; i < tokens.length; i++) {
+    const inline = tokens[i]
+    if (inline.type !== 'inline' || tokens[i - 1].type !== 'paragraph_open' || tokens[i - 2].type !== 'list_item_open') continue
+    const first = inline.children[0]
+    const match = first && first.type === 'text' ? TASK.exec(first.content) : null
+    if (!match || !tokens[i - 1].map) continue
+    first.content = first.content.slice(match[0].length)
+    const item = tokens[i - 2]
+    item.attrJoin('class', 'task-item')
+    item.attrSet('data-task', match[1] === ' ' ? 'open' : 'done')
+    item.attrSet('data-task-line', String(tokens[i - 1].map[0]))
+  }
+})
+// The box in the source line of a task item: after any quote marks and the list marker.
+const TASK_SOURCE = /^((?:[ \t]*>)*[ \t]*(?:(?:[-+*]|\d{1,9}[.)])[ \t]+)?)\[([ xX])\]/
+
+/** Gives each task item of `root` its checkbox (disabled unless `editable`). */
+function decorate (root, editable) {
+  for (const item of root.querySelectorAll('li[data-task]')) {
+    const box = document.createElement('input')
+    box.type = 'checkbox'
+    box.className = 'task-checkbox'
+    if (item.dataset.task === 'done') box.setAttribute('checked', '')
+    if (!editable) box.setAttribute('disabled', '')
+    // Named by the item's own words, not those of a list nested in it.
+    const own = [...item.childNodes].filter((node) => !['UL', 'OL'].includes(node.nodeName))
+    const words = own.map((node) => node.textContent).join('').trim().replace(/\s+/g, ' ')
+    box.setAttribute('aria-label', `${item.dataset.task === 'done' ? 'Done' : 'To do'}: ${words.slice(0, 80)}`)
+    const first = item.firstElementChild
+    ;(first && first.tagName === 'P' ? first : item).prepend(box)
+  }
+  return root
+}
+
 DOMPurify.addHook('afterSanitizeAttributes', (node) => {
   if (node.tagName === 'A' && node.hasAttribute('href')) {
     node.setAttribute('target', '_blank')
@@ -32,12 +73,17 @@ const SANITIZE = {
 
 /** The whole of `text` as sanitised HTML (a string): for versions in the history panel. */
 export function renderMarkdown (text) {
-  return DOMPurify.sanitize(md.render(text), SANITIZE)
+  const holder = document.createElement('div')
+  holder.append(renderFragment(text, {}, false))
+  return holder.innerHTML
 }
 
-/** `text` rendered and sanitised, as a DocumentFragment; `env` carries link references. */
-function renderFragment (text, env) {
-  return DOMPurify.sanitize(md.render(text, env), { ...SANITIZE, RETURN_DOM_FRAGMENT: true })
+/**
+ * `text` rendered and sanitised, as a DocumentFragment; `env` carries link references; task
+ * boxes are enabled when `editable`.
+ */
+function renderFragment (text, env, editable) {
+  return decorate(DOMPurify.sanitize(md.render(text, env), { ...SANITIZE, RETURN_DOM_FRAGMENT: true }), editable)
 }
 
 // -- where a chunk may start ----------------------------------------------------------------------
@@ -145,10 +191,38 @@ class LivePreview {
     window.addEventListener('beforeprint', this.flush)
     this.print = window.matchMedia('print')
     this.print.addEventListener('change', this.flush)
+    // A task's box toggles "[ ]" and "[x]" in the text; the preview then shows what the text
+    // says (the click itself changes nothing on the page).
+    this.toggle = (event) => {
+      const box = event.target.closest && event.target.closest('input.task-checkbox')
+      if (!box || !element.contains(box)) return
+      event.preventDefault()
+      this.toggleTask(box)
+    }
+    element.addEventListener('click', this.toggle)
     this.schedule()
   }
 
+  toggleTask (box) {
+    const { state } = this.view
+    const item = box.closest('li[data-task]')
+    const chunk = this.chunks.find((candidate) => candidate.node === box.closest('.preview-chunk'))
+    // Only where the text is what the preview shows, and only for those who may edit.
+    if (state.readOnly || !item || !chunk || this.pending.has(chunk) || this.dirty.length) return
+    const offset = Number.parseInt(item.dataset.taskLine, 10)
+    const number = state.doc.lineAt(chunk.from).number + offset
+    if (!Number.isInteger(offset) || offset < 0 || number > state.doc.lines) return
+    const line = state.doc.line(number)
+    const match = TASK_SOURCE.exec(line.text)
+    if (!match) return
+    const at = line.from + match[1].length + 1
+    this.view.dispatch({ changes: { from: at, to: at + 1, insert: match[2] === ' ' ? 'x' : ' ' }, userEvent: 'input.task' })
+  }
+
   update (update) {
+    if (update.startState.readOnly !== update.state.readOnly) {
+      for (const box of this.element.querySelectorAll('.task-checkbox')) box.disabled = update.state.readOnly
+    }
     if (!update.docChanged) return
     const changes = update.changes
     for (const chunk of this.chunks) chunk.from = changes.mapPos(chunk.from, -1)
@@ -163,6 +237,7 @@ class LivePreview {
     document.removeEventListener('visibilitychange', this.schedule)
     window.removeEventListener('beforeprint', this.flush)
     this.print.removeEventListener('change', this.flush)
+    this.element.removeEventListener('click', this.toggle)
   }
 
   get visible () {
@@ -362,7 +437,7 @@ class LivePreview {
 
   render (chunk) {
     const text = chunk.source === null ? chunk.text : chunk.source
-    patch(chunk.node, renderFragment(text, { references: { ...this.references } }))
+    patch(chunk.node, renderFragment(text, { references: { ...this.references } }, !this.view.state.readOnly))
     chunk.source = text
     chunk.text = null // kept once, as `source`
     chunk.links = text.includes('[')

@@ -63,12 +63,14 @@ Text after.
 """
 
 # The preview's blocks against one render of the whole text, as HTML.
-COMPARE = """() => {
+COMPARE = r"""() => {
     const whole = document.createElement('template')
     whole.innerHTML = window.collab.renderMarkdown(window.collab.text.toString())
-    const want = [...whole.content.children].map((e) => e.outerHTML)
-    const got = [...document.querySelectorAll('#preview .preview-chunk > *')]
-        .map((e) => e.outerHTML)
+    // (The history's renders have disabled task boxes, the live preview an editor's; a task's
+    // line counts from the start of its chunk there, of the text here.)
+    const html = (e) => e.outerHTML.replace(/ disabled=""| data-task-line="\d+"/g, '')
+    const want = [...whole.content.children].map(html)
+    const got = [...document.querySelectorAll('#preview .preview-chunk > *')].map(html)
     return { want, got }
 }"""
 IDLE = "() => !window.collab.preview.hasWork()"
@@ -302,3 +304,145 @@ def test_a_rename_shows_at_once_in_every_open_tab(people, document, owner, edito
     for page in (olive, olive_again, eddie, vera):
         assert page.evaluate("() => window.pwned") is None
         assert page.errors == []
+
+
+TASKS = """# Launch
+
+Some words first.
+
+- [ ] Write the notes
+- [x] Book the room
+- Not a task: [ ] here
+
+> - [ ] Quoted task
+
+1. [ ] Numbered task
+   - [X] Nested done
+
+```
+- [ ] not a task, code
+```
+"""
+
+
+def boxes(page) -> list[tuple[bool, bool]]:
+    """(checked, disabled) of each task box in the preview, in order."""
+    return page.evaluate(
+        "() => [...document.querySelectorAll('#preview .task-checkbox')]"
+        ".map((box) => [box.checked, box.disabled])"
+    )  # lists, as JSON has them
+
+
+def test_task_lists_are_checkboxes_that_toggle_the_text(
+    people, document, owner, editor_user, viewer
+):
+    olive = people.page(owner, document)
+    olive.locator(".cm-content").click()
+    olive.keyboard.insert_text(TASKS)
+    eddie = people.page(editor_user, document)
+    vera = people.page(viewer, document)
+    wait_text(vera, "Nested done")
+    for page in (olive, eddie, vera):
+        page.wait_for_function(IDLE)
+    # Ticked or not as the text says; enabled for editors only.
+    assert [checked for checked, _ in boxes(olive)] == [False, True, False, False, True]
+    assert [disabled for _, disabled in boxes(olive)] == [False] * 5
+    assert [checked for checked, _ in boxes(vera)] == [False, True, False, False, True]
+    assert [disabled for _, disabled in boxes(vera)] == [True] * 5
+    item = olive.locator("#preview li", has_text="Write the notes")
+    assert item.locator(".task-checkbox").get_attribute("aria-label") == "To do: Write the notes"
+    assert "[ ]" not in item.inner_text()
+
+    # Eddie ticks "Write the notes", then the quoted and the nested ones; Olive unticks a box.
+    eddie.locator("#preview li", has_text="Write the notes").locator(".task-checkbox").click()
+    wait_text(olive, "- [x] Write the notes")
+    eddie.locator("#preview li", has_text="Quoted task").locator(".task-checkbox").click()
+    wait_text(olive, "> - [x] Quoted task")
+    eddie.locator("#preview").get_by_role("checkbox", name="Done: Nested done").click()
+    wait_text(olive, "   - [ ] Nested done")
+    olive.locator("#preview li", has_text="Book the room").locator(".task-checkbox").click()
+    final = wait_text(eddie, "- [ ] Book the room")
+    assert "- [ ] not a task, code" in final and "Not a task: [ ] here" in final
+    for page in (olive, eddie, vera):
+        page.wait_for_function(
+            "() => document.querySelectorAll('#preview .task-checkbox:checked').length === 2"
+        )
+    assert [checked for checked, _ in boxes(vera)] == [True, False, True, False, False]
+
+    # A viewer's boxes do nothing, even forced.
+    vera.locator("#preview .task-checkbox").first.click(force=True)
+    vera.wait_for_timeout(200)
+    assert text(vera) == final
+    assert boxes(vera)[0] == [True, True]
+    assert olive.errors == [] and eddie.errors == [] and vera.errors == []
+
+
+def test_hostile_task_items_stay_text(people, document, owner, editor_user):
+    olive = people.page(owner, document)
+    eddie = people.page(editor_user, document)
+    olive.locator(".cm-content").click()
+    olive.keyboard.insert_text(
+        '- [ ] <img src=x onerror="window.pwned=1">\n'
+        "- [x] [click](javascript:window.pwned=1)\n"
+        '- [ ] <input type="checkbox" onclick="window.pwned=1">\n'
+        "- [ ]<script>window.pwned=1</script>\n\nThe end.\n"
+    )
+    wait_text(eddie, "The end.")
+    eddie.wait_for_function(IDLE)
+    preview = eddie.locator("#preview")
+    assert preview.locator("img, script, [onerror], [onclick], a[href^=javascript]").count() == 0
+    # Each task item gets a box made by the page; the raw <input> is text.
+    assert preview.locator("input").count() == preview.locator("input.task-checkbox").count() == 3
+    assert "<input type=" in preview.inner_text()
+    for box in preview.locator(".task-checkbox").all():
+        box.click()
+    wait_text(olive, "- [x] <img", "- [ ] [click]")
+    assert eddie.evaluate("() => window.pwned") is None
+    assert olive.evaluate("() => window.pwned") is None
+    assert olive.errors == [] and eddie.errors == []
+
+
+def test_enter_continues_lists_and_keeps_code_fences_whole(people, document, owner, viewer):
+    olive = people.page(owner, document)
+    cases = [
+        ("- one|", "- one\n- two"),
+        ("- [x] done|", "- [x] done\n- [ ] two"),
+        ("1. first|", "1. first\n2. two"),
+        ("> quoted|", "> quoted\n> two"),
+        ("```js\nlet a = 1|\n```", "```js\nlet a = 1\ntwo\n```"),
+        ("- item\n\n  ```\n  code|\n  ```", "- item\n\n  ```\n  code\n  two\n  ```"),
+        ("```\ncode\n```|", "```\ncode\n```\ntwo"),
+    ]
+    for before, after in cases:
+        olive.evaluate(
+            """([text, at]) => {
+                const view = window.collab.view
+                view.dispatch({
+                    changes: { from: 0, to: view.state.doc.length, insert: text },
+                    selection: { anchor: at },
+                })
+                view.focus()
+            }""",
+            [before.replace("|", ""), before.index("|")],
+        )
+        olive.keyboard.press("Enter")
+        olive.keyboard.type("two")
+        assert text(olive) == after, before
+    # An empty item ends the list (a tight list first becomes loose, as CodeMirror does).
+    olive.keyboard.press("Control+a")
+    olive.keyboard.type("- one")
+    for _ in range(3):
+        olive.keyboard.press("Enter")
+    olive.keyboard.type("after")
+    assert text(olive) == "- one\n\nafter"
+
+    # A viewer's Enter changes nothing, not even in their own browser.
+    vera = people.page(viewer, document)
+    wait_text(vera, "after")
+    vera.locator("#mode [data-mode=split]").click()
+    vera.locator(".cm-line", has_text="one").click()
+    vera.keyboard.press("End")
+    vera.keyboard.press("Enter")
+    vera.keyboard.press("Backspace")
+    assert text(vera) == "- one\n\nafter"
+    assert olive.errors == [] and vera.errors == []
