@@ -44,6 +44,9 @@ function start (app) {
   // of its own, so one's own cursor and avatar look the same before and after the socket
   // connects, and the same as everyone else sees them.
   const user = JSON.parse(document.getElementById('collab-identity').textContent)
+  // The account menu's avatar too: one colour per person on this page.
+  const own = document.querySelector('.topbar .avatar')
+  if (own) own.style.background = user.color
 
   const toast = makeToast(document.getElementById('toast'))
 

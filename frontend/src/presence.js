@@ -34,6 +34,8 @@ export function bindPresence (awareness, element) {
       more.className = 'presence-avatar presence-more'
       more.textContent = `+${hidden.length}`
       more.title = hidden.map((p) => p.name).join(', ')
+      more.setAttribute('role', 'img')
+      more.setAttribute('aria-label', `and ${hidden.length} more: ${more.title}`)
       element.append(more)
     }
     const others = everyone.filter((p) => !p.self).length
@@ -51,6 +53,9 @@ function avatar (person) {
   span.style.setProperty('--user-color', person.color || '#6b7280')
   span.textContent = initials(person.name)
   span.title = person.self ? `${person.name} (you)` : person.name
+  // A picture of a person to assistive technology: named, not spelled out as initials.
+  span.setAttribute('role', 'img')
+  span.setAttribute('aria-label', span.title)
   span.dataset.name = person.name
   return span
 }

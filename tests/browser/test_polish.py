@@ -10,6 +10,7 @@ import pytest
 
 from bench.browser_typing import markdown
 from editor.models import Document
+from editor.realtime.presence import identity
 from tests.browser.conftest import text, type_at_end, wait_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -446,3 +447,52 @@ def test_enter_continues_lists_and_keeps_code_fences_whole(people, document, own
     vera.keyboard.press("Backspace")
     assert text(vera) == "- one\n\nafter"
     assert olive.errors == [] and vera.errors == []
+
+
+def rgb(color: str) -> str:
+    red, green, blue = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
+
+
+def test_presence_avatars_are_named_and_coloured_by_the_server(
+    people, document, owner, editor_user
+):
+    olive = people.page(owner, document)
+    eddie = people.page(editor_user, document)
+    presence = olive.locator("#presence")
+    assert presence.get_attribute("role") == "group"
+    presence.get_by_role("img", name="eddie", exact=True).wait_for()
+    mine = presence.get_by_role("img", name="olive (you)", exact=True)
+    theirs = presence.get_by_role("img", name="eddie", exact=True)
+    colors = {"olive": identity(owner)["color"], "eddie": identity(editor_user)["color"]}
+    assert mine.evaluate("e => getComputedStyle(e).backgroundColor") == rgb(colors["olive"])
+    assert theirs.evaluate("e => getComputedStyle(e).backgroundColor") == rgb(colors["eddie"])
+    # The account menu's avatar is the same person in the same colour.
+    for page, name in ((olive, "olive"), (eddie, "eddie")):
+        avatar = page.locator(".topbar .avatar")
+        assert avatar.evaluate("e => getComputedStyle(e).backgroundColor") == rgb(colors[name])
+    assert olive.errors == [] and eddie.errors == []
+
+
+def test_every_page_has_one_heading_and_the_favicon(people, document, owner, viewer):
+    olive = people.page(owner)
+    for path in (
+        "/",
+        "/documents/",
+        f"/documents/{document.pk}/",
+        f"/documents/{document.pk}/share/",
+        "/accounts/password_change/",
+    ):
+        olive.goto(path)
+        assert olive.locator("h1").count() == 1, path
+        icon = olive.locator("link[rel=icon]")
+        assert icon.get_attribute("type") == "image/svg+xml", path
+    answer = olive.request.get(icon.get_attribute("href"))
+    assert answer.status == 200
+    assert answer.headers["content-type"].startswith("image/svg+xml")
+    vera = people.page(viewer, document)
+    assert vera.locator("h1").count() == 1
+    assert vera.locator("h1").is_visible()
+    stranger = people.page(None)
+    stranger.goto("/accounts/login/")
+    assert stranger.locator("h1").count() == 1
