@@ -496,3 +496,38 @@ def test_every_page_has_one_heading_and_the_favicon(people, document, owner, vie
     stranger = people.page(None)
     stranger.goto("/accounts/login/")
     assert stranger.locator("h1").count() == 1
+
+
+BACKGROUND = "() => getComputedStyle(document.body).backgroundColor"
+
+
+def test_dark_mode_follows_the_system_and_the_toggle_is_remembered(people, document, owner):
+    olive = people.page(owner, document)  # a light system (the tests' default)
+    light = olive.evaluate(BACKGROUND)
+    assert olive.locator("#theme-toggle").get_attribute("aria-pressed") == "false"
+
+    dark_context = people.context(owner)
+    dark_page = dark_context.new_page()
+    dark_page.emulate_media(color_scheme="dark")
+    dark_page.goto(f"/documents/{document.pk}/")
+    dark_page.wait_for_function("() => window.collab !== undefined")
+    dark = dark_page.evaluate(BACKGROUND)
+    assert dark != light
+    assert dark_page.locator("#theme-toggle").get_attribute("aria-pressed") == "true"
+    # Text stays readable on it: the preview's and the editor's text are light on dark.
+    type_at_end(dark_page, "# Night shift")
+    heading = dark_page.locator("#preview h1", has_text="Night shift")
+    heading.wait_for()
+    assert heading.evaluate("e => getComputedStyle(e).color") == "rgb(230, 232, 235)"
+
+    # Olive chooses dark by hand: every page follows, and still does after a reload.
+    olive.locator("#theme-toggle").click()
+    assert olive.evaluate(BACKGROUND) == dark
+    assert olive.locator("#theme-toggle").get_attribute("aria-pressed") == "true"
+    olive.goto("/documents/")
+    assert olive.evaluate(BACKGROUND) == dark
+    olive.locator("#theme-toggle").click()  # and back
+    assert olive.evaluate(BACKGROUND) == light
+    olive.reload()
+    assert olive.evaluate(BACKGROUND) == light
+    assert olive.errors == []
