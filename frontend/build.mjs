@@ -20,6 +20,9 @@ const result = await esbuild.build({
   outdir,
   bundle: true,
   format: 'esm',
+  // Code loaded only when needed (the editor's code-block languages) goes in files of its own.
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
   target: ['es2020', 'chrome100', 'firefox100', 'safari15'],
   minify: true,
   legalComments: 'none', // the packages and their licences are listed in LICENSES.txt

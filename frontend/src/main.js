@@ -7,6 +7,7 @@ import './editor.css'
 import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 import { deleteMarkupBackward, insertNewlineContinueMarkup, markdown, markdownLanguage } from '@codemirror/lang-markdown'
 import { HighlightStyle, syntaxHighlighting, syntaxTreeAvailable } from '@codemirror/language'
+import { languages } from '@codemirror/language-data'
 import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 import { Compartment, EditorSelection, EditorState } from '@codemirror/state'
 import { drawSelection, EditorView, keymap, placeholder } from '@codemirror/view'
@@ -97,7 +98,9 @@ function start (app) {
         EditorView.lineWrapping,
         // Its keymap (Enter continues a list or quote, Backspace takes markup back) is in
         // markdownKeymap, active only while the page may edit: it would change a read-only text.
-        markdown({ base: markdownLanguage, addKeymap: false }),
+        // Fenced code is highlighted in its language (```python …): each language's parser
+        // is loaded from its own file the first time a fence names it.
+        markdown({ base: markdownLanguage, codeLanguages: languages, addKeymap: false }),
         syntaxHighlighting(markdownHighlight),
         EditorView.contentAttributes.of({ 'aria-label': 'Document text (Markdown)', spellcheck: 'true' }),
         yCollab(ytext, awareness, { undoManager }),
@@ -292,6 +295,14 @@ const markdownHighlight = HighlightStyle.define([
   { tag: tags.quote, color: 'var(--muted)', fontStyle: 'italic' },
   { tag: [tags.processingInstruction, tags.meta, tags.contentSeparator], color: '#9aa1a9' },
   { tag: tags.list, color: 'var(--text)' },
+  // Inside fenced code, in its language: the same colours as the preview's (editor.css).
+  { tag: [tags.keyword, tags.controlKeyword, tags.operatorKeyword, tags.definitionKeyword, tags.moduleKeyword, tags.bool, tags.null], color: 'var(--code-keyword)' },
+  { tag: [tags.string, tags.special(tags.string), tags.regexp], color: 'var(--code-string)' },
+  { tag: [tags.number, tags.integer, tags.float], color: 'var(--code-number)' },
+  { tag: [tags.comment, tags.lineComment, tags.blockComment], color: 'var(--code-comment)', fontStyle: 'italic' },
+  { tag: [tags.function(tags.variableName), tags.function(tags.definition(tags.variableName)), tags.definition(tags.function(tags.variableName))], color: 'var(--code-title)' },
+  { tag: [tags.typeName, tags.className, tags.namespace], color: 'var(--code-type)' },
+  { tag: [tags.propertyName, tags.attributeName, tags.tagName], color: 'var(--code-attr)' },
 ])
 
 /** Wraps the selection in `before`/`after` (or inserts them around the cursor). */

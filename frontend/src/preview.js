@@ -13,9 +13,43 @@
 
 import { ViewPlugin } from '@codemirror/view'
 import DOMPurify from 'dompurify'
+import hljs from 'highlight.js/lib/core'
+import bash from 'highlight.js/lib/languages/bash'
+import c from 'highlight.js/lib/languages/c'
+import cpp from 'highlight.js/lib/languages/cpp'
+import css from 'highlight.js/lib/languages/css'
+import diff from 'highlight.js/lib/languages/diff'
+import go from 'highlight.js/lib/languages/go'
+import java from 'highlight.js/lib/languages/java'
+import javascript from 'highlight.js/lib/languages/javascript'
+import json from 'highlight.js/lib/languages/json'
+import markdown from 'highlight.js/lib/languages/markdown'
+import python from 'highlight.js/lib/languages/python'
+import rust from 'highlight.js/lib/languages/rust'
+import sql from 'highlight.js/lib/languages/sql'
+import typescript from 'highlight.js/lib/languages/typescript'
+import xml from 'highlight.js/lib/languages/xml'
+import yaml from 'highlight.js/lib/languages/yaml'
 import MarkdownIt from 'markdown-it'
 
-const md = new MarkdownIt({ html: false, linkify: true, typographer: true })
+// Fenced code in a few common languages is highlighted (highlight.js, its aliases too: js, py,
+// sh, html…). Its output, spans with hljs-* classes around escaped text, goes through DOMPurify
+// with the rest. Longer blocks stay plain: highlighting is linear but not cheap.
+for (const [name, language] of Object.entries({ bash, c, cpp, css, diff, go, java, javascript, json, markdown, python, rust, sql, typescript, xml, yaml })) {
+  hljs.registerLanguage(name, language)
+}
+const HIGHLIGHT_MAX = 20000
+function highlight (code, info) {
+  const name = (info || '').trim().split(/\s+/)[0].toLowerCase()
+  if (!name || code.length > HIGHLIGHT_MAX || !hljs.getLanguage(name)) return ''
+  try {
+    return hljs.highlight(code, { language: name, ignoreIllegals: true }).value
+  } catch (_) {
+    return ''
+  }
+}
+
+const md = new MarkdownIt({ html: false, linkify: true, typographer: true, highlight })
 
 // Task list items ("- [ ] to do", "- [x] done"): the list item is marked with data attributes
 // (which line of the rendered source holds its box) and the "[ ]" taken out of its text. The

@@ -531,3 +531,44 @@ def test_dark_mode_follows_the_system_and_the_toggle_is_remembered(people, docum
     olive.reload()
     assert olive.evaluate(BACKGROUND) == light
     assert olive.errors == []
+
+
+CODE = """Some code:
+
+```python
+def greet(name):
+    return "hello " + name  # say it
+```
+
+```js
+</code></pre><img src=x onerror="window.pwned=1">
+```
+"""
+
+
+def test_fenced_code_is_highlighted_in_the_editor_and_the_preview(people, document, owner):
+    olive = people.page(owner, document)
+    olive.locator(".cm-content").click()
+    olive.keyboard.insert_text(CODE)
+    keyword = rgb("#a626a4")  # --code-keyword, light
+    # The editor loads Python's parser for the fence and colours its keyword.
+    olive.wait_for_function(
+        """(color) => [...document.querySelectorAll('.cm-line span')].some(
+            (span) => span.textContent === 'def' && getComputedStyle(span).color === color)""",
+        arg=keyword,
+    )
+    olive.wait_for_function(
+        """() => [...document.querySelectorAll('.cm-line span')].some(
+            (span) => span.textContent.startsWith('"hello')
+                && getComputedStyle(span).color === 'rgb(80, 161, 79)')"""
+    )
+    # The preview too, and code that looks like markup is text.
+    preview = olive.locator("#preview")
+    definition = preview.locator("pre code.language-python .hljs-keyword", has_text="def")
+    definition.wait_for()
+    assert definition.evaluate("e => getComputedStyle(e).color") == keyword
+    assert preview.locator("pre code .hljs-comment", has_text="say it").count() == 1
+    assert preview.locator("img, [onerror]").count() == 0
+    assert "<img src=x" in preview.locator("pre code.language-js").inner_text()
+    assert olive.evaluate("() => window.pwned") is None
+    assert olive.errors == []
