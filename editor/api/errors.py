@@ -1,5 +1,6 @@
 """How the API answers errors: 400 {"field": ["message"]}, 403/404/413/429 {"detail": "..."}."""
 
+from collections.abc import Callable
 from typing import Any
 
 from django.http import Http404
@@ -13,6 +14,20 @@ class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request is too large."
     default_code = "too_large"
+
+
+def refuse_longer_than(
+    request: Any, most: int, message: str, size: Callable[[int], str] = str
+) -> None:
+    """Raises ``PayloadTooLarge(message)``, its ``{length}`` filled by ``size``, when the request
+    says (Content-Length) that its body is over ``most`` bytes: refused before the body is read
+    or parsed. A missing or unreadable length is left to the parser's own checks."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if length > most:
+        raise PayloadTooLarge(message.format(length=size(length)))
 
 
 class LoginsPaused(APIException):

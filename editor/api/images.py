@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from editor import images
 from editor.access import may_edit
-from editor.api.errors import PayloadTooLarge
+from editor.api.errors import PayloadTooLarge, refuse_longer_than
 from editor.api.views import DocumentScoped, _user
 from editor.models import DocumentImage
 
@@ -67,11 +67,11 @@ class ImageUploadView(DocumentScoped):
     def _check_body_size(request: Request) -> None:
         # Refused before the multipart body is parsed (and its file written to a temporary
         # file): a body this large cannot hold an image within the limit.
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return
         limit = images.max_image_bytes()
-        if length > limit + _MULTIPART_OVERHEAD:
-            size, most = images.human_size(length), images.human_size(limit)
-            raise PayloadTooLarge(f"The request is {size}; images are limited to {most}.")
+        most = images.human_size(limit)
+        refuse_longer_than(
+            request,
+            limit + _MULTIPART_OVERHEAD,
+            "The request is {length}; images are limited to " + most + ".",
+            size=images.human_size,
+        )

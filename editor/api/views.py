@@ -35,7 +35,7 @@ from rest_framework.views import APIView
 from editor import content, export, logins
 from editor.access import get_viewable_document, may_edit, may_manage
 from editor.api import serializers
-from editor.api.errors import LoginsPaused, PayloadTooLarge
+from editor.api.errors import LoginsPaused, PayloadTooLarge, refuse_longer_than
 from editor.api.parsers import JSONParser, LargeJSONParser
 from editor.models import Document, Membership, Version
 from editor.realtime import tickets
@@ -217,15 +217,12 @@ class ContentView(DocumentScoped, APIView):
     def _check_body_size(request: Request) -> None:
         # Refused before parsing. JSON escaping at most sextuples a text ("\u0001" for one
         # byte), so a larger body cannot hold a text within the limit.
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return
         limit = content.max_content_bytes()
-        if length > 6 * limit + 1024:
-            raise PayloadTooLarge(
-                f"The request body is {length} bytes; texts are limited to {limit} bytes."
-            )
+        refuse_longer_than(
+            request,
+            6 * limit + 1024,
+            "The request body is {length} bytes; texts are limited to " + f"{limit} bytes.",
+        )
 
 
 @extend_schema(tags=["versions"])
