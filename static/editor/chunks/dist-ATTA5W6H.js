@@ -1,0 +1,1 @@
+import{a,b,c,d,e}from"./chunk-TTV64NPY.js";import"./chunk-MEWXRSAN.js";import"./chunk-UVGEN37B.js";import"./chunk-2C3KXW7K.js";import"./chunk-4SBBNAMU.js";import"./chunk-LOKUJV26.js";export{e as autoCloseTags,d as html,a as htmlCompletionSource,b as htmlCompletionSourceWith,c as htmlLanguage};

@@ -1,1 +1,0 @@
-import{a,b,c,d,e}from"./chunk-XMAIJZVO.js";import"./chunk-TQ3V2DQP.js";import"./chunk-JIGT57M7.js";import"./chunk-BLSAUFJ4.js";import"./chunk-VFHAQA6F.js";import"./chunk-LOKUJV26.js";export{e as autoCloseTags,d as html,a as htmlCompletionSource,b as htmlCompletionSourceWith,c as htmlLanguage};

@@ -1,1 +1,0 @@
-import{a,b,c,d}from"./chunk-2P3ZKWLC.js";import"./chunk-LOKUJV26.js";export{a as javascript,b as json,c as jsonld,d as typescript};
