@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from functools import lru_cache
 
+from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -18,7 +20,13 @@ from django.views.decorators.http import require_GET
 
 # The static files the document page loads (templates/base.html and
 # templates/editor/document_detail.html); tests/test_offline_views.py checks that they agree.
-PAGE_ASSETS = ("css/app.css", "editor/editor.css", "editor/editor.js")
+PAGE_ASSETS = (
+    "css/app.css",
+    "editor/editor.css",
+    "editor/editor.js",
+    "js/theme.js",
+    "favicon.svg",
+)
 
 # Where someone signs in or out (by POST): the worker forgets every page it kept.
 SESSION_URLS = ("login", "logout", "signup", "admin:login", "admin:logout")
@@ -30,9 +38,13 @@ def service_worker(request: HttpRequest) -> HttpResponse:
     and the POSTs that sign people out. Never cached by the browser beyond a revalidation, so a
     deploy reaches every browser on its next page load."""
     urls = [static(name) for name in PAGE_ASSETS]
+    # The chunks the bundle imports as it loads (esbuild's code splitting), by the relative URL
+    # the module asks for: the page does not start offline without them. Chunks loaded later
+    # (a code language's parser) are not kept; their names hold a hash of their contents.
+    chunks = [settings.STATIC_URL + name for name in bundle_imports()]
     config = {
-        "version": assets_version(tuple(urls)),
-        "assets": urls,
+        "version": assets_version(tuple(urls)) + "-" + _names_digest(chunks),
+        "assets": urls + chunks,
         "sessionPaths": [reverse(name) for name in SESSION_URLS],
     }
     body = render_to_string("editor/service_worker.js", {"config": json.dumps(config)})
@@ -50,6 +62,35 @@ def assets_version(urls: tuple[str, ...]) -> str:
     for name, url in zip(PAGE_ASSETS, urls, strict=True):
         digest.update(f"{url}\0{_contents_digest(name)}\0".encode())
     return digest.hexdigest()[:16]
+
+
+# A static import in esbuild's minified output: `import{a as b}from"./x.js"` or `import"./x.js"`;
+# a lazy one is `import("./x.js")` and does not match.
+_STATIC_IMPORT = re.compile(r'(?:\bfrom|\bimport)\s*"\./([^"]+\.js)"')
+
+
+def bundle_imports() -> list[str]:
+    """The static files (names under the static root) that editor/editor.js imports as it
+    loads, directly or through one another; none when the bundle is not split."""
+    found: dict[str, None] = {}
+    pending = [("editor/", "editor.js")]
+    while pending:
+        folder, name = pending.pop()
+        path = finders.find(folder + name)
+        if not isinstance(path, str):
+            continue
+        with open(path, encoding="utf-8") as file:
+            head = file.read(64 * 1024)  # the imports come first
+        for imported in _STATIC_IMPORT.findall(head):
+            full = os.path.normpath(folder + imported)
+            if full not in found:
+                found[full] = None
+                pending.append((os.path.dirname(full) + "/", os.path.basename(full)))
+    return list(found)
+
+
+def _names_digest(names: list[str]) -> str:
+    return hashlib.sha256("\0".join(names).encode()).hexdigest()[:8]
 
 
 def _contents_digest(name: str) -> str:

@@ -49,7 +49,10 @@ def test_its_assets_are_exactly_those_the_document_page_loads(client, owner, doc
     page = client.get(document.get_absolute_url()).content.decode()
     loaded = set(re.findall(r'(?:href|src)="(/static/[^"]+)"', page))
 
-    assert set(worker_config(client.get("/sw.js"))["assets"]) == loaded
+    # ... and the chunks the bundle imports as it loads, without which it does not start.
+    chunks = {"/static/" + name for name in offline_views.bundle_imports()}
+    assert chunks, "the committed bundle is split: editor.js imports chunks as it loads"
+    assert set(worker_config(client.get("/sw.js"))["assets"]) == loaded | chunks
     assert 'data-service-worker="/sw.js"' in page
 
 

@@ -210,6 +210,7 @@ def test_a_viewer_cannot_add_an_image(people, document, owner, viewer):
     type_at_end(olive, "Read only here.")
     vera = people.page(viewer, document)
     wait_text(vera, "Read only here.")
+    vera.locator("#mode [data-mode=split]").click()  # a reader lands on the preview: the text too
     sent = uploads_seen(vera)
 
     vera.evaluate(PASTE, [png(), "mine.png", "image/png"])
