@@ -24,6 +24,7 @@ import { imageUploads } from './images.js'
 import { keepForOffline } from './offline.js'
 import { bindPresence } from './presence.js'
 import { livePreview, renderMarkdown } from './preview.js'
+import { scrollTogether } from './scrollsync.js'
 import { CollabProvider, tooLargeMessage } from './provider.js'
 import { bindTitle } from './title.js'
 import { characters, unsavedInserts } from './unsaved.js'
@@ -200,7 +201,14 @@ function start (app) {
     document.getElementById('history-toggle').setAttribute('aria-pressed', String(history.isOpen))
   })
 
-  const modes = bindModes(document.getElementById('workspace'), document.getElementById('mode'), config.canEdit)
+  const workspace = document.getElementById('workspace')
+  const modes = bindModes(workspace, document.getElementById('mode'), config.canEdit)
+  const scrolling = scrollTogether({
+    view,
+    preview: view.plugin(preview),
+    pane: document.querySelector('.preview-pane'),
+    active: () => workspace.dataset.mode === 'split' && view.plugin(preview).visible && view.scrollDOM.clientHeight > 0,
+  })
   const help = bindPopover(document.getElementById('help-toggle'), document.getElementById('help'))
   bindShortcuts({ history, modes, help, view, canEdit: writable })
   applyAccess()
@@ -217,6 +225,7 @@ function start (app) {
     undoManager,
     access,
     preview: view.plugin(preview),
+    scrolling,
     renderMarkdown,
     // Whether the editor has parsed the whole text (highlighting), for bench/browser_typing.py.
     parsed: () => syntaxTreeAvailable(view.state),

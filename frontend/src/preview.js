@@ -203,6 +203,8 @@ class LivePreview {
     this.referencesKey = '{}'
     this.scheduled = false
     this.stats = { renders: 0, chunksRendered: 0 }
+    // Called after a frame that rendered chunks (scrollsync.js lines the panes up again).
+    this.onRendered = null
     this.placeholder = document.createElement('p')
     this.placeholder.className = 'preview-empty'
     this.placeholder.textContent = 'Nothing here yet.'
@@ -295,6 +297,7 @@ class LivePreview {
   run (budget, always = false) {
     if (!always && !this.visible) return
     const started = performance.now()
+    const rendered = this.stats.chunksRendered
     this.stats.renders++
     this.cut()
     for (const chunk of this.fresh) {
@@ -309,6 +312,7 @@ class LivePreview {
     const empty = this.view.state.doc.length === 0
     if (empty && !this.placeholder.isConnected) this.element.prepend(this.placeholder)
     else if (!empty && this.placeholder.isConnected) this.placeholder.remove()
+    if (this.onRendered && this.stats.chunksRendered !== rendered) this.onRendered()
     this.schedule()
   }
 

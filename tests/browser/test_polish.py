@@ -572,3 +572,112 @@ def test_fenced_code_is_highlighted_in_the_editor_and_the_preview(people, docume
     assert "<img src=x" in preview.locator("pre code.language-js").inner_text()
     assert olive.evaluate("() => window.pwned") is None
     assert olive.errors == []
+
+
+# The height in the editor's document shown at the top of its scroller, and the line there.
+EDITOR_TOP = """() => {
+    const view = window.collab.view
+    const at = view.scrollDOM.getBoundingClientRect().top - view.documentTop
+    return view.state.doc.lineAt(view.lineBlockAtHeight(at + 2).from).text
+}"""
+# The headings of the preview near the top of its pane (within 40 px of it).
+PREVIEW_TOP = """() => {
+    const pane = document.querySelector('.preview-pane').getBoundingClientRect().top
+    return [...document.querySelectorAll('#preview h2')]
+        .filter((h) => Math.abs(h.getBoundingClientRect().top - pane) < 40)
+        .map((h) => h.textContent)
+}"""
+
+# Scrolls the preview to a heading, again after each frame until it stays at the top (parts of
+# the preview laid out for the first time as they come into view change its heights).
+TO_HEADING = """(name) => {
+    const pane = document.querySelector('.preview-pane')
+    const heading = [...document.querySelectorAll('#preview h2')]
+        .find((h) => h.textContent === name)
+    const off = heading.getBoundingClientRect().top - pane.getBoundingClientRect().top
+    if (Math.abs(off) < 1) return true
+    pane.scrollTop += off
+    return false
+}"""
+
+
+def test_the_editor_and_the_preview_scroll_together(people, document, owner):
+    # Sections of different lengths: a line of the editor is not a fixed height of the preview.
+    body = "\n\n".join(
+        f"## Part {n}\n\n" + f"Words of part {n}. " * (10 + (n * 37) % 90) for n in range(1, 61)
+    )
+    olive = people.page(owner, document)
+    olive.set_viewport_size({"width": 1300, "height": 800})
+    olive.evaluate(
+        "(text) => window.collab.view.dispatch({ changes: { from: 0, insert: text } })", body
+    )
+    olive.wait_for_function(IDLE)
+    pane = olive.locator(".preview-pane")
+    assert pane.evaluate("(p) => p.scrollTop") == 0
+
+    # The writer scrolls the editor (the wheel, over the text): the preview follows.
+    box = olive.locator(".cm-scroller").bounding_box()
+    olive.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(10):
+        olive.mouse.wheel(0, 600)
+    olive.wait_for_function("() => document.querySelector('.preview-pane').scrollTop > 1000")
+
+    # To a heading (again after each frame: CodeMirror measures the lines it comes to, and
+    # its estimate of where they are changes): the same heading comes to the top of the preview.
+    olive.wait_for_function(
+        """(at) => {
+            const view = window.collab.view
+            const block = view.lineBlockAt(view.state.doc.toString().indexOf(at))
+            const scroller = view.scrollDOM
+            const off = block.top - (scroller.getBoundingClientRect().top - view.documentTop)
+            if (Math.abs(off) < 1) return true
+            scroller.scrollTop += off
+            return false
+        }""",
+        arg="## Part 40\n",
+    )
+    assert olive.evaluate(EDITOR_TOP) == "## Part 40"
+    olive.wait_for_function(f"() => ({PREVIEW_TOP})().includes('Part 40')")
+
+    # The reader scrolls the preview back to an earlier heading: the editor follows, and the
+    # preview stays where the reader put it (following does not scroll it back).
+    box = pane.bounding_box()
+    olive.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    olive.mouse.wheel(0, -300)
+    olive.wait_for_function(f"() => ({TO_HEADING})('Part 15')")
+    put = pane.evaluate("(p) => p.scrollTop")
+    olive.wait_for_function(f"() => ({EDITOR_TOP})() === '## Part 15'")
+    olive.wait_for_timeout(300)
+    assert abs(pane.evaluate("(p) => p.scrollTop") - put) <= 1
+    assert olive.evaluate(EDITOR_TOP) == "## Part 15"
+    assert olive.errors == []
+
+
+def test_the_split_layout_comes_back_where_the_reader_was(people, document, owner):
+    body = "\n\n".join(f"## Part {n}\n\n" + f"Words of part {n}. " * 60 for n in range(1, 41))
+    olive = people.page(owner, document)
+    olive.set_viewport_size({"width": 1300, "height": 800})
+    olive.evaluate(
+        "(text) => window.collab.view.dispatch({ changes: { from: 0, insert: text } })", body
+    )
+    olive.wait_for_function(IDLE)
+    # Read in the "Preview" layout…
+    olive.locator("#mode [data-mode=preview]").click()
+    olive.wait_for_function(f"() => ({TO_HEADING})('Part 30')")
+    olive.wait_for_timeout(300)
+    # …then split: the editor comes to what was being read.
+    olive.locator("#mode [data-mode=split]").click()
+    olive.wait_for_function(f"() => ({EDITOR_TOP})() === '## Part 30'")
+    olive.wait_for_function(f"() => ({PREVIEW_TOP})().includes('Part 30')")
+    # Written in the "Write" layout: the preview comes to what was being written.
+    olive.locator("#mode [data-mode=edit]").click()
+    box = olive.locator(".cm-scroller").bounding_box()
+    olive.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(20):
+        olive.mouse.wheel(0, -5000)
+    olive.wait_for_function("() => window.collab.view.scrollDOM.scrollTop === 0")
+    olive.wait_for_timeout(300)
+    olive.locator("#mode [data-mode=split]").click()
+    olive.wait_for_function(f"() => ({PREVIEW_TOP})().includes('Part 1')")
+    assert olive.evaluate(EDITOR_TOP) == "## Part 1"
+    assert olive.errors == []
