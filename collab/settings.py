@@ -392,6 +392,15 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
     raise ImproperlyConfigured("METRICS_TOKEN is too short: use at least 16 random characters.")
 
+# An event-loop stall or a garbage collection at least this long (milliseconds; 0: never) is
+# logged as a warning with its length ("event loop stalled", "garbage collection paused"): while
+# it lasts every socket of the process waits. The loop is looked at every
+# STALL_PROBE_INTERVAL_MS (editor/metrics.py): a stall is seen to within that.
+STALL_WARNING_MS = env_int("STALL_WARNING_MS", 100)
+STALL_PROBE_INTERVAL_MS = env_int("STALL_PROBE_INTERVAL_MS", 50)
+if STALL_PROBE_INTERVAL_MS < 1:
+    raise ImproperlyConfigured("STALL_PROBE_INTERVAL_MS must be at least 1.")
+
 
 # Largest document text (UTF-8 bytes) the REST API writes; larger answers 413.
 _MAX_CONTENT_BYTES = env_int("MAX_CONTENT_BYTES", 16 * 1024 * 1024)

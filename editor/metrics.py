@@ -255,28 +255,47 @@ def disconnected(code: int) -> None:
 
 # -- event-loop stalls and GC pauses -----------------------------------------------------------
 
-STALL_PROBE_INTERVAL = 0.05
+
+def _warn_at() -> float:
+    """Seconds from which a stall or a pause is logged (settings.STALL_WARNING_MS; 0: never)."""
+    from django.conf import settings
+
+    milliseconds = getattr(settings, "STALL_WARNING_MS", 100)
+    return milliseconds / 1000 if milliseconds > 0 else float("inf")
 
 
 async def watch_event_loop(
-    interval: float = STALL_PROBE_INTERVAL, histogram: Histogram = EVENT_LOOP_LAG
+    interval: float | None = None, histogram: Histogram = EVENT_LOOP_LAG
 ) -> None:
-    """Sleeps ``interval`` again and again and observes how late each sleep woke: whatever held
-    the loop (a long CRDT merge, a big JSON dump, a GC pause) held every socket as long. Runs
-    until cancelled; one per serving process (``when_serving``)."""
+    """Sleeps ``interval`` (settings.STALL_PROBE_INTERVAL_MS) again and again and observes how
+    late each sleep woke: whatever held the loop (a long CRDT merge, a big JSON dump, a GC
+    pause) held every socket as long. A stall of STALL_WARNING_MS or more is also logged, with
+    its length (``stall_ms``), for whoever reads the logs rather than the graphs (the bench
+    does). Runs until cancelled; one per serving process (``when_serving``)."""
+    if interval is None:
+        from django.conf import settings
+
+        interval = getattr(settings, "STALL_PROBE_INTERVAL_MS", 50) / 1000
+    warn_at = _warn_at()
     loop = asyncio.get_running_loop()
     while True:
         started = loop.time()
         await asyncio.sleep(interval)
-        histogram.observe(max(0.0, loop.time() - started - interval))
+        late = max(0.0, loop.time() - started - interval)
+        histogram.observe(late)
+        if late >= warn_at:
+            stall_ms = round(late * 1000, 1)
+            extra = {"event": "stall", "stall_ms": stall_ms, "cause": "loop"}
+            logger.warning("event loop stalled stall_ms=%s cause=loop", stall_ms, extra=extra)
 
 
 class GcTimer:
     """A ``gc.callbacks`` entry that observes every collection's duration by generation."""
 
-    def __init__(self, pauses: dict[int, Any] = _GC_PAUSES) -> None:
+    def __init__(self, pauses: dict[int, Any] = _GC_PAUSES, warn_at: float | None = None) -> None:
         self._pauses = pauses
         self._started: float | None = None
+        self._warn_at = warn_at
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -284,9 +303,22 @@ class GcTimer:
         elif self._started is not None:
             elapsed = time.perf_counter() - self._started
             self._started = None
-            pause = self._pauses.get(info.get("generation", 2))
+            generation = info.get("generation", 2)
+            pause = self._pauses.get(generation)
             if pause is not None:
                 pause.observe(elapsed)
+            if self._warn_at is None:
+                self._warn_at = _warn_at()
+            # (Not at exit: the log's streams may be closed by then.)
+            if elapsed >= self._warn_at and not sys.is_finalizing():
+                stall_ms = round(elapsed * 1000, 1)
+                cause = f"gc{generation}"
+                logger.warning(
+                    "garbage collection paused the process stall_ms=%s cause=%s",
+                    stall_ms,
+                    cause,
+                    extra={"event": "stall", "stall_ms": stall_ms, "cause": cause},
+                )
 
 
 _gc_timer = GcTimer()

@@ -93,6 +93,40 @@ async def test_it_observes_how_late_the_event_loop_woke():
     assert 0.28 <= observed["sum"] < 1.0
 
 
+@pytest.mark.asyncio
+async def test_a_long_stall_is_logged_with_its_length(settings, caplog):
+    settings.STALL_WARNING_MS = 200
+    probe = asyncio.ensure_future(
+        metrics.watch_event_loop(interval=0.01, histogram=private_histogram())
+    )
+    with caplog.at_level(logging.WARNING, logger="collab.metrics"):
+        await asyncio.sleep(0.05)
+        time.sleep(0.1)  # shorter than the threshold: not logged
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)
+        await asyncio.sleep(0.05)
+    probe.cancel()
+
+    stalls = [r for r in caplog.records if r.getMessage().startswith("event loop stalled")]
+    assert len(stalls) == 1
+    assert 290 <= stalls[0].stall_ms < 1000
+    assert stalls[0].cause == "loop"
+
+
+def test_a_long_collection_is_logged_with_its_generation(caplog):
+    timer = metrics.GcTimer({generation: private_histogram() for generation in (0, 1, 2)}, 0.0)
+    gc.callbacks.append(timer)
+    try:
+        with caplog.at_level(logging.WARNING, logger="collab.metrics"):
+            gc.collect(2)
+    finally:
+        gc.callbacks.remove(timer)
+    pauses = [r for r in caplog.records if getattr(r, "cause", "") == "gc2"]
+    assert len(pauses) == 1
+    assert pauses[0].stall_ms >= 0
+    assert pauses[0].getMessage().endswith(f"stall_ms={pauses[0].stall_ms} cause=gc2")
+
+
 def test_it_times_each_collection_by_generation():
     pauses = private_histogram("generation")
     timer = metrics.GcTimer(
