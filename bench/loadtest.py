@@ -38,6 +38,7 @@ import resource
 import socket
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ from websockets.exceptions import ConnectionClosed
 
 from editor.realtime import protocol
 
-MODES = ("fanout", "throughput", "idle", "joinstorm", "flood")
+MODES = ("fanout", "throughput", "idle", "joinstorm", "flood", "bigupdate")
 
 SYNC_STEP2_PREFIX = b"\x00\x01"
 SYNC_UPDATE_PREFIX = b"\x00\x02"
@@ -117,6 +118,8 @@ class Target:
     other_ticket: Callable[[str], str] | None = None
     server_pids: list[int] = field(default_factory=list)
     name: str = "target"
+    # A session cookie ("sessionid=…"): clients connect as a browser does, without tickets.
+    cookie: str | None = None
 
     def __post_init__(self) -> None:
         for url in self.urls:
@@ -127,9 +130,12 @@ class Target:
         base = self.ring.pick(f"/{document}")
         url = f"{base}/{document}"
         ticket = self.other_ticket if other and self.other_ticket else self.ticket
-        if ticket is not None:
+        if ticket is not None and self.cookie is None:
             url += "?ticket=" + ticket(document)
         return url
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Cookie": self.cookie} if self.cookie else None
 
 
 # -- one client ----------------------------------------------------------------------------------
@@ -160,6 +166,7 @@ class Client:
                 open_timeout=timeout,
                 close_timeout=2,
                 user_agent_header=None,
+                **self._handshake(),
             ),
             timeout,
         )
@@ -172,6 +179,14 @@ class Client:
             if self.closed_code is not None:
                 raise ConnectionError(f"closed {self.closed_code} before sync: {self.refusal}")
             raise TimeoutError(f"no sync step 2 within {timeout} s")
+
+    def _handshake(self) -> dict[str, Any]:
+        """A browser's handshake when the run has a session cookie: the cookie, and the Origin
+        of the page (the server refuses cookie sockets from other origins)."""
+        if not self.run.headers:
+            return {}
+        netloc = urllib.parse.urlsplit(self.url).netloc
+        return {"additional_headers": self.run.headers, "origin": f"http://{netloc}"}
 
     async def _read(self) -> None:
         ws = self.ws
@@ -214,7 +229,9 @@ class Client:
 class Run:
     """The shared bookkeeping of one mode's run: what was sent when, what arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        # Sent with every handshake of this run (a session cookie and its page's Origin).
+        self.headers = headers
         self.sent: dict[tuple[int, int], int] = {}
         self.latencies_ns: list[int] = []
         self.delivered = 0
@@ -638,25 +655,41 @@ async def throughput(
     }
 
 
-async def _probe(url: str, stop: asyncio.Event, interval: float = 0.1) -> list[int]:
+async def _probe(
+    url: str, stop: asyncio.Event, interval: float = 0.1, headers: dict[str, str] | None = None
+) -> list[tuple[float, int]]:
     """Round trips of a sync step 1 on one more socket, every ``interval`` until ``stop``: how
     long the server keeps a client waiting while it holds the others (its longest event-loop
-    stall, as a client sees it: a garbage collection, a burst of pings)."""
-    samples: list[int] = []
-    async with connect(url, compression=None, max_size=None, ping_interval=None) as ws:
+    stall, as a client sees it: a garbage collection, a burst of pings). Each sample is (when
+    it was sent, wall clock; its round trip, ns)."""
+    samples: list[tuple[float, int]] = []
+    extra: dict[str, Any] = {}
+    if headers:
+        extra = {
+            "additional_headers": headers,
+            "origin": f"http://{urllib.parse.urlsplit(url).netloc}",
+        }
+    async with connect(url, compression=None, max_size=None, ping_interval=None, **extra) as ws:
         await ws.send(EMPTY_STEP1)
         while (await ws.recv())[:2] != SYNC_STEP2_PREFIX:
             pass
         while not stop.is_set():
+            sent_at = time.time()
             started = time.perf_counter_ns()
             await ws.send(EMPTY_STEP1)
             while (frame := await ws.recv())[:2] != SYNC_STEP2_PREFIX:
                 if frame[:2] == b"\x00\x00":
                     await ws.send(EMPTY_STEP2)
-            samples.append(time.perf_counter_ns() - started)
+            samples.append((sent_at, time.perf_counter_ns() - started))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
     return samples
+
+
+def _probe_max(samples: list[tuple[float, int]], window: tuple[float, float]) -> float | None:
+    """The longest probe round trip (ms) sent within ``window`` (wall clock)."""
+    inside = [rtt for sent_at, rtt in samples if window[0] <= sent_at <= window[1]]
+    return round(max(inside) / 1e6, 2) if inside else None
 
 
 async def idle(
@@ -670,7 +703,7 @@ async def idle(
 ) -> dict[str, Any]:
     """Opens ``connections`` synced connections spread over the documents, holds them ``hold``
     seconds, and reads the servers' RSS before and after."""
-    run = Run()
+    run = Run(target.headers())
     pids = target.server_pids or listening_pids(target.urls)
     # Warm-up, not counted: one connection per document, held to the end. The first
     # connections of a fresh process import and allocate for good, and each document's own
@@ -685,6 +718,14 @@ async def idle(
     )
     await asyncio.sleep(2)
     before = rss_bytes(pids)
+    # One more socket probes the server from here to the end of the hold: its round trips
+    # while the others connect, and while they are held.
+    stop_probe = asyncio.Event()
+    probe = asyncio.ensure_future(
+        _probe(target.url_for(documents[0]), stop_probe, headers=run.headers)
+    )
+    await asyncio.sleep(0.5)
+    connect_window = [time.time(), 0.0]
     started = time.monotonic()
     specs: list[tuple[str | Callable[[], str], int | None]] = [
         (functools.partial(target.url_for, documents[i % len(documents)]), None)
@@ -692,22 +733,24 @@ async def idle(
     ]
     clients, errors = await open_clients(specs, run, concurrency, timeout, progress, "open")
     open_s = time.monotonic() - started
+    connect_window[1] = time.time()
     await asyncio.sleep(2)
     after = rss_bytes(pids)
-    stop_probe = asyncio.Event()
-    probe = asyncio.ensure_future(_probe(target.url_for(documents[0]), stop_probe))
+    hold_window = [time.time(), 0.0]
     deadline = time.monotonic() + hold
     while time.monotonic() < deadline:
         alive = sum(client.is_open for client in clients)
         progress(f"holding: {alive}/{len(clients)} open, {deadline - time.monotonic():.0f} s left")
         await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     end = rss_bytes(pids)
+    hold_window[1] = time.time()
     stop_probe.set()
     try:
-        probe_ns = await asyncio.wait_for(probe, timeout)
+        probe_samples = await asyncio.wait_for(probe, timeout)
     except Exception as exc:  # the probe's socket failed: say so, keep the rest of the figures
         progress(f"probe failed: {exc}", force=True)
-        probe_ns = []
+        probe_samples = []
+    probe_ns = [rtt for sent_at, rtt in probe_samples if sent_at >= hold_window[0]]
     still_open = sum(client.is_open for client in clients)
     closed_codes: dict[str, int] = {}
     for client in clients:
@@ -735,8 +778,12 @@ async def idle(
         "server_rss_after_mb": _mb(after),
         "server_rss_end_mb": _mb(end),
         "server_kb_per_connection": per_conn,
+        "auth": "session" if target.cookie else ("ticket" if target.ticket else "none"),
         # A sync round trip every 100 ms on one more socket while the others are held.
         "probe_rtt_ms": percentiles(probe_ns),
+        "probe_max_connecting_ms": _probe_max(probe_samples, tuple(connect_window)),
+        # Wall-clock windows, for the servers' own stall lines (bench/run.py reads them).
+        "windows": {"connect": connect_window, "hold": hold_window},
         "client_rss_mb": _mb(rss_bytes([os.getpid()])),
     }
 
@@ -820,6 +867,73 @@ async def joinstorm(
     }
 
 
+async def bigupdate(
+    target: Target,
+    documents: Sequence[str],
+    readers: int,
+    size: int,
+    timeout: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    """``readers`` readers and a writer on a document; the writer sends one update inserting
+    ``size`` bytes of text; every reader must receive it. A probe socket on another document of
+    the same server process times sync round trips meanwhile: how long everyone else waits
+    while the server applies, stores and fans out one huge update."""
+    run = Run(target.headers())
+    document = documents[0]
+    base = target.ring.pick(f"/{document}")
+    neighbour = next((d for d in documents[1:] if target.ring.pick(f"/{d}") == base), document)
+    clients, errors = await open_clients(
+        [(target.url_for(document), None) for _ in range(readers)],
+        run,
+        readers,
+        timeout,
+        progress,
+        "readers synced",
+    )
+    writer = Client(target.url_for(document), run, writer_id=0)
+    await writer.open(timeout)
+    doc = Doc()
+    text = doc.get("codemirror", type=Text)
+    line = "lorem ipsum dolor sit amet, consectetur adipiscing elit " * 4 + "\n"
+    marker = "[0:0]"
+    text.insert(0, marker + line * max(1, (size - len(marker)) // len(line)))
+    frame = protocol.sync_update(doc.get_update())
+    stop_probe = asyncio.Event()
+    probe = asyncio.ensure_future(
+        _probe(target.url_for(neighbour), stop_probe, interval=0.01, headers=run.headers)
+    )
+    await asyncio.sleep(1.0)
+    window = [time.time(), 0.0]
+    run.sent[(0, 0)] = time.perf_counter_ns()
+    await writer.send(frame)
+    progress(f"sent one update of {len(frame):,} bytes", force=True)
+    await wait_delivered(run, len(clients), timeout, progress)
+    applied_s = (time.perf_counter_ns() - run.sent[(0, 0)]) / 1e9
+    await asyncio.sleep(1.0)  # the store's write and what follows it, still in the window
+    window[1] = time.time()
+    stop_probe.set()
+    probe_error = None
+    try:
+        samples = await asyncio.wait_for(probe, timeout)
+    except Exception as exc:
+        probe_error = f"{type(exc).__name__}: {exc}"[:200]
+        progress(f"probe failed: {probe_error}", force=True)
+        samples = []
+    await close_all([*clients, writer])
+    return {
+        "readers": readers,
+        "update_bytes": len(frame),
+        "connect_failures": len(errors),
+        **delivery(run, len(clients)),
+        "time_to_all_readers_s": round(applied_s, 2),
+        "latency_ms": percentiles(run.latencies_ns),
+        "probe_max_ms": _probe_max(samples, tuple(window)),
+        "probe_error": probe_error,
+        "windows": {"apply": window},
+    }
+
+
 async def _tick(progress: Progress, message: Callable[[], str]) -> None:
     while True:
         progress(message())
@@ -859,7 +973,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--connections", type=int, default=1000, help="idle: connections")
     parser.add_argument("--hold", type=float, default=10.0, help="idle: seconds to hold them")
     parser.add_argument("--clients", type=int, default=50, help="joinstorm: clients")
-    parser.add_argument("--size", type=int, default=1_000_000, help="joinstorm: document bytes")
+    parser.add_argument(
+        "--size", type=int, default=1_000_000, help="joinstorm: document bytes; bigupdate: update"
+    )
+    parser.add_argument(
+        "--auth",
+        choices=("ticket", "session"),
+        default="ticket",
+        help="collab: how clients authenticate (session: a browser's cookie and Origin)",
+    )
     parser.add_argument("--concurrency", type=int, default=64, help="connects in flight")
     parser.add_argument("--timeout", type=float, default=60.0, help="any single wait, seconds")
     parser.add_argument("--server-pid", type=int, action="append", default=[])
@@ -875,7 +997,7 @@ def documents_needed(options: dict[str, Any]) -> int:
         return 10
     if mode == "idle":
         return max(1, options["connections"] // 100)
-    if mode == "flood":
+    if mode in ("flood", "bigupdate"):
         return 8  # two of them on the same process, whatever the hash ring does
     return 1
 
@@ -924,6 +1046,8 @@ async def run_mode(target: Target, documents: Sequence[str], options: dict[str, 
             options["concurrency"],
             **common,
         )
+    if mode == "bigupdate":
+        return await bigupdate(target, documents, options["readers"], options["size"], **common)
     return await joinstorm(target, documents[0], options["clients"], options["size"], **common)
 
 

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,7 +37,23 @@ REFERENCE_PACKAGE = "y-websocket@1.5.4"
 # optional one, is native and unused without YPERSISTENCE); versions as tests/interop pins.
 REFERENCE_EXTRAS = ["ws@8.18.3", "yjs@13.6.33"]
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-MODE_ORDER = ("fanout", "flood", "throughput", "joinstorm", "idle")
+MODE_ORDER = (
+    "fanout",
+    "flood",
+    "throughput",
+    "joinstorm",
+    "fanout1000",
+    "bigupdate",
+    "idle",
+    "idle_session",
+)
+# Rows of the bench that are a loadtest mode with other parameters.
+LOADTEST_MODE = {"fanout1000": "fanout", "idle_session": "idle"}
+# Modes run against collab only; their reference column is another mode's (the reference has
+# no sessions: its idle figures are what a session socket is compared with).
+COLLAB_ONLY = {"idle_session": "idle"}
+# Modes that get fresh servers of their own (each its own phase, after the others).
+FRESH = ("idle", "idle_session")
 
 
 def say(message: str) -> None:
@@ -205,13 +222,26 @@ def mode_arguments(mode: str, args) -> list[str]:
             "--duration",
             str(args.duration),
         ]
-    if mode == "idle":
-        return common + ["--connections", str(args.connections), "--hold", str(args.hold)]
+    if mode == "fanout1000":
+        return common + [
+            "--readers",
+            str(args.wide_readers),
+            "--updates",
+            str(args.wide_updates),
+            "--rate",
+            str(args.wide_rate),
+        ]
+    if mode in ("idle", "idle_session"):
+        auth = ["--auth", "session"] if mode == "idle_session" else []
+        return common + ["--connections", str(args.connections), "--hold", str(args.hold)] + auth
+    if mode == "bigupdate":
+        return common + ["--readers", str(args.big_readers), "--size", str(args.big_size)]
     return common + ["--clients", str(args.clients), "--size", str(args.size)]
 
 
 def run_loadtest(mode: str, target: dict, env: dict, args, out: Path) -> dict:
-    command = [sys.executable, "manage.py", "loadtest", mode, "--json-out", str(out)]
+    command = [sys.executable, "manage.py", "loadtest", LOADTEST_MODE.get(mode, mode)]
+    command += ["--json-out", str(out)]
     for url in target["urls"]:
         command += ["--url", url]
     for pid in target["pids"]:
@@ -227,9 +257,43 @@ def run_loadtest(mode: str, target: dict, env: dict, args, out: Path) -> dict:
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.mode_timeout} s"}
     try:
-        return json.loads(out.read_text())["result"]
+        result = json.loads(out.read_text())["result"]
     except (OSError, ValueError, KeyError) as exc:
         return {"error": f"no result ({exc})"}
+    if target.get("logs"):
+        result["server_stalls"] = server_stalls(target["logs"], result.get("windows", {}))
+    return result
+
+
+# A collab process's stall line (editor/metrics.py), in the text log format.
+STALL_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) WARNING collab\.metrics .*"
+    r"stall_ms=([\d.]+) cause=(\w+)"
+)
+
+
+def server_stalls(logs: list[Path], windows: dict) -> dict:
+    """The longest stall the collab processes logged within each of the run's windows (wall
+    clock), with its cause (loop, gc0, gc1, gc2), across all processes. A line is stamped when
+    the stall ended: it counts in a window if it ended there."""
+    stalls = []
+    for log in logs:
+        with contextlib.suppress(OSError):
+            for line in log.read_text(errors="replace").splitlines():
+                match = STALL_LINE.match(line)
+                if match:
+                    stamp = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S"))
+                    stalls.append((stamp + int(match[2]) / 1000, float(match[3]), match[4]))
+    found = {}
+    for name, (start, end) in windows.items():
+        inside = [(ms, cause) for at, ms, cause in stalls if start <= at <= end + 0.2]
+        longest = max(inside, default=None)
+        found[name] = {
+            "max_ms": longest[0] if longest else 0.0,
+            "cause": longest[1] if longest else None,
+            "over_50_ms": sum(1 for ms, _ in inside if ms > 50),
+        }
+    return found
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -252,6 +316,12 @@ ROWS = [
     ("idle", "server_rss_after_mb", "server RSS with all open", "MB"),
     ("idle", "probe_rtt_ms.p50", "idle: probe round trip p50", "ms"),
     ("idle", "probe_rtt_ms.max", "idle: probe round trip max (longest stall)", "ms"),
+    ("idle", "probe_max_connecting_ms", "idle: probe round trip max while connecting", "ms"),
+    ("idle", "server_stalls.connect.max_ms", "idle: longest server stall while connecting", "ms"),
+    ("idle", "server_stalls.hold.max_ms", "idle: longest server stall while held", "ms"),
+    ("idle_session", "connects_per_s", "session cookie: connects/s", ""),
+    ("idle_session", "server_kb_per_connection", "session cookie: server KB per connection", "KB"),
+    ("idle_session", "server_stalls.connect.max_ms", "session cookie: longest stall", "ms"),
     ("fanout", "latency_ms.p50", "fan-out latency p50", "ms"),
     ("fanout", "latency_ms.p95", "fan-out latency p95", "ms"),
     ("fanout", "latency_ms.p99", "fan-out latency p99", "ms"),
@@ -273,6 +343,14 @@ ROWS = [
     ("joinstorm", "time_to_sync_ms.p50", "join storm sync p50", "ms"),
     ("joinstorm", "time_to_sync_ms.p99", "join storm sync p99", "ms"),
     ("joinstorm", "wall_s", "join storm wall", "s"),
+    ("fanout1000", "latency_ms.p50", "fan-out 1 → 1,000 latency p50", "ms"),
+    ("fanout1000", "latency_ms.p99", "fan-out 1 → 1,000 latency p99", "ms"),
+    ("fanout1000", "latency_ms.max", "fan-out 1 → 1,000 latency max", "ms"),
+    ("fanout1000", "lost", "fan-out 1 → 1,000 lost", ""),
+    ("bigupdate", "time_to_all_readers_s", "16 MB update: time to every reader", "s"),
+    ("bigupdate", "probe_max_ms", "16 MB update: probe round trip max", "ms"),
+    ("bigupdate", "server_stalls.apply.max_ms", "16 MB update: longest server stall", "ms"),
+    ("bigupdate", "lost", "16 MB update lost", ""),
 ]
 
 
@@ -293,7 +371,7 @@ def table(results: dict, modes) -> str:
         if mode not in modes:
             continue
         ours = _get(results["collab"].get(mode, {}), path)
-        ref = _get(results["reference"].get(mode, {}), path)
+        ref = _get(results["reference"].get(COLLAB_ONLY.get(mode, mode), {}), path)
         ratio = "—"
         if isinstance(ours, int | float) and isinstance(ref, int | float) and ref:
             ratio = f"{ours / ref:.2f}"
@@ -310,7 +388,9 @@ def parameters(args) -> str:
         f"fan out on another of the same process; "
         f"throughput {args.tp_documents} docs × {args.writers} writers at {args.tp_rate}/s "
         f"for {args.duration} s; idle {args.connections} connections held {args.hold} s; "
-        f"join storm {args.clients} clients on a {args.size:,}-byte document"
+        f"join storm {args.clients} clients on a {args.size:,}-byte document; "
+        f"wide fan-out 1 → {args.wide_readers} readers, {args.wide_updates} updates at "
+        f"{args.wide_rate}/s; one {args.big_size:,}-byte update to {args.big_readers} readers"
     )
 
 
@@ -335,6 +415,11 @@ def main(argv=None) -> int:
     parser.add_argument("--hold", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--wide-readers", type=int, default=1000, help="fanout1000: readers")
+    parser.add_argument("--wide-updates", type=int, default=100)
+    parser.add_argument("--wide-rate", type=float, default=10.0)
+    parser.add_argument("--big-readers", type=int, default=5, help="bigupdate: readers")
+    parser.add_argument("--big-size", type=int, default=16_000_000, help="bigupdate: bytes")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--mode-timeout", type=float, default=240.0)
@@ -379,6 +464,10 @@ def main(argv=None) -> int:
             # Every load-test client is the same person (one ticket user): the per-user
             # socket cap, meant for people's tabs, would refuse the idle mode's thousands.
             WS_MAX_CONNECTIONS_PER_USER="0",
+            # Every stall of 5 ms or more is logged, the loop looked at every 5 ms: the table's
+            # "longest server stall" rows come from these lines (server_stalls).
+            STALL_WARNING_MS="5",
+            STALL_PROBE_INTERVAL_MS="5",
         )
         env.update(dict(item.split("=", 1) for item in args.server_env))
         say("migrating the scratch database")
@@ -407,6 +496,7 @@ def main(argv=None) -> int:
                 for port, process in zip(ports, collab, strict=True):
                     wait_healthy(port, process, 60)
                 pids = [pid for process in collab for pid in server_pids(process)]
+                logs = [folder / f"collab-{port}.log" for port in ports]
                 say(f"collab: {args.processes} daphne process(es) on ports {ports}, pids {pids}")
                 targets.append(
                     {
@@ -414,6 +504,7 @@ def main(argv=None) -> int:
                         "reference": False,
                         "urls": [f"ws://127.0.0.1:{p}/ws/documents" for p in ports],
                         "pids": pids,
+                        "logs": logs,
                     }
                 )
             if args.only != "collab":
@@ -439,11 +530,13 @@ def main(argv=None) -> int:
         # Idle gets servers of its own, fresh: memory freed by the other loads would be reused
         # by its connections and hide their cost (the reference's figure halved that way),
         # and closing its 5,000 sockets leaves garbage whose collection stalled the next load.
-        phases = [[m for m in modes if m != "idle"], [m for m in modes if m == "idle"]]
+        phases = [[m for m in modes if m not in FRESH]] + [[m] for m in modes if m in FRESH]
         for phase in (p for p in phases if p):
             targets = start_targets()
             for mode in phase:
                 for target in targets:
+                    if target["reference"] and mode in COLLAB_ONLY:
+                        continue
                     out = folder / f"{target['name']}-{mode}.json"
                     results[target["name"]][mode] = run_loadtest(mode, target, env, args, out)
                     time.sleep(2)  # let the last sockets close before the next load

@@ -4,6 +4,7 @@ figures in the documented shape. Nothing here asserts how fast anything was; `ma
 prints the figures."""
 
 import json
+import time
 
 import pytest
 from django.core.management import call_command
@@ -81,6 +82,32 @@ def test_it_holds_idle_connections_and_reads_server_memory(server, tmp_path):
     assert result["server_kb_per_connection"] is not None
 
 
+def test_it_connects_idle_sockets_with_a_session_cookie_as_a_browser(server, tmp_path):
+    result = run(
+        server, tmp_path, "idle", "--connections", "10", "--hold", "1", "--auth", "session"
+    )
+
+    # The server's origin check and session middleware let them in: all synced, none refused.
+    assert result["auth"] == "session"
+    assert result["opened"] == result["still_open"] == 10
+    assert result["connect_failures"] == 0
+    start, end = result["windows"]["connect"]
+    assert start <= end <= result["windows"]["hold"][0]
+    assert result["probe_max_connecting_ms"] is None or result["probe_max_connecting_ms"] > 0
+
+
+def test_it_delivers_one_big_update_to_every_reader(server, tmp_path):
+    result = run(server, tmp_path, "bigupdate", "--readers", "3", "--size", "2000000")
+
+    assert result["update_bytes"] >= 1_990_000  # whole lines of text, and the marker
+    assert result["expected"] == result["delivered"] == 3
+    assert result["lost"] == 0
+    assert result["time_to_all_readers_s"] > 0
+    assert result["probe_max_ms"] > 0
+    start, end = result["windows"]["apply"]
+    assert start < end
+
+
 def test_it_syncs_every_joiner_of_a_seeded_document(server, tmp_path):
     result = run(server, tmp_path, "joinstorm", "--clients", "5", "--size", "100000")
 
@@ -115,3 +142,23 @@ def test_it_reports_percentiles_by_nearest_rank():
 
     assert (stats["p50"], stats["p95"], stats["p99"], stats["max"]) == (50.0, 95.0, 99.0, 100.0)
     assert loadtest.percentiles([])["p99"] is None
+
+
+def test_the_bench_reads_the_longest_stall_of_each_window_from_the_server_logs(tmp_path):
+    from bench.run import server_stalls
+
+    log = tmp_path / "collab-1.log"
+    log.write_text(
+        "2026-12-03 06:00:00,100 INFO collab.ws ws open user=a\n"
+        "2026-12-03 06:00:01,250 WARNING collab.metrics event loop stalled "
+        "stall_ms=12.5 cause=loop\n"
+        "2026-12-03 06:00:02,000 WARNING collab.metrics garbage collection paused the process "
+        "stall_ms=118.0 cause=gc2\n"
+        "2026-12-03 06:00:09,000 WARNING collab.metrics event loop stalled "
+        "stall_ms=300.0 cause=loop\n"
+    )
+    base = time.mktime(time.strptime("2026-12-03 06:00:00", "%Y-%m-%d %H:%M:%S"))
+    found = server_stalls([log], {"connect": [base, base + 3], "quiet": [base + 4, base + 5]})
+
+    assert found["connect"] == {"max_ms": 118.0, "cause": "gc2", "over_50_ms": 1}
+    assert found["quiet"] == {"max_ms": 0.0, "cause": None, "over_50_ms": 0}

@@ -2,8 +2,9 @@
 
 Against collab it creates a user and fresh documents in the configured database (the one the
 servers use, DATABASE_URL) and connects with tickets signed by SECRET_KEY, so the servers must
-share both. With ``--reference`` the target is a stock y-websocket server: no database, no
-tickets, room name = a fresh uuid. The documents it made are deleted at the end.
+share both (``--auth session``: with a session cookie instead, as a browser does). With
+``--reference`` the target is a stock y-websocket server: no database, no tickets, room name =
+a fresh uuid. The documents it made are deleted at the end.
 
 The engine and its packages (websockets, psutil) come with the ``bench`` extra, so they are
 imported only when the command runs: ``editor`` imports without them, and without them the
@@ -82,6 +83,7 @@ class Command(BaseCommand):
                 other_ticket=lambda document: tickets.issue(other.pk, document)[0],
                 server_pids=options["server_pid"],
                 name="collab",
+                cookie=session_cookie(user) if options["auth"] == "session" else None,
             )
             try:
                 report = loadtest.execute(target, [str(d.pk) for d in made], options)
@@ -102,3 +104,16 @@ class Command(BaseCommand):
             except DatabaseError as exc:
                 error = exc
         self.stderr.write(f"loadtest: could not delete its documents: {error}")
+
+
+def session_cookie(user: Any) -> str:
+    """A logged-in session for ``user``, as Django's login would store it, as a Cookie header."""
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+
+    store = importlib.import_module(settings.SESSION_ENGINE).SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    return f"{settings.SESSION_COOKIE_NAME}={store.session_key}"
