@@ -480,6 +480,7 @@ class CollabOptions(TypedDict):
     MAX_CONNECTIONS_PER_USER: int
     AUTO_VERSION_QUIET: float
     AUTO_VERSION_EVERY: float
+    AUTH_THREADS: int
 
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.
@@ -537,4 +538,11 @@ COLLAB: CollabOptions = {
     # automatic versions off.
     "AUTO_VERSION_QUIET": env_float("AUTO_VERSION_QUIET_SECONDS", 120.0),
     "AUTO_VERSION_EVERY": env_float("AUTO_VERSION_EVERY_SECONDS", 600.0),
+    # Threads that check sockets as they connect (the session, the ticket, the role: one or two
+    # queries each). On the process's one ORM thread they queued behind one another, a query
+    # round trip each: that queue, not the CPU, capped connects (docs/BENCHMARKS.md, change 15).
+    # Each holds a database connection while it works: keep it under DATABASE_POOL_MAX.
+    "AUTH_THREADS": env_int("WS_AUTH_THREADS", 4),
 }
+if COLLAB["AUTH_THREADS"] < 1:
+    raise ImproperlyConfigured("WS_AUTH_THREADS must be at least 1.")

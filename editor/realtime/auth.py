@@ -8,6 +8,7 @@ can show, docs/protocol.md).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -208,8 +209,20 @@ def _current_role(access: Access) -> str | None:
     return user_and_role(access.user.pk, access.document_id)[1]
 
 
-_authorize_on_db_thread = database_sync_to_async(_authorize)
-_current_role_on_db_thread = database_sync_to_async(_current_role)
+# Socket checks run on a few threads of their own rather than on the process's one ORM thread
+# (Channels' default, thread_sensitive): there every connect's query waited for the previous
+# one's round trip, so a reconnect storm queued behind a single thread (docs/BENCHMARKS.md,
+# change 15). The checks only read, each in its own autocommit query, so nothing needs them
+# on one thread; DatabaseSyncToAsync still returns each thread's connection after every check.
+_checks = ThreadPoolExecutor(
+    max_workers=settings.COLLAB["AUTH_THREADS"], thread_name_prefix="collab-auth"
+)
+_authorize_on_db_thread = database_sync_to_async(
+    _authorize, thread_sensitive=False, executor=_checks
+)
+_current_role_on_db_thread = database_sync_to_async(
+    _current_role, thread_sensitive=False, executor=_checks
+)
 
 
 async def authorize(scope: dict[str, Any], document_id: str) -> Access:

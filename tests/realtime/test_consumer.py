@@ -3,13 +3,14 @@
 import asyncio
 import logging
 import random
+import threading
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from pycrdt import Doc, Text
 
-from editor.realtime import protocol, store, tickets
+from editor.realtime import auth, protocol, store, tickets
 from editor.realtime.auth import Refused, authorize
 from editor.realtime.room import get_rooms
 
@@ -210,11 +211,33 @@ async def test_a_connect_reads_access_in_one_query(document, viewer, django_asse
     scope = {"query_string": f"ticket={token}".encode(), "headers": []}
 
     def check():
+        # The check itself, as its thread runs it (queries are counted per thread).
         with django_assert_num_queries(1):
-            return async_to_sync(authorize)(scope, str(document.pk))
+            return auth._authorize(scope, str(document.pk))
 
     access = await sync_to_async(check, thread_sensitive=False)()
     assert access.role == "viewer"
+
+
+async def test_a_connect_does_not_wait_for_the_orm_thread(document, viewer):
+    # The process's one ORM thread is held (a long batch write, say): sockets still get in.
+    held, release = threading.Event(), threading.Event()
+
+    def busy():
+        held.set()
+        release.wait(30)
+
+    blocker = asyncio.ensure_future(sync_to_async(busy, thread_sensitive=True)())
+    await asyncio.to_thread(held.wait, 10)
+    try:
+        token, _ = tickets.issue(viewer.pk, document.pk)
+        scope = {"query_string": f"ticket={token}".encode(), "headers": []}
+        access = await asyncio.wait_for(authorize(scope, str(document.pk)), 10)
+        assert access.role == "viewer"
+        assert not blocker.done()
+    finally:
+        release.set()
+        await blocker
 
 
 async def test_it_answers_an_unknown_path_with_4404(peer_for, owner):
