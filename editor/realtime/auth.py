@@ -8,6 +8,7 @@ can show, docs/protocol.md).
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import OuterRef, Subquery
 from django.http.request import split_domain_port, validate_host
 
@@ -137,27 +139,80 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     return origin == _page_origin(headers) or _trusted(origin)
 
 
-def user_and_role(user_id: int, document_id: str) -> tuple[Any, str | None]:
+def user_and_role(user_id: int, document_id: str) -> tuple[Person | None, str | None]:
     """The active user and their role in the document, read in ONE query (it took three: user,
-    document with its snapshot, membership); every connect runs it on the process's single
-    database thread. Returns (None, None) for no such active user; the role is None for no
-    such document or no access."""
-    owner = Document.objects.filter(pk=document_id).values("owner_id")[:1]
-    membership = Membership.objects.filter(document_id=document_id, user_id=OuterRef("pk"))
-    user = (
-        get_user_model()
-        .objects.filter(pk=user_id, is_active=True)
-        .only("pk", "username", "first_name", "last_name")
-        .annotate(
-            document_owner_id=Subquery(owner),
-            member_role=Subquery(membership.values("role")[:1]),
-        )
-        .first()
-    )
-    if user is None:
+    document with its snapshot, membership); every connect runs it. Returns (None, None) for no
+    such active user; the role is None for no such document or no access."""
+    row = _USER_AND_ROLE.fetch(user_id, document_id)
+    if row is None:
         return None, None
-    role = access.role_from(user.pk, user.document_owner_id, user.member_role)
+    pk, username, first_name, last_name, owner_id, member_role = row
+    user = Person(pk=pk, username=username, full_name=f"{first_name} {last_name}".strip())
+    role = access.role_from(pk, owner_id, member_role)
     return user, role if access.may_view(role) else None
+
+
+class _CompiledOnce:
+    """user_and_role's query, built with the ORM and compiled to SQL once per database (with
+    placeholder values), then run with each connect's values. Building and compiling it took
+    most of a socket check's CPU (py-spy, docs/BENCHMARKS.md change 16): the query never
+    changes, only its two values."""
+
+    _USER = -2_146_000_001  # no such user id (in the column's range): stands for the user's
+    _DOCUMENT = uuid.UUID("5e171ae1-0000-4000-8000-00000000d0c5")  # stands for the document's
+
+    def __init__(self) -> None:
+        # Per database alias: the SQL, and its parameters (the placeholders' slots marked).
+        self._compiled: dict[str, tuple[str, list[Any]]] = {}
+
+    @staticmethod
+    def queryset(user_id: Any, document_id: Any) -> Any:
+        owner = Document.objects.filter(pk=document_id).values("owner_id")[:1]
+        membership = Membership.objects.filter(document_id=document_id, user_id=OuterRef("pk"))
+        return (
+            get_user_model()
+            .objects.filter(pk=user_id, is_active=True)
+            .annotate(
+                document_owner_id=Subquery(owner),
+                member_role=Subquery(membership.values("role")[:1]),
+            )
+            .values_list(
+                "pk", "username", "first_name", "last_name", "document_owner_id", "member_role"
+            )[:1]
+        )
+
+    def _compile(self, alias: str) -> tuple[str, list[Any]]:
+        query = self.queryset(self._USER, self._DOCUMENT).query
+        sql, params = query.get_compiler(using=alias).as_sql()
+        as_stored = Document._meta.pk.get_db_prep_value(self._DOCUMENT, connections[alias])
+        slots = [
+            _USER_SLOT if param == self._USER else _DOCUMENT_SLOT if param == as_stored else param
+            for param in params
+        ]
+        if slots.count(_USER_SLOT) != 1 or _DOCUMENT_SLOT not in slots:
+            raise RuntimeError(f"user_and_role: placeholders not found in {sql!r}")
+        return sql, slots
+
+    def fetch(self, user_id: int, document_id: str) -> tuple[Any, ...] | None:
+        alias = DEFAULT_DB_ALIAS
+        compiled = self._compiled.get(alias)
+        if compiled is None:
+            compiled = self._compiled[alias] = self._compile(alias)
+        sql, slots = compiled
+        connection = connections[alias]
+        document = Document._meta.pk.get_db_prep_value(uuid.UUID(str(document_id)), connection)
+        params = [
+            user_id if slot is _USER_SLOT else document if slot is _DOCUMENT_SLOT else slot
+            for slot in slots
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+
+
+_USER_SLOT = object()
+_DOCUMENT_SLOT = object()
+_USER_AND_ROLE = _CompiledOnce()
 
 
 def _authorize(scope: dict[str, Any], document_id: str) -> Access:
@@ -186,7 +241,7 @@ def _authorize(scope: dict[str, Any], document_id: str) -> Access:
     if role is None:
         # The same answer for "does not exist" and "not yours": nothing leaks.
         raise Refused(CLOSE_FORBIDDEN, "no access to this document")
-    return Access(user=Person.of(user), document_id=document_id, role=role, via=via)
+    return Access(user=user, document_id=document_id, role=role, via=via)
 
 
 def _guest(scope: dict[str, Any], document_id: str) -> Access:
