@@ -32,6 +32,8 @@ if settings.SERVE["SHARED_PROTOCOL_OPTIONS"] and transport.available(
     transport.SHARED_PROTOCOL_OPTIONS
 ):
     transport.share_protocol_options()
+if settings.SERVE["QUIET_HANDSHAKE"]:
+    transport.quiet_handshake()
 if settings.SERVE["RAW_FRAMES"]:
     transport.available(transport.RAW_FRAMES)
 transport.available(transport.QUEUED_BYTES)  # the send-buffer cap, always on

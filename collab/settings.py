@@ -419,6 +419,7 @@ class ServeOptions(TypedDict):
     PROXY_HEADERS: bool
     EAGER_WRITES: bool
     SHARED_PROTOCOL_OPTIONS: bool
+    QUIET_HANDSHAKE: bool
     RAW_FRAMES: bool
     GC_FREEZE: bool
     HEADER_TIMEOUT: float
@@ -445,6 +446,8 @@ SERVE: ServeOptions = {
     "EAGER_WRITES": env_bool("WS_EAGER_WRITES", True),
     # autobahn's per-socket options live on the protocol class (collab/transport.py).
     "SHARED_PROTOCOL_OPTIONS": env_bool("WS_SHARED_PROTOCOL_OPTIONS", True),
+    # autobahn's per-connection debug formatting only when debug lines are logged.
+    "QUIET_HANDSHAKE": env_bool("WS_QUIET_HANDSHAKE", True),
     # Document messages are framed once and written straight to daphne's sockets.
     "RAW_FRAMES": env_bool("WS_RAW_FRAMES", True),
     # Objects loaded at start-up are frozen out of the garbage collector (collab/asgi.py).

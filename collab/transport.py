@@ -47,6 +47,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import pprint
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
@@ -62,6 +63,7 @@ RAW_FRAMES = "raw_frames"
 QUEUED_BYTES = "queued_bytes"
 HEADER_DEADLINE = "header_deadline"
 ACCESS_LOG = "access_log"
+QUIET_HANDSHAKE = "quiet_handshake"
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections); what
 # eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
@@ -141,6 +143,55 @@ def share_protocol_options() -> bool:
         return False
     WebSocketProtocol._connectionMade = _options_on_the_class(connection_made)
     return True
+
+
+# -- autobahn's debug formatting on every connection -----------------------------------------
+
+
+def _pformat_when_logged(value: Any, *args: Any, **kwargs: Any) -> str:
+    """autobahn's WebSocket protocol module formats its ~30 options (``pformat``) for a debug
+    line on every connection, whether or not debug lines are logged: a tenth of a connect's
+    CPU (py-spy, docs/BENCHMARKS.md change 17). This stands in for that module's ``pformat``:
+    it formats only when txaio logs debug lines, and otherwise returns a placeholder that
+    nothing shows."""
+    if _debug_logged():
+        return pprint.pformat(value, *args, **kwargs)
+    return "(not formatted: debug logging is off)"
+
+
+def _debug_logged() -> bool:
+    import txaio
+
+    try:
+        return txaio.get_global_log_level() in ("debug", "trace")
+    except RuntimeError:  # no framework selected yet: format, as autobahn would
+        return True
+
+
+def quiet_handshake() -> bool:
+    """Installs ``_pformat_when_logged`` in autobahn's protocol module. Says whether it is in
+    place (autobahn still has what this relies on). Idempotent."""
+    from autobahn.websocket import protocol
+
+    if getattr(protocol, "pformat", None) is _pformat_when_logged:
+        return True
+    if not available(QUIET_HANDSHAKE):
+        return False
+    protocol.pformat = _pformat_when_logged
+    return True
+
+
+def _quiet_handshake_missing() -> list[str]:
+    import txaio
+    from autobahn.websocket import protocol
+
+    found = getattr(protocol, "pformat", None)
+    missing = []
+    if found is not pprint.pformat and found is not _pformat_when_logged:
+        missing.append("autobahn.websocket.protocol no longer uses pprint.pformat")
+    if not callable(getattr(txaio, "get_global_log_level", None)):
+        missing.append("txaio has no get_global_log_level")
+    return missing
 
 
 # -- one encoded frame for many sockets -------------------------------------------------------
@@ -636,5 +687,8 @@ _TUNINGS: dict[str, _Tuning] = {
     ACCESS_LOG: _Tuning(
         _access_log_missing,
         "daphne writes its own access log, as text on stdout, whatever LOG_FORMAT says",
+    ),
+    QUIET_HANDSHAKE: _Tuning(
+        _quiet_handshake_missing, "autobahn formats its debug lines on every connection"
     ),
 }

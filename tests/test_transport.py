@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import pprint
 import re
 import socket
 import subprocess
@@ -399,8 +400,41 @@ def test_every_tuning_passes_its_check_on_the_installed_libraries(unchecked, cap
         "queued_bytes": True,
         "header_deadline": True,
         "access_log": True,
+        "quiet_handshake": True,
     }
     assert [r for r in caplog.records if r.name == "collab.transport"] == []
+
+
+def test_autobahn_formats_its_debug_lines_only_when_they_are_logged(unchecked, monkeypatch):
+    import txaio
+    from autobahn.websocket import protocol
+
+    monkeypatch.setattr(protocol, "pformat", protocol.pformat)  # put back afterwards
+    assert transport.quiet_handshake()
+    assert transport.quiet_handshake()  # idempotent
+    options = [("openHandshakeTimeout", 5, "WebSocketServerFactory")]
+    txaio.use_twisted()
+    level = txaio.get_global_log_level()
+    try:
+        txaio.set_global_log_level("info")
+        assert protocol.pformat(options) == "(not formatted: debug logging is off)"
+        txaio.set_global_log_level("debug")
+        assert protocol.pformat(options) == pprint.pformat(options)
+    finally:
+        txaio.set_global_log_level(level)
+
+
+def test_it_leaves_autobahns_pformat_when_autobahn_changed(unchecked, monkeypatch, caplog):
+    from autobahn.websocket import protocol
+
+    def other(value):
+        return repr(value)
+
+    monkeypatch.setattr(protocol, "pformat", other)
+    assert transport.quiet_handshake() is False
+    assert protocol.pformat is other
+    [warning] = warnings_for(caplog, "quiet_handshake")
+    assert "no longer uses pprint.pformat" in warning
 
 
 def test_it_keeps_twisteds_write_when_its_signature_changed(
@@ -651,6 +685,7 @@ def test_loading_the_application_leaves_a_changed_twisted_alone():
         "queued_bytes": True,
         "header_deadline": True,
         "access_log": True,
+        "quiet_handshake": True,
     }
     assert result.stderr.count("transport tuning eager_writes is off") == 1
     assert result.stderr.count("transport tuning") == 1
