@@ -16,9 +16,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "collab.settings")
 # Django must be set up before anything imports models (the consumers do).
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.http.cookie import parse_cookie  # noqa: E402
 
 from collab import logs, transport  # noqa: E402
 from editor import metrics  # noqa: E402
@@ -44,23 +44,33 @@ if settings.LOG_FORMAT == "json":
 
 
 class SessionUnlessTicket:
-    """Sockets with a ticket skip the session and auth middleware.
+    """Sockets with a ticket skip the session; the others get their session cookie's key.
 
-    DocumentConsumer's ``authorize`` ignores the session whenever a ticket is present, so the
-    answer is the same; the middleware chain is held for a socket's whole life and costs about
-    1.5 KB of heap per connection (docs/BENCHMARKS.md).
+    DocumentConsumer's ``authorize`` reads the session (who logged in, or a guest's links) on
+    its own threads, and ignores it whenever a ticket is present. Channels' AuthMiddlewareStack
+    did that work on the process's one ORM thread (the session's query, then the user's) and
+    kept the session and the user in the socket's scope for its whole life: about a fifth of a
+    browser socket's connect time and 4.7 KB of its memory (docs/BENCHMARKS.md, change 18).
     """
 
     def __init__(self, inner: ASGI3Application) -> None:
         self.inner = inner
-        self.with_session = AuthMiddlewareStack(inner)
 
     async def __call__(
         self, scope: WebSocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        # A helper, so that this frame (alive as long as the socket) keeps no parsed query.
-        app = self.inner if _has_ticket(scope) else self.with_session
-        await app(scope, receive, send)
+        # Helpers, so that this frame (alive as long as the socket) keeps no parsed query or
+        # cookies.
+        if not _has_ticket(scope):
+            scope = {**scope, "session_key": _session_key(scope)}  # type: ignore[typeddict-unknown-key]
+        await self.inner(scope, receive, send)
+
+
+def _session_key(scope: WebSocketScope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            return parse_cookie(value.decode("latin1")).get(settings.SESSION_COOKIE_NAME) or None
+    return None
 
 
 def _has_ticket(scope: WebSocketScope) -> bool:

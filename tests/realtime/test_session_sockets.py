@@ -1,0 +1,100 @@
+"""Browser sockets through the whole application (collab/asgi.py): the session cookie is read by
+the socket check itself, on its own threads (editor/realtime/auth.py), with Django's rules for
+a login: the user must be active and still have the password the session was made with."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import Client
+
+from collab.asgi import application
+from editor import links
+from editor.models import ShareLink
+from editor.realtime import protocol
+from tests.realtime.conftest import HOST, ORIGIN, Peer
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+def logged_in(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def browser(document, session_key: str | None, origin=ORIGIN) -> Peer:
+    headers = [origin, HOST]
+    if session_key is not None:
+        headers.append(
+            (b"cookie", f"csrftoken=x; {settings.SESSION_COOKIE_NAME}={session_key}".encode())
+        )
+    return Peer(WebsocketCommunicator(application, f"/ws/documents/{document.id}", headers=headers))
+
+
+async def refusal(peer: Peer) -> tuple[protocol.Message, int]:
+    assert await peer.connect()
+    message = await peer.recv()
+    return message, await peer.expect_close()
+
+
+async def test_a_logged_in_browser_gets_its_role(document, owner, viewer):
+    for user, scope in ((owner, protocol.SCOPE_READ_WRITE), (viewer, protocol.SCOPE_READ_ONLY)):
+        peer = browser(document, await sync_to_async(logged_in)(user))
+        assert await peer.connect()
+        assert isinstance(await peer.recv(), protocol.SyncStep1)
+        assert await peer.recv() == protocol.Authenticated(scope)
+        await peer.close()
+
+
+async def test_a_session_ends_when_the_password_changes(document, owner):
+    key = await sync_to_async(logged_in)(owner)
+    owner.set_password("a different one, changed elsewhere")
+    await sync_to_async(owner.save)()
+
+    message, code = await refusal(browser(document, key))
+    assert message == protocol.Auth("session no longer valid: log in again")
+    assert code == 4401
+
+
+async def test_an_inactive_users_session_is_refused(document, owner):
+    key = await sync_to_async(logged_in)(owner)
+    owner.is_active = False
+    await sync_to_async(owner.save)()
+
+    _, code = await refusal(browser(document, key))
+    assert code == 4401
+
+
+@pytest.mark.parametrize("key", [None, "no-such-session-key", ""])
+async def test_no_session_or_an_unknown_one_is_told_to_log_in(document, key):
+    message, code = await refusal(browser(document, key))
+    assert message == protocol.Auth("log in, or pass ?ticket=")
+    assert code == 4401
+
+
+async def test_a_session_from_a_foreign_origin_is_refused(document, owner):
+    key = await sync_to_async(logged_in)(owner)
+    message, code = await refusal(
+        browser(document, key, origin=(b"origin", b"https://evil.example"))
+    )
+    assert message == protocol.Auth("origin not allowed")
+    assert code == 4403
+
+
+async def test_a_guest_with_an_anyone_link_in_the_session_reads(document, owner):
+    link = await sync_to_async(ShareLink.objects.create)(
+        document=document, role="viewer", anyone=True, created_by=owner
+    )
+    session = SessionStore()
+    session[links.SESSION_KEY] = {str(document.id): link.token}
+    await sync_to_async(session.save)()
+
+    peer = browser(document, session.session_key)
+    assert await peer.connect()
+    assert isinstance(await peer.recv(), protocol.SyncStep1)
+    assert await peer.recv() == protocol.Authenticated(protocol.SCOPE_READ_ONLY)
+    await peer.close()
