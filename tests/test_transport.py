@@ -359,6 +359,11 @@ def untuned(monkeypatch):
         "_connectionMade",
         getattr(connection_made, "__wrapped__", connection_made),
     )
+    # Options an earlier test's connection set on the class (when this process loaded
+    # collab.asgi, the options are shared): gone, as autobahn ships the class.
+    for name in [*WebSocketProtocol.CONFIG_ATTRS, "_options_of"]:
+        if name in WebSocketProtocol.__dict__:
+            monkeypatch.delattr(WebSocketProtocol, name)
 
 
 def hide(patch: pytest.MonkeyPatch, cls: type, name: str) -> None:
