@@ -2,14 +2,7 @@
 
 import gc
 import os
-from urllib.parse import parse_qs
 
-from asgiref.typing import (
-    ASGI3Application,
-    ASGIReceiveCallable,
-    ASGISendCallable,
-    WebSocketScope,
-)
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "collab.settings")
@@ -18,9 +11,9 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.http.cookie import parse_cookie  # noqa: E402
 
 from collab import logs, transport  # noqa: E402
+from collab.middleware import SessionUnlessTicket  # noqa: E402
 from editor import metrics  # noqa: E402
 from editor.routing import websocket_urlpatterns  # noqa: E402
 
@@ -41,41 +34,6 @@ if settings.SERVE["HEADER_TIMEOUT"]:
     transport.limit_request_heads(settings.SERVE["HEADER_TIMEOUT"])
 if settings.LOG_FORMAT == "json":
     transport.log_access(logs.log_access)  # daphne's access log as JSON lines too
-
-
-class SessionUnlessTicket:
-    """Sockets with a ticket skip the session; the others get their session cookie's key.
-
-    DocumentConsumer's ``authorize`` reads the session (who logged in, or a guest's links) on
-    its own threads, and ignores it whenever a ticket is present. Channels' AuthMiddlewareStack
-    did that work on the process's one ORM thread (the session's query, then the user's) and
-    kept the session and the user in the socket's scope for its whole life: about a fifth of a
-    browser socket's connect time and 4.7 KB of its memory (docs/BENCHMARKS.md, change 18).
-    """
-
-    def __init__(self, inner: ASGI3Application) -> None:
-        self.inner = inner
-
-    async def __call__(
-        self, scope: WebSocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        # Helpers, so that this frame (alive as long as the socket) keeps no parsed query or
-        # cookies.
-        if not _has_ticket(scope):
-            scope = {**scope, "session_key": _session_key(scope)}  # type: ignore[typeddict-unknown-key]
-        await self.inner(scope, receive, send)
-
-
-def _session_key(scope: WebSocketScope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"cookie":
-            return parse_cookie(value.decode("latin1")).get(settings.SESSION_COOKIE_NAME) or None
-    return None
-
-
-def _has_ticket(scope: WebSocketScope) -> bool:
-    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
-    return bool(query.get("ticket", [None])[0])
 
 
 application = ProtocolTypeRouter(

@@ -1,4 +1,5 @@
-"""Browser sockets through the whole application (collab/asgi.py): the session cookie is read by
+"""Browser sockets through the application's WebSocket stack (collab/middleware.py in front of the
+routes, as collab/asgi.py has it): the session cookie is read by
 the socket check itself, on its own threads (editor/realtime/auth.py), with Django's rules for
 a login: the user must be active and still have the password the session was made with."""
 
@@ -6,18 +7,23 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 
-from collab.asgi import application
+from collab.middleware import SessionUnlessTicket
 from editor import links
 from editor.models import ShareLink
 from editor.realtime import protocol
+from editor.routing import websocket_urlpatterns
 from tests.realtime.conftest import HOST, ORIGIN, Peer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+# collab/asgi.py's WebSocket side (importing that module would tune this whole test process).
+STACK = SessionUnlessTicket(URLRouter(websocket_urlpatterns))
 
 
 def logged_in(user) -> str:
@@ -32,7 +38,7 @@ def browser(document, session_key: str | None, origin=ORIGIN) -> Peer:
         headers.append(
             (b"cookie", f"csrftoken=x; {settings.SESSION_COOKIE_NAME}={session_key}".encode())
         )
-    return Peer(WebsocketCommunicator(application, f"/ws/documents/{document.id}", headers=headers))
+    return Peer(WebsocketCommunicator(STACK, f"/ws/documents/{document.id}", headers=headers))
 
 
 async def refusal(peer: Peer) -> tuple[protocol.Message, int]:
