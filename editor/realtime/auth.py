@@ -279,9 +279,9 @@ def _authorize(scope: dict[str, Any], document_id: str) -> Access:
         user_id = ticket.user_id
         via = "ticket"
     else:
-        # collab's own session middleware (collab/asgi.py) leaves the session, unread, for this
-        # thread to read; a stack that resolved the user itself (Channels' AuthMiddleware, the
-        # tests' scopes) leaves it as "user".
+        # collab's own middleware (collab/middleware.py) leaves the session's key, unread, for
+        # this thread to read; a stack that resolved the user itself (Channels'
+        # AuthMiddleware, the tests' scopes) leaves it as "user".
         session_user = scope.get("user")
         session = _session_of(scope)
         if session_user is not None:
@@ -306,7 +306,7 @@ def _authorize(scope: dict[str, Any], document_id: str) -> Access:
 
 def _session_of(scope: dict[str, Any]) -> Any:
     """The socket's session: the one a middleware put in the scope, or the one its cookie names
-    (``session_key``, from collab/asgi.py), read here, off the event loop; None for none."""
+    (``session_key``, from collab/middleware.py), read here, off the event loop; None for none."""
     session = scope.get("session")
     if session is None and scope.get("session_key"):
         session = _session_engine().SessionStore(scope["session_key"])
