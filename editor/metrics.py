@@ -51,8 +51,8 @@ Histograms (seconds unless named otherwise)
 - ``collab_websocket_ping_rtt_seconds``: round trip of daphne's keep-alive pings
   (``WS_PING_INTERVAL``), from autobahn's ``onAutoPong``; empty when that hook cannot be used
   (``observe_ping_round_trips`` logs one warning saying why).
-- ``collab_event_loop_lag_seconds``: how late a 50 ms sleep on the event loop woke: the stalls
-  every socket of the process waited through.
+- ``collab_event_loop_lag_seconds``: how late a sleep of STALL_PROBE_INTERVAL_MS (50 ms) on the
+  event loop woke: the stalls every socket of the process waited through.
 - ``collab_gc_pause_seconds{generation}``: garbage-collector pauses (``gc.callbacks``).
 
 Plus prometheus-client's default collectors: ``process_*`` (CPU, memory, open files, start
