@@ -27,6 +27,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from pycrdt import Doc, Text
 
+from editor.bigvalues import server_bound
 from editor.models import Document, Version
 from editor.realtime import room, store
 
@@ -288,14 +289,16 @@ def keep(
     document: Document, doc: Doc[Text], name: str, author: User | None, automatic: bool = False
 ) -> Version:
     """Keeps ``doc``, the document's state as loaded, as a version."""
-    return Version.objects.create(
-        document=document,
-        name=name,
-        author=author,
-        automatic=automatic,
-        state=doc.get_update(),
-        text=storable(text_of(doc)),
-    )
+    state, text = doc.get_update(), storable(text_of(doc))
+    with server_bound():
+        return Version.objects.create(
+            document=document,
+            name=name,
+            author=author,
+            automatic=automatic,
+            state=state,
+            text=text,
+        )
 
 
 def storable(text: str) -> str:

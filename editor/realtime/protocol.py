@@ -51,7 +51,6 @@ from pycrdt import (
     YSyncMessageType,
     create_awareness_message,
     create_sync_message,
-    create_update_message,
     write_message,
     write_var_uint,
 )
@@ -318,9 +317,13 @@ def sync_step2(doc: Doc, state_vector: bytes) -> bytes:
     )
 
 
+_SYNC_UPDATE = bytes((YMessageType.SYNC, YSyncMessageType.SYNC_UPDATE))
+
+
 def sync_update(update: bytes) -> bytes:
-    """Frame broadcasting one document update."""
-    return create_update_message(update)
+    """Frame broadcasting one document update: the bytes of pycrdt's ``create_update_message``,
+    joined in one copy instead of two (a 16 MB paste: one 16 MB copy less)."""
+    return b"".join((_SYNC_UPDATE, write_var_uint(len(update)), update))
 
 
 def awareness(payload: bytes) -> bytes:

@@ -55,6 +55,7 @@ from pycrdt import Decoder, Doc
 from pycrdt import get_update as diff_update
 
 from editor import metrics
+from editor.bigvalues import server_bound
 from editor.models import Document, DocumentUpdate
 from editor.realtime.loops import per_event_loop
 
@@ -95,14 +96,15 @@ def load(document_id: uuid.UUID | str) -> tuple[list[bytes], int]:
     # Rows first, snapshot second, with no lock: a compaction committing in between has either
     # not deleted the rows yet (we also hold them, and applying them twice is harmless) or has
     # already written the snapshot that contains them. Snapshot first could miss both.
-    rows = list(
-        DocumentUpdate.objects.filter(document_id=document_id)
-        .order_by("id")
-        .values_list("id", "data")
-    )
-    snapshot, snapshot_seq = (
-        Document.objects.filter(pk=document_id).values_list("snapshot", "snapshot_seq").get()
-    )
+    with server_bound(binary_results=True):
+        rows = list(
+            DocumentUpdate.objects.filter(document_id=document_id)
+            .order_by("id")
+            .values_list("id", "data")
+        )
+        snapshot, snapshot_seq = (
+            Document.objects.filter(pk=document_id).values_list("snapshot", "snapshot_seq").get()
+        )
     updates = [bytes(snapshot)] if snapshot else []
     updates += [bytes(data) for _, data in rows]
     return updates, max((pk for pk, _ in rows), default=snapshot_seq)
@@ -114,11 +116,12 @@ def updates_since(document_ids: list, since: datetime.datetime) -> list[tuple[st
     a little further than they last looked."""
     if not document_ids:
         return []
-    rows = (
-        DocumentUpdate.objects.filter(document_id__in=document_ids, created_at__gte=since)
-        .order_by("id")
-        .values_list("document_id", "id", "data")
-    )
+    with server_bound(binary_results=True):
+        rows = list(
+            DocumentUpdate.objects.filter(document_id__in=document_ids, created_at__gte=since)
+            .order_by("id")
+            .values_list("document_id", "id", "data")
+        )
     return [(str(document_id), pk, bytes(data)) for document_id, pk, data in rows]
 
 
@@ -292,7 +295,7 @@ def _compact_crowded(document_ids: set) -> None:
 
 def _insert(batch: list[_Pending]) -> None:
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(), server_bound():
         DocumentUpdate.objects.bulk_create(
             DocumentUpdate(document_id=p.document_id, data=p.data, author_id=p.author_id)
             for p in batch
@@ -307,7 +310,7 @@ def write(document_id: uuid.UUID | str, data: bytes, author_id: int | None) -> N
     For callers outside the event loop that must not answer before the change is durable (the
     REST API); rooms use the batching writer instead.
     """
-    with transaction.atomic():
+    with transaction.atomic(), server_bound():
         row = DocumentUpdate.objects.create(
             document_id=document_id, data=bytes(data), author_id=author_id
         )

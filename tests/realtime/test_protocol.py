@@ -391,3 +391,12 @@ def test_it_raises_only_protocol_errors_on_random_bytes():
             decode_awareness(data)
     # Most random input is garbage; a few mutations still land on valid frames.
     assert rejected > 400
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16_384, 1_000_000])
+def test_an_update_frame_is_the_one_pycrdt_makes(size):
+    from pycrdt import create_update_message
+
+    update = bytes(i % 256 for i in range(size))
+
+    assert sync_update(update) == create_update_message(update)

@@ -5,6 +5,7 @@ layer channel in the document group, exactly as in two daphne processes sharing 
 """
 
 import asyncio
+import threading
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -12,6 +13,7 @@ from pycrdt import Doc, Text
 
 from editor.models import DocumentUpdate
 from editor.realtime import protocol, store
+from editor.realtime import room as room_module
 from editor.realtime.room import InvalidUpdate, Rooms, publish_access_change, publish_title
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -337,3 +339,36 @@ async def test_a_rename_anywhere_reaches_the_open_sockets(document, owner):
     await sync_to_async(rename)("Renamed")
     assert await olive.next() == protocol.Stateless('{"type": "title", "title": "Renamed"}')
     await room.close()
+
+
+async def test_a_large_update_is_hashed_off_the_event_loop_here_and_in_other_processes(
+    document, owner, monkeypatch
+):
+    """hashlib lets go of the GIL while it hashes: a big paste's digest (28 ms for 16 MB) is
+    taken in a thread, so every other socket of the process is served meanwhile."""
+    hashed_on: list[tuple[int, bool]] = []
+    real_digest = room_module._digest
+
+    def digest(update: bytes) -> bytes:
+        hashed_on.append((len(update), threading.current_thread() is threading.main_thread()))
+        return real_digest(update)
+
+    monkeypatch.setattr(room_module, "_digest", digest)
+    here, there = Rooms(), Rooms()
+    sender, far = Sink(), Sink()
+    room = await here.join(document.id, sender)
+    remote = await there.join(document.id, far)
+    hashed_on.clear()
+
+    big = edit("x" * room_module.DIGEST_OFF_LOOP)
+    small = edit("y")
+    await room.apply_client_updates([big], origin=sender, author_id=owner.pk)
+    await room.apply_client_updates([small], origin=sender, author_id=owner.pk)
+
+    assert await far.next() == protocol.SyncUpdate(big)
+    assert await far.next() == protocol.SyncUpdate(small)
+    on_the_loop = {size: main for size, main in hashed_on}
+    assert on_the_loop == {len(big): False, len(small): True}
+    assert [size for size, _ in hashed_on].count(len(big)) == 2  # here, and in the other process
+    await room.close()
+    await remote.close()
