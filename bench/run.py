@@ -274,7 +274,8 @@ STALL_LINE = re.compile(
 
 def server_stalls(logs: list[Path], windows: dict) -> dict:
     """The longest stall the collab processes logged within each of the run's windows (wall
-    clock), with its cause (loop, gc0, gc1, gc2), across all processes. A line is stamped when
+    clock), with its cause (loop, gc: a stall mostly spent collecting; gc0, gc1, gc2: one
+    collection's own line), across all processes. A line is stamped when
     the stall ended: it counts in a window if it ended there."""
     stalls = []
     for log in logs:

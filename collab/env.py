@@ -102,3 +102,19 @@ def env_addresses(name: str, default_port: int) -> list[tuple[str, int]]:
             )
         addresses.append((host, int(port)))
     return addresses
+
+
+def env_gc_thresholds(name: str, default: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """Three positive integers for ``gc.set_threshold`` ("20000,20,10"); "python": leave
+    Python's own (700, 10, 10)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() == "python":
+        return None
+    parts = [part.strip() for part in raw.split(",")]
+    if len(parts) != 3 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ImproperlyConfigured(
+            f"{name} must be three positive integers like 20000,20,10 (or python), not {raw!r}"
+        )
+    return int(parts[0]), int(parts[1]), int(parts[2])

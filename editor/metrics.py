@@ -265,28 +265,42 @@ def _warn_at() -> float:
 
 
 async def watch_event_loop(
-    interval: float | None = None, histogram: Histogram = EVENT_LOOP_LAG
+    interval: float | None = None,
+    histogram: Histogram = EVENT_LOOP_LAG,
+    gc_timer: GcTimer | None = None,
 ) -> None:
     """Sleeps ``interval`` (settings.STALL_PROBE_INTERVAL_MS) again and again and observes how
     late each sleep woke: whatever held the loop (a long CRDT merge, a big JSON dump, a GC
     pause) held every socket as long. A stall of STALL_WARNING_MS or more is also logged, with
     its length (``stall_ms``), for whoever reads the logs rather than the graphs (the bench
-    does). Runs until cancelled; one per serving process (``when_serving``)."""
+    does), with how much of it garbage collection took (``gc_ms``, from ``gc_timer``): the
+    cause is ``gc`` when collections took half of it or more, else ``loop``. Runs until
+    cancelled; one per serving process (``when_serving``)."""
     if interval is None:
         from django.conf import settings
 
         interval = getattr(settings, "STALL_PROBE_INTERVAL_MS", 50) / 1000
+    if gc_timer is None:
+        gc_timer = _gc_timer
     warn_at = _warn_at()
     loop = asyncio.get_running_loop()
     while True:
-        started = loop.time()
+        started, collected = loop.time(), gc_timer.total
         await asyncio.sleep(interval)
         late = max(0.0, loop.time() - started - interval)
         histogram.observe(late)
         if late >= warn_at:
             stall_ms = round(late * 1000, 1)
-            extra = {"event": "stall", "stall_ms": stall_ms, "cause": "loop"}
-            logger.warning("event loop stalled stall_ms=%s cause=loop", stall_ms, extra=extra)
+            gc_ms = round(min(late, gc_timer.total - collected) * 1000, 1)
+            cause = "gc" if gc_ms >= stall_ms / 2 else "loop"
+            extra = {"event": "stall", "stall_ms": stall_ms, "cause": cause, "gc_ms": gc_ms}
+            logger.warning(
+                "event loop stalled stall_ms=%s cause=%s gc_ms=%s",
+                stall_ms,
+                cause,
+                gc_ms,
+                extra=extra,
+            )
 
 
 class GcTimer:
@@ -296,6 +310,8 @@ class GcTimer:
         self._pauses = pauses
         self._started: float | None = None
         self._warn_at = warn_at
+        # Seconds of every collection so far, for the stall probe's share of GC.
+        self.total = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -303,6 +319,7 @@ class GcTimer:
         elif self._started is not None:
             elapsed = time.perf_counter() - self._started
             self._started = None
+            self.total += elapsed
             generation = info.get("generation", 2)
             pause = self._pauses.get(generation)
             if pause is not None:

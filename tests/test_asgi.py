@@ -18,6 +18,7 @@ print(json.dumps({
     "eager_writes": transport.installed(),
     "shared_options": getattr(WebSocketProtocol._connectionMade, "shares_options", False),
     "frozen": gc.get_freeze_count(),
+    "thresholds": gc.get_threshold(),
 }))
 """
 
@@ -43,9 +44,34 @@ def test_loading_the_application_tunes_the_server_by_default():
     assert loaded["shared_options"] is True
     # Django's modules, models and URL conf are out of the collector's generations.
     assert loaded["frozen"] > 10_000
+    # Fewer, larger young collections (GC_THRESHOLDS).
+    assert loaded["thresholds"] == [20_000, 20, 10]
 
 
 def test_each_tuning_can_be_turned_off():
-    loaded = load_asgi(WS_EAGER_WRITES="0", WS_SHARED_PROTOCOL_OPTIONS="0", GC_FREEZE="0")
+    loaded = load_asgi(
+        WS_EAGER_WRITES="0", WS_SHARED_PROTOCOL_OPTIONS="0", GC_FREEZE="0", GC_THRESHOLDS="python"
+    )
 
-    assert loaded == {"eager_writes": False, "shared_options": False, "frozen": 0}
+    assert loaded == {
+        "eager_writes": False,
+        "shared_options": False,
+        "frozen": 0,
+        "thresholds": [700, 10, 10],
+    }
+
+
+def test_the_collectors_thresholds_can_be_set_and_nonsense_is_refused():
+    assert load_asgi(GC_THRESHOLDS="5000, 15, 12")["thresholds"] == [5000, 15, 12]
+
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env={**environment, "GC_THRESHOLDS": "20000,0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "GC_THRESHOLDS must be three positive integers" in result.stderr

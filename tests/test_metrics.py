@@ -113,6 +113,30 @@ async def test_a_long_stall_is_logged_with_its_length(settings, caplog):
     assert stalls[0].cause == "loop"
 
 
+@pytest.mark.asyncio
+async def test_a_stall_mostly_spent_collecting_garbage_says_so(settings, caplog):
+    settings.STALL_WARNING_MS = 200
+    timer = metrics.GcTimer({generation: private_histogram() for generation in (0, 1, 2)}, 1.0)
+    probe = asyncio.ensure_future(
+        metrics.watch_event_loop(interval=0.01, histogram=private_histogram(), gc_timer=timer)
+    )
+    with caplog.at_level(logging.WARNING, logger="collab.metrics"):
+        await asyncio.sleep(0.05)
+        for _ in range(3):  # three collections of 80 ms, as the timer sees them
+            timer("start", {})
+            time.sleep(0.08)
+            timer("stop", {"generation": 2})
+        time.sleep(0.02)
+        await asyncio.sleep(0.05)
+    probe.cancel()
+
+    stalls = [r for r in caplog.records if r.getMessage().startswith("event loop stalled")]
+    assert len(stalls) == 1
+    assert stalls[0].cause == "gc"
+    assert 230 <= stalls[0].gc_ms <= stalls[0].stall_ms
+    assert stalls[0].getMessage().endswith(f"cause=gc gc_ms={stalls[0].gc_ms}")
+
+
 def test_a_long_collection_is_logged_with_its_generation(caplog):
     timer = metrics.GcTimer({generation: private_histogram() for generation in (0, 1, 2)}, 0.0)
     # The process's own timer, when a test installed it, would log this collection too.
