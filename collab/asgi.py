@@ -30,6 +30,9 @@ if settings.SERVE["QUIET_HANDSHAKE"]:
 if settings.SERVE["RAW_FRAMES"]:
     transport.available(transport.RAW_FRAMES)
 transport.available(transport.QUEUED_BYTES)  # the send-buffer cap, always on
+transport.cancel_on_shutdown()  # a fix, always on
+if settings.SERVE["LEAN_SOCKETS"]:
+    transport.lean_sockets()
 if settings.SERVE["HEADER_TIMEOUT"]:
     transport.limit_request_heads(settings.SERVE["HEADER_TIMEOUT"])
 if settings.LOG_FORMAT == "json":
@@ -52,6 +55,13 @@ if settings.SERVE["GC_FREEZE"]:
     # a third (docs/BENCHMARKS.md).
     gc.collect()
     gc.freeze()
+if settings.SERVE["GC_THRESHOLDS"] is not None:
+    # A socket leaves ~150 objects behind, and connecting makes many more that die young: at
+    # Python's 700 allocations per young collection, a burst of connects ran a full collection
+    # (every tracked object, hundreds of ms with thousands of sockets) again and again. Fewer,
+    # larger young collections: the longest stall while 5,000 sockets connect 257 / 404 ms ->
+    # 153 / 136 ms (docs/BENCHMARKS.md, change 20).
+    gc.set_threshold(*settings.SERVE["GC_THRESHOLDS"])
 
 # Under daphne: GC pauses and ping round trips are timed, and once the server runs, the
 # event-loop stall probe and the census start (editor/metrics.py).

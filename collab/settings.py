@@ -17,6 +17,7 @@ from collab.env import (
     env_bool,
     env_choice,
     env_float,
+    env_gc_thresholds,
     env_int,
     env_list,
     env_redis_urls,
@@ -179,13 +180,39 @@ else:
 # Presence keys live in the channel layer's Redis servers (its hosts), under this prefix.
 PRESENCE_PREFIX = env_str("PRESENCE_PREFIX", "collab:presence")
 
+
+try:
+    from redis.driver_info import DriverInfo
+except ImportError:  # redis-py before 7.1 reads its own version once, when it is imported
+    REDIS_CONNECTION_OPTIONS: dict[str, Any] = {}
+else:
+    # redis-py 7.1+ reads its version from the installed package's metadata (importlib.metadata
+    # parses the METADATA file) in every new connection's constructor, unless given the driver
+    # information: about 1 ms of the event loop per connection, which a reconnect storm pays
+    # for every presence read the pool has no idle connection for (docs/BENCHMARKS.md, change
+    # 22). The same information, read once; presence's pools take it too.
+    REDIS_CONNECTION_OPTIONS = {"driver_info": DriverInfo()}
+
+
+def _speaking_resp2(host: str | dict[str, Any]) -> dict[str, Any]:
+    """A channel-layer host entry whose connections speak RESP2. redis-py 8 speaks RESP3 by
+    default, and its RESP3 pub/sub reader turns every message it receives into a debug string
+    before it knows whether debug is logged (redis-py issue 4230, unreleased fix): ``str()`` of
+    a 16 MB update held the event loop for about 100 ms, and every update paid in proportion.
+    Channels-redis reads an ``address`` entry with extra options (its documented form); presence
+    makes its pools from the same entries."""
+    if isinstance(host, str):
+        return {"address": host, "protocol": 2, **REDIS_CONNECTION_OPTIONS}
+    return {**host, "protocol": 2, **REDIS_CONNECTION_OPTIONS}
+
+
 # Always channels-redis, never the in-memory layer, so development, tests and production share
 # one code path. The pub/sub layer keeps one subscription per process (docs/architecture.md).
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
-            "hosts": REDIS_HOSTS,
+            "hosts": [_speaking_resp2(host) for host in REDIS_HOSTS],
             "prefix": env_str("CHANNEL_PREFIX", "collab"),
         },
     }
@@ -422,6 +449,8 @@ class ServeOptions(TypedDict):
     QUIET_HANDSHAKE: bool
     RAW_FRAMES: bool
     GC_FREEZE: bool
+    LEAN_SOCKETS: bool
+    GC_THRESHOLDS: tuple[int, int, int] | None
     HEADER_TIMEOUT: float
 
 
@@ -452,6 +481,11 @@ SERVE: ServeOptions = {
     "RAW_FRAMES": env_bool("WS_RAW_FRAMES", True),
     # Objects loaded at start-up are frozen out of the garbage collector (collab/asgi.py).
     "GC_FREEZE": env_bool("GC_FREEZE", True),
+    # What a socket's handshake left behind is let go once it is open (collab/lean.py).
+    "LEAN_SOCKETS": env_bool("WS_LEAN_SOCKETS", True),
+    # The collector's thresholds (gc.set_threshold), set at load (collab/asgi.py); "python":
+    # Python's own 700,10,10.
+    "GC_THRESHOLDS": env_gc_thresholds("GC_THRESHOLDS", (20_000, 20, 10)),
     # Seconds a client has to send its first request head before its connection is dropped
     # (collab/transport.py); 0: no deadline. A WebSocket upgrade comes after the head.
     "HEADER_TIMEOUT": env_float("HTTP_HEADER_TIMEOUT", 20.0),

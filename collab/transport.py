@@ -24,25 +24,33 @@ send-buffer cap.
 **The access log as log records** (``log_access``): with LOG_FORMAT=json, daphne's access log
 entries go through logging (collab/logs.py) instead of daphne's NCSA-style text on stdout.
 
+**Lean sockets** (``lean_sockets``, collab/lean.py): what a socket's handshake left behind
+is let go once it is open.
+
+**Every consumer cancelled at shutdown** (``cancel_on_shutdown``): a fix for daphne's shutdown
+trigger, which gave up on the first connection it did not expect (see there).
+
 **The self-check.** All of this uses names private to Twisted, autobahn, daphne and Channels.
 pyproject.toml pins Twisted and autobahn to the release lines it was tested with, but names may
 still move, so each tuning (``EAGER_WRITES``, ``SHARED_PROTOCOL_OPTIONS``, ``RAW_FRAMES``,
-``QUEUED_BYTES``, ``HEADER_DEADLINE``, ``ACCESS_LOG``) first checks, once per process, that
-what it relies on is there (``available(tuning)``; ``check()`` asks for all of them): the
-functions it replaces or calls take the arguments it passes (``inspect.signature``); throw-away
-objects built off the live server (a Twisted connection on a socket pair with a reactor of its
-own, a daphne protocol on a string transport, a daphne ``Server`` whose application only
-catches the ``send`` it is given) still have the attributes it reads and still hand over
-``send`` the way ``websocket_of`` looks through it. When anything is missing the tuning logs
-one warning naming itself and what is missing, and stays off: ``install`` and
-``share_protocol_options`` leave Twisted and autobahn alone, ``write_message`` says False and
-``queued_bytes`` None for every socket, and ``websocket_of`` finds no socket when neither of
-those two can use it; the consumer then takes the ordinary ASGI path. collab/asgi.py asks at
-start-up, so the warning comes at load, not on the first socket.
+``QUEUED_BYTES``, ``HEADER_DEADLINE``, ``ACCESS_LOG``, ``QUIET_HANDSHAKE``, ``LEAN_SOCKETS``,
+``SHUTDOWN_CANCEL``)
+first checks, once per process, that what it relies on is there (``available(tuning)``;
+``check()`` asks for all of them): the functions it replaces or calls take the arguments it
+passes (``inspect.signature``); throw-away objects built off the live server (a Twisted
+connection on a socket pair with a reactor of its own, a daphne protocol on a string transport,
+a daphne ``Server`` whose application only catches the ``send`` it is given) still have the
+attributes it reads and still hand over ``send`` the way ``websocket_of`` looks through it.
+When anything is missing the tuning logs one warning naming itself and what is missing, and
+stays off: ``install`` and ``share_protocol_options`` leave Twisted and autobahn alone,
+``write_message`` says False and ``queued_bytes`` None for every socket, and ``websocket_of``
+finds no socket when neither of those two can use it; the consumer then takes the ordinary ASGI
+path. collab/asgi.py asks at start-up, so the warning comes at load, not on the first socket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -64,6 +72,8 @@ QUEUED_BYTES = "queued_bytes"
 HEADER_DEADLINE = "header_deadline"
 ACCESS_LOG = "access_log"
 QUIET_HANDSHAKE = "quiet_handshake"
+LEAN_SOCKETS = "lean_sockets"
+SHUTDOWN_CANCEL = "shutdown_cancel"
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections); what
 # eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
@@ -80,6 +90,9 @@ def eager_write(self: tcp.Connection, data: bytes) -> None:
         or self.TLS
         or type(data) is not bytes
         or not data
+        # Twisted sends at most SEND_LIMIT per call: a larger frame would leave a remainder to
+        # copy (16 MB to each reader of a big paste); queued whole, it is sent from as it is.
+        or len(data) > self.SEND_LIMIT
     ):
         _buffered_write(self, data)
         return
@@ -237,9 +250,17 @@ def encode_binary_frame(payload: bytes) -> bytes:
 
 
 # The last payload and its frame: a room sends the same bytes object to every socket in turn,
-# so it is encoded once per broadcast, not once per socket.
+# so it is encoded once per broadcast, not once per socket. One from _CACHE_BELOW up (a
+# document's first sync, a big paste) is kept only until the event loop's next turn, so an idle
+# process holds no copy of it.
 _last: tuple[bytes, bytes] = (b"", b"")
 _CACHE_BELOW = 64 * 1024
+
+
+def _forget(payload: bytes) -> None:
+    global _last
+    if _last[0] is payload:
+        _last = (b"", b"")
 
 
 def _plainly_open(protocol: Any) -> bool:
@@ -283,8 +304,12 @@ def write_message(protocol: Any, payload: bytes) -> bool:
     cached, frame = _last
     if cached is not payload:
         frame = encode_binary_frame(payload)
-        if len(payload) < _CACHE_BELOW:  # a large one-off (a document's first sync) is not kept
-            _last = (payload, frame)
+        _last = (payload, frame)
+        if len(payload) >= _CACHE_BELOW:
+            try:
+                asyncio.get_running_loop().call_soon(_forget, payload)
+            except RuntimeError:  # no loop to say when the broadcast is over: keep nothing
+                _last = (b"", b"")
     protocol.transport.write(frame)
     return True
 
@@ -389,6 +414,111 @@ def _header_deadline_missing() -> list[str]:
     return missing
 
 
+# -- lean sockets (collab/lean.py) -------------------------------------------------------------
+
+
+def lean_sockets() -> bool:
+    """What the handshake left behind is let go once a socket is open (collab/lean.py). Says
+    whether it is installed; idempotent."""
+    if not available(LEAN_SOCKETS):
+        return False
+    from collab import lean
+
+    lean.install()
+    return True
+
+
+def _lean_sockets_missing() -> list[str]:
+    from collab import lean
+
+    return lean.missing()
+
+
+# -- every consumer cancelled at shutdown -----------------------------------------------------
+
+
+def cancel_on_shutdown() -> bool:
+    """Makes daphne's shutdown trigger cancel every application instance, as it means to.
+
+    daphne 4.2's ``Server.kill_all_applications`` (run on SIGTERM and SIGINT, before the loop
+    stops) reads ``details["application_instance"]`` of every entry of ``Server.connections``.
+    Some entries have none: the HTTP request a WebSocket was upgraded from, marked disconnected
+    at the upgrade and only swept by daphne's once-a-second checker; a request still arriving;
+    a connection whose application already ended. One such entry raises KeyError, Twisted logs
+    it nowhere, and no consumer is cancelled: a server stopped within a second of any socket
+    opening (on a busy server, nearly always) went on serving its sockets, and the shutdown
+    flush (editor/realtime/store.py) waited its full 8 s for typing that never paused, then
+    left updates unwritten. Here every such entry lends daphne a finished placeholder for the
+    call, which daphne skips, and gets its own state back afterwards. Says whether it is
+    installed; idempotent."""
+    if not available(SHUTDOWN_CANCEL):
+        return False
+    from daphne.server import Server
+
+    if getattr(Server.kill_all_applications, "collab_tolerant", False):
+        return True
+    Server.kill_all_applications = _tolerant(Server.kill_all_applications)
+    return True
+
+
+def _tolerant(kill_all_applications: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    @functools.wraps(kill_all_applications)
+    def tolerant(self: Any) -> Any:
+        without = [d for d in self.connections.values() if "application_instance" not in d]
+        if not without:
+            return kill_all_applications(self)
+        placeholder = asyncio.get_running_loop().create_future()
+        placeholder.set_result(None)
+        for details in without:
+            details["application_instance"] = placeholder
+        try:
+            return kill_all_applications(self)
+        finally:
+            for details in without:
+                if details.get("application_instance") is placeholder:
+                    del details["application_instance"]
+
+    tolerant.collab_tolerant = True  # type: ignore[attr-defined]
+    return tolerant
+
+
+def _shutdown_cancel_missing() -> list[str]:
+    """Runs the wrapped trigger on a throw-away daphne Server holding one entry without an
+    application and one with a pending one: the pending one must be cancelled, and the other
+    entry left as it was."""
+    from daphne.server import Server
+
+    missing = _takes_only(Server.kill_all_applications, 1, "daphne's Server.kill_all_applications")
+    if missing:
+        return missing
+    server = Server(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    loop = asyncio.new_event_loop()
+    daphne_logger = logging.getLogger("daphne.server")
+    level = daphne_logger.level
+    daphne_logger.setLevel(logging.WARNING)  # no "Killed 1 pending application instances"
+    try:
+        running = loop.create_future()
+        upgraded = {"connected": 0.0, "disconnected": 0.0}
+        server.connections = {"upgraded": upgraded, "open": {"application_instance": running}}
+
+        async def shut_down() -> None:
+            _tolerant(Server.kill_all_applications)(server)
+            await asyncio.sleep(0)
+
+        loop.run_until_complete(shut_down())
+    finally:
+        daphne_logger.setLevel(level)
+        loop.close()
+    if not running.cancelled():
+        missing.append(
+            "daphne's kill_all_applications no longer cancels Server.connections'"
+            " application_instance"
+        )
+    if upgraded != {"connected": 0.0, "disconnected": 0.0}:
+        missing.append("a connection without an application came out changed")
+    return missing
+
+
 # -- daphne's access log, through logging -----------------------------------------------------
 
 
@@ -462,8 +592,8 @@ _checked: dict[str, bool] = {}
 
 
 def available(tuning: str) -> bool:
-    """Whether ``tuning`` (EAGER_WRITES, SHARED_PROTOCOL_OPTIONS, RAW_FRAMES, QUEUED_BYTES,
-    HEADER_DEADLINE, ACCESS_LOG) finds what it relies on in the installed Twisted, autobahn,
+    """Whether ``tuning`` (one of the names at the top of this module, EAGER_WRITES to
+    SHUTDOWN_CANCEL) finds what it relies on in the installed Twisted, autobahn,
     daphne and Channels. Checked on the first ask, once per process; a failed check logs one
     warning, and the tuning stays off."""
     try:
@@ -690,5 +820,13 @@ _TUNINGS: dict[str, _Tuning] = {
     ),
     QUIET_HANDSHAKE: _Tuning(
         _quiet_handshake_missing, "autobahn formats its debug lines on every connection"
+    ),
+    LEAN_SOCKETS: _Tuning(
+        _lean_sockets_missing, "Each socket keeps its upgrade request and handshake text"
+    ),
+    SHUTDOWN_CANCEL: _Tuning(
+        _shutdown_cancel_missing,
+        "daphne's own shutdown trigger is used: a stop within a second of a socket opening"
+        " cancels no consumer and waits out the shutdown flush",
     ),
 }

@@ -1,6 +1,7 @@
 """REDIS_URL lists shards; REDIS_SENTINELS / REDIS_SENTINEL_MASTER configure Sentinel; nonsense
 stops the process (collab/settings.py, collab/env.py)."""
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,7 +16,8 @@ from collab.env import env_addresses, env_redis_urls
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
     "import json, django; from django.conf import settings; django.setup();"
-    "print(json.dumps(settings.CHANNEL_LAYERS['default']['CONFIG']['hosts']))"
+    "from editor.realtime.presence import redis_hosts;"
+    "print(json.dumps(redis_hosts(), default=repr))"
 )
 VARIABLES = ["REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD"]
 
@@ -55,6 +57,7 @@ def test_it_configures_sentinel_as_channels_redis_documents(tmp_path):
     assert hosts[0]["sentinels"] == [["s1", 26379], ["::1", 26380], ["s3", 26379]]
     assert hosts[0]["password"] == "hunter2"
     assert hosts[0]["db"] == 0
+    assert "name='redis-py'" in hosts[0]["driver_info"]  # read once, for every connection
 
 
 @pytest.mark.parametrize(
@@ -92,3 +95,71 @@ def test_it_accepts_every_url_redis_py_reads(monkeypatch):
     urls = "redis://a:6379/0,rediss://user:pw@b:6380/2,unix:///run/redis.sock?db=1"
     monkeypatch.setenv("X", urls)
     assert env_redis_urls("X") == urls.split(",")
+
+
+def test_the_layers_pub_sub_never_builds_redis_pys_push_debug_string(settings, monkeypatch):
+    """redis-py 8's RESP3 reader turns every pub/sub message into a debug string, logged or
+    not (``str()`` of a 16 MB update held the event loop for about 100 ms): the layer's
+    connections speak RESP2, where pub/sub messages are plain replies."""
+    import asyncio
+
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+    from redis._parsers import resp3
+
+    seen = []
+
+    async def record(self, response):
+        seen.append(response)
+        return response
+
+    monkeypatch.setattr(resp3._AsyncRESP3Parser, "handle_pubsub_push_response", record)
+
+    async def round_trip() -> dict:
+        layer = RedisPubSubChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
+        try:
+            channel = await layer.new_channel("room.")
+            await layer.group_add("resp2-probe", channel)
+            await layer.group_send("resp2-probe", {"type": "doc.update", "update": b"x" * 1000})
+            return await asyncio.wait_for(layer.receive(channel), 5)
+        finally:
+            await layer.flush()
+
+    received = asyncio.run(round_trip())
+
+    assert received["update"] == b"x" * 1000
+    assert seen == []
+
+
+@pytest.mark.asyncio
+async def test_new_redis_connections_name_redis_py_without_reading_its_metadata(
+    monkeypatch,
+):
+    """A reconnect storm opens a pool connection per concurrent presence read: each one read
+    redis-py's package metadata again (about 1 ms of the event loop); the server still learns
+    the library's name and version."""
+    import importlib.metadata
+
+    import redis as redis_py
+
+    from editor.realtime.presence import async_client, redis_hosts
+
+    reads = []
+    version = importlib.metadata.version
+
+    def counted(name):
+        reads.append(name)
+        return version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", counted)
+    client = async_client(redis_hosts()[0])
+    try:
+        await asyncio.gather(*(client.ping() for _ in range(5)))  # five connections
+        # What each sends the server in CLIENT SETINFO (Redis 7.2+ and Valkey list it).
+        told = [c.driver_info for c in client.connection_pool._available_connections]
+    finally:
+        await client.aclose()
+    assert reads == []
+    assert len(told) == 5
+    assert {(info.formatted_name, info.lib_version) for info in told} == {
+        ("redis-py", redis_py.__version__)
+    }

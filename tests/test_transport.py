@@ -115,17 +115,31 @@ def test_twisted_alone_waits_for_the_reactor(plain, connection):
 
 def test_what_the_kernel_does_not_take_is_buffered_and_flushed_in_order(eager, connection):
     server, client, reactor = connection
-    big = bytes(range(256)) * 40_000  # 10 MB: more than the socket buffers hold
+    chunk = bytes(range(256)) * (server.SEND_LIMIT // 256)  # each written eagerly if it can
+    chunks = 80  # 10 MB: more than the socket buffers hold
     small = b"after"
 
-    server.write(big)
+    for _ in range(chunks):
+        server.write(chunk)
     assert server in reactor.getWriters()  # the rest waits for writability
     server.write(small)  # must queue behind the rest, not jump ahead of it
     assert server._tempDataLen > 0
 
-    data = receive(client, len(big) + len(small), reactor, server)
-    assert data == big + small
+    data = receive(client, len(chunk) * chunks + len(small), reactor, server)
+    assert data == chunk * chunks + small
     assert server not in reactor.getWriters()
+
+
+def test_a_write_over_twisteds_send_limit_is_queued_whole_not_copied(eager, connection):
+    """Twisted sends at most SEND_LIMIT per call: a big frame written eagerly would leave a
+    remainder to copy, 16 MB per reader of a big paste."""
+    server, client, reactor = connection
+    big = bytes(range(256)) * 40_000
+
+    server.write(big)
+
+    assert server._tempDataBuffer == [big] and server._tempDataBuffer[0] is big
+    assert receive(client, len(big), reactor, server) == big
 
 
 def test_a_write_to_a_dead_peer_ends_in_connection_lost_not_an_exception(eager, connection):
@@ -271,6 +285,26 @@ def test_one_payload_is_encoded_once_for_many_sockets(open_socket, eager):
     assert read_all(client, 2 * len(frame)) == frame + frame
 
 
+def test_a_large_payload_is_encoded_once_per_broadcast_then_let_go(open_socket, eager):
+    ws, client, _ = open_socket
+    payload = b"\x00\x02" + b"x" * 100_000  # over the size kept between broadcasts
+
+    async def broadcast() -> tuple[bool, bytes]:
+        transport.write_message(ws, payload)
+        first = transport._last[1]
+        transport.write_message(ws, payload)
+        same = transport._last[0] is payload and transport._last[1] is first
+        await asyncio.sleep(0)  # the loop's next turn: the broadcast is over
+        return same, transport._last[0]
+
+    encoded_once, kept = asyncio.run(broadcast())
+
+    assert encoded_once
+    assert kept is not payload
+    frame = transport.encode_binary_frame(payload)
+    assert read_all(client, 2 * len(frame)) == frame + frame
+
+
 @pytest.mark.parametrize(
     "state",
     [
@@ -406,6 +440,8 @@ def test_every_tuning_passes_its_check_on_the_installed_libraries(unchecked, cap
         "header_deadline": True,
         "access_log": True,
         "quiet_handshake": True,
+        "lean_sockets": True,
+        "shutdown_cancel": True,
     }
     assert [r for r in caplog.records if r.name == "collab.transport"] == []
 
@@ -691,6 +727,8 @@ def test_loading_the_application_leaves_a_changed_twisted_alone():
         "header_deadline": True,
         "access_log": True,
         "quiet_handshake": True,
+        "lean_sockets": True,
+        "shutdown_cancel": True,
     }
     assert result.stderr.count("transport tuning eager_writes is off") == 1
     assert result.stderr.count("transport tuning") == 1
@@ -783,3 +821,103 @@ def test_daphne_keeps_its_access_log_when_log_action_takes_other_arguments(
     [warning] = warnings_for(caplog, "access_log")
     assert "daphne's Server.log_action takes" in warning
     assert "whatever LOG_FORMAT says" in warning
+
+
+# -- every consumer cancelled at shutdown -------------------------------------------------------
+
+
+@pytest.fixture
+def daphne_kill_all(monkeypatch):
+    """daphne's Server.kill_all_applications as it ships, put back after the test."""
+    from daphne.server import Server
+
+    monkeypatch.setattr(Server, "kill_all_applications", Server.kill_all_applications)
+    return Server.kill_all_applications
+
+
+def shut_down(server) -> None:
+    """What daphne does on SIGTERM, inside a running loop as daphne's reactor has it."""
+
+    async def stop() -> None:
+        server.kill_all_applications()
+        await asyncio.sleep(0)
+
+    asyncio.run(stop())
+
+
+def connections_after_an_upgrade():
+    """A server just after a WebSocket opened: the HTTP request it was upgraded from is still
+    listed (daphne's checker sweeps it within a second), without an application; the socket's
+    consumer is running. Returns the server, the upgraded entry and the consumer's task."""
+    loop = asyncio.new_event_loop()
+    server = a_server(None)
+    consumer = loop.create_future()
+    upgraded = {"connected": 1.0, "disconnected": 2.0}
+    server.connections = {"request": upgraded, "socket": {"application_instance": consumer}}
+    return server, upgraded, consumer, loop
+
+
+def test_daphne_alone_cancels_no_consumer_when_a_request_was_just_upgraded(daphne_kill_all):
+    server, _, consumer, loop = connections_after_an_upgrade()
+    with pytest.raises(KeyError, match="application_instance"):
+        shut_down(server)
+    assert not consumer.cancelled()  # the socket would go on being served
+    loop.close()
+
+
+def test_a_stop_cancels_every_consumer_even_after_an_upgrade(unchecked, daphne_kill_all):
+    server, upgraded, consumer, loop = connections_after_an_upgrade()
+    assert transport.cancel_on_shutdown() is True
+    assert transport.cancel_on_shutdown() is True  # idempotent: wrapped once
+    from daphne.server import Server
+
+    assert Server.kill_all_applications.__wrapped__ is daphne_kill_all
+
+    shut_down(server)
+
+    assert consumer.cancelled()
+    assert upgraded == {"connected": 1.0, "disconnected": 2.0}  # daphne's entry as it was
+    assert set(server.connections) == {"request", "socket"}  # daphne's checker sweeps them
+    loop.close()
+
+
+def test_a_stop_with_every_consumer_running_goes_straight_to_daphne(unchecked, daphne_kill_all):
+    server, _, consumer, loop = connections_after_an_upgrade()
+    del server.connections["request"]
+    transport.cancel_on_shutdown()
+    shut_down(server)
+    assert consumer.cancelled()
+    loop.close()
+
+
+def test_daphnes_own_trigger_stays_when_it_takes_other_arguments(
+    unchecked, daphne_kill_all, caplog
+):
+    from daphne.server import Server
+
+    def kill_all_applications(self, reason):  # a release that added one
+        pass
+
+    with pytest.MonkeyPatch.context() as changed:
+        changed.setattr(Server, "kill_all_applications", kill_all_applications)
+        assert transport.cancel_on_shutdown() is False
+        assert Server.kill_all_applications is kill_all_applications
+    [warning] = warnings_for(caplog, "shutdown_cancel")
+    assert "kill_all_applications takes" in warning
+
+
+def test_daphnes_own_trigger_stays_when_it_no_longer_cancels_instances(
+    unchecked, daphne_kill_all, caplog
+):
+    from daphne.server import Server
+
+    def kill_all_applications(self):  # a release that stops them some other way
+        for details in self.connections.values():
+            details.get("application_instance")
+
+    with pytest.MonkeyPatch.context() as changed:
+        changed.setattr(Server, "kill_all_applications", kill_all_applications)
+        assert transport.cancel_on_shutdown() is False
+        assert Server.kill_all_applications is kill_all_applications
+    [warning] = warnings_for(caplog, "shutdown_cancel")
+    assert "no longer cancels" in warning

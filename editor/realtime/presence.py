@@ -156,8 +156,13 @@ def _layer_config() -> Any:
 
 
 def redis_hosts() -> list[Host]:
-    """The channel layer's Redis servers, one per shard, in its order (CHANNEL_LAYERS)."""
-    return list(_layer_config()["hosts"])
+    """The channel layer's Redis servers, one per shard, in its order (CHANNEL_LAYERS): a URL,
+    or a Sentinel dict. An ``{"address": URL, ...}`` entry is its URL: the options beside it
+    are the layer's own (the protocol its pub/sub connections speak, collab/settings.py)."""
+    return [
+        host["address"] if isinstance(host, dict) and "address" in host else host
+        for host in _layer_config()["hosts"]
+    ]
 
 
 def shard_of(document_id: str, shards: int) -> int:
@@ -173,7 +178,8 @@ def shard_of(document_id: str, shards: int) -> int:
 
 def async_client(host: Host) -> aredis.Redis:
     """A client for one shard, made as channels-redis makes its own (Sentinel included)."""
-    return aredis.Redis(connection_pool=create_pool(decode_hosts([host])[0]))
+    entry = {**decode_hosts([host])[0], **settings.REDIS_CONNECTION_OPTIONS}
+    return aredis.Redis(connection_pool=create_pool(entry))
 
 
 @contextmanager
@@ -181,6 +187,7 @@ def sync_client(host: Host, timeout: float) -> Iterator[redis.Redis]:
     """A short-lived blocking client for one shard (the REST API, the admin, /healthz)."""
     options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if isinstance(host, str):
+        options.update(settings.REDIS_CONNECTION_OPTIONS)
         client = redis.Redis.from_url(host, **options)
         try:
             yield client

@@ -5,6 +5,9 @@ a process that dies mid-edit loses nothing the clients hold, and a graceful stop
 it had queued. Servers are real `manage.py serve` processes (tests/live.py).
 """
 
+import socket
+import time
+
 import pytest
 
 from tests import live
@@ -98,6 +101,43 @@ def test_a_process_killed_mid_edit_loses_nothing_the_client_holds(
     assert reader.text() == text
     # ... and in the database.
     assert live.wait_stored(document.pk, tokens) == text
+
+
+def test_a_stop_cancels_every_socket_while_a_request_is_still_arriving(
+    start_servers, node, document, owner
+):
+    # daphne's own shutdown trigger gave up on the first connection without an application (a
+    # request whose head is still arriving, or one just upgraded to a WebSocket): no socket
+    # was closed, the writer kept typing, and the shutdown flush waited 8 s for a pause that
+    # never came, then gave up on what it held.
+    servers = start_servers(1)
+    writer = node.start(
+        live.scenario(
+            live.connect(servers.ws(0), document.pk, live.ticket_for(owner, document)),
+            {"do": "synced"},
+            {"do": "type_until_close", "prefix": "w", "interval_ms": 25, "announce_after": 20},
+            timeout=30,
+        ),
+        "writer",
+    )
+    writer.wait_for("typing", timeout=60)
+    arriving = socket.create_connection(("127.0.0.1", servers.ports[0]))
+    try:
+        arriving.sendall(b"GET /healthz HTTP/1.1\r\n")  # the rest of the head never comes
+        time.sleep(0.5)  # for daphne to read the request line
+        status = servers.terminate(0)
+    finally:
+        arriving.close()
+    writer.finish()
+
+    assert status == 0, servers.log_tail(0)
+    log = servers.log(0)
+    assert "Killed 1 pending application instances" in log, servers.log_tail(0)
+    assert "not written" not in log, servers.log_tail(0)
+    tokens = writer.last("typed")["tokens"]
+    stored = live.stored_text(document.pk)
+    assert len(stored.split()) >= 20
+    assert stored == "".join(f"{token} " for token in tokens[: len(stored.split())])
 
 
 def test_a_graceful_stop_flushes_queued_updates(start_servers, node, document, owner):
