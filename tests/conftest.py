@@ -14,6 +14,17 @@ from editor.models import Document, Membership, Role
 PASSWORD = "correct horse battery staple"
 
 
+def pytest_collection_finish(session):
+    """When the container tests are to run, their slowest set-up on a fresh machine (podman's
+    packages, the debootstrap base) starts now, beside the tests before them."""
+    if session.config.option.collectonly:
+        return
+    if any(item.nodeid.startswith("tests/deploy/test_container.py") for item in session.items):
+        from tests.deploy import podman
+
+        podman.prepare_in_background()
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     # PBKDF2 at full strength costs ~0.3 s a user on these machines; tests need no strength.

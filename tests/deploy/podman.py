@@ -36,6 +36,7 @@ import os
 import resource
 import shutil
 import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -43,6 +44,8 @@ from pathlib import Path
 
 import pytest
 from dockerfile_parse import DockerfileParser
+
+from tests import apt
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -103,24 +106,60 @@ def ensure_installed() -> None:
     missing = missing_packages()
     if not missing:
         return
-    if not shutil.which("apt-get"):
+    if not apt.can_install():
         fail(f"{', '.join(missing)} missing and no apt-get: {HINT}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # Another apt-get (make's nginx or chromium) may hold the lock for a while.
-    lock = ["-o", "DPkg::Lock::Timeout=300"]
     with timed("install"):
-        for argv in (
-            ["apt-get", *lock, "update", "-qq"],
-            ["apt-get", *lock, "install", "-y", "-qq", *missing],
-        ):
-            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
-            if done.returncode != 0:
-                fail(
-                    f"{' '.join(argv)} failed ({done.returncode}): {HINT}",
-                    done.stdout + done.stderr,
-                )
+        done = apt.install(missing)
+    if done.returncode != 0:
+        fail(f"{' '.join(done.args)} failed ({done.returncode}): {HINT}", done.stdout + done.stderr)
     if still := missing_packages():
         fail(f"{', '.join(still)} still missing after apt-get install: {HINT}")
+
+
+# -- made ahead, while other tests run -------------------------------------------------------------
+
+# The preparation started by ``prepare_in_background`` (tests/conftest.py), if any.
+_background: subprocess.Popen[str] | None = None
+
+
+def prepare_in_background() -> None:
+    """Starts installing podman and making the base in another process (``python -m
+    tests.deploy.podman``), so that a fresh machine's apt-get and debootstrap (about a minute
+    and a quarter in CI) overlap the tests that run before the container tests. Nothing when
+    not root: the container tests fail then, saying why."""
+    global _background
+    if _background is None and os.geteuid() == 0:
+        _background = subprocess.Popen(
+            [sys.executable, "-m", "tests.deploy.podman"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+
+
+def wait_for_background() -> None:
+    """Waits for the preparation, if one was started, and counts its steps in TIMINGS (as
+    "... in the background"). A preparation that failed is not an error here: the fixture
+    goes on to do the same steps itself, and fails with their output."""
+    global _background
+    if _background is None:
+        return
+    output, _ = _background.communicate(timeout=1800)
+    _background = None
+    for line in reversed(output.splitlines()):
+        if line.startswith("{"):
+            for step, seconds in json.loads(line).items():
+                TIMINGS[f"{step} in the background"] = seconds
+            break
+
+
+def main() -> None:
+    """What ``prepare_in_background`` runs: install, then make the bases; prints TIMINGS."""
+    ensure_installed()
+    Podman().ensure_bases()
+    print(json.dumps(TIMINGS), flush=True)
 
 
 def ulimits() -> list[str]:
@@ -331,3 +370,7 @@ def loopback_to_host(url: str, host: str = "10.0.2.2") -> str:
     )
     netloc[-1] = address
     return urllib.parse.urlunsplit(parts._replace(netloc="@".join(netloc)))
+
+
+if __name__ == "__main__":
+    main()

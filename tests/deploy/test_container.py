@@ -48,6 +48,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(scope="module")
 def podman(request) -> Iterator[engine.Podman]:
     engine.TIMINGS.clear()
+    engine.wait_for_background()
     engine.ensure_installed()
     runner = engine.Podman()
     runner.ensure_bases()

@@ -13,7 +13,6 @@ two processes' clients type.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from collab.embedded import EmbeddedRedis
 from editor.models import Document, Membership, Role
 from editor.realtime.presence import shard_of
 from editor.realtime.room import group_name
-from tests import live
+from tests import apt, live
 from tests.deploy.cluster import Peer, converged, typing, until
 
 # Short, so that a killed process's users expire within seconds (as in test_live_presence).
@@ -252,11 +251,8 @@ def debian_redis() -> tuple[str, str]:
     """Paths of redis-server and redis-sentinel, installed with apt-get when missing (as root)."""
     wanted = ("redis-server", "redis-sentinel")
     missing = not all(shutil.which(name) for name in wanted)
-    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", *wanted], capture_output=True, timeout=300
-        )
+    if missing and apt.can_install():
+        apt.install(list(wanted), timeout=300)
     server, sentinel = (shutil.which(name) for name in wanted)
     if server is None or sentinel is None:
         pytest.fail(SENTINEL_HINT, pytrace=False)
