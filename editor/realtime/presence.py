@@ -248,6 +248,8 @@ class Presence:
         self._sweeps = [client.register_script(_SWEEP) for client in self.shards]
         self._renewals: dict[tuple[str, int], Entry] = {}
         self._flusher: asyncio.Task | None = None
+        # Per document, the read that has been asked for and not yet sent (``entries``).
+        self._reads: dict[str, asyncio.Task[list[Entry]]] = {}
 
     @property
     def redis(self) -> aredis.Redis:
@@ -301,6 +303,26 @@ class Presence:
             await pipe.execute()
 
     async def entries(self, document_id: str) -> list[Entry]:
+        """The document's live entries, from Redis. Callers that ask in the same turns of the
+        event loop share one read, sent after the last of them asked: it sees everything
+        written before any of them asked, as a read of their own would. A join storm of N
+        sockets then makes a handful of reads, not N (each one a Redis round trip, and a new
+        pooled connection while N are in flight). The list is shared: read it, do not change
+        it."""
+        read = self._reads.get(document_id)
+        if read is None:
+            read = asyncio.ensure_future(self._read(document_id))
+            # Retrieved even when every caller was cancelled, so asyncio logs nothing.
+            read.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._reads[document_id] = read
+        # A caller cancelled while it waits does not cancel the read the others wait for.
+        return await asyncio.shield(read)
+
+    async def _read(self, document_id: str) -> list[Entry]:
+        # A task's first step runs on a later turn than the one that made it: whoever asked
+        # before this line shares this read; whoever asks from here on makes the next one.
+        if self._reads.get(document_id) is asyncio.current_task():
+            del self._reads[document_id]
         raw = await self.shard(document_id).hgetall(_doc_key(document_id))
         return _live(document_id, raw, time.time())
 

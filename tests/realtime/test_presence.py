@@ -1,5 +1,6 @@
 """Presence in Redis: identity from the server, ownership of client ids, expiry and sweeping."""
 
+import asyncio
 import time
 
 import pytest
@@ -244,3 +245,54 @@ async def test_it_heals_after_a_redis_restart(document, owner, tmp_path):
     finally:
         await presence.redis.aclose()
         server.stop()
+
+
+# -- reads ----------------------------------------------------------------------------------------
+
+
+async def test_a_join_storm_reads_the_documents_presence_a_few_times_not_once_per_joiner(
+    document, owner
+):
+    presence = Presence()
+    document_id = str(document.id)
+    await presence.put(document_id, Entry(5, 1, {"user": {}}, owner.pk, "c", presence.deadline()))
+    await presence.entries(document_id)  # the pool's first connection is made
+    before = (await sync_to_async(command_counts)())["hgetall"]
+
+    seen = await asyncio.gather(*(presence.entries(document_id) for _ in range(50)))
+
+    assert all([(e.client_id, e.clock) for e in entries] == [(5, 1)] for entries in seen)
+    assert (await sync_to_async(command_counts)())["hgetall"] - before == 1
+    await presence.aclose()
+
+
+async def test_a_read_asked_for_after_another_was_sent_sees_what_was_written_in_between(
+    document, owner
+):
+    presence = Presence()
+    document_id = str(document.id)
+    await presence.entries(document_id)  # the pool has an idle connection: a read goes out at once
+    first = asyncio.ensure_future(presence.entries(document_id))
+    await asyncio.sleep(0)  # the first read is on its way
+
+    await presence.put(document_id, Entry(6, 1, {"user": {}}, owner.pk, "c", presence.deadline()))
+    second = await presence.entries(document_id)
+
+    assert [e.client_id for e in second] == [6]
+    await first
+    await presence.aclose()
+
+
+async def test_a_caller_that_gives_up_leaves_the_shared_read_to_the_others(document, owner):
+    presence = Presence()
+    document_id = str(document.id)
+    await presence.put(document_id, Entry(7, 1, {"user": {}}, owner.pk, "c", presence.deadline()))
+    quitter = asyncio.ensure_future(presence.entries(document_id))
+    stayer = asyncio.ensure_future(presence.entries(document_id))
+    await asyncio.sleep(0)
+
+    quitter.cancel()
+
+    assert [e.client_id for e in await stayer] == [7]
+    assert quitter.cancelled()
+    await presence.aclose()
