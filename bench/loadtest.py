@@ -118,24 +118,31 @@ class Target:
     other_ticket: Callable[[str], str] | None = None
     server_pids: list[int] = field(default_factory=list)
     name: str = "target"
-    # A session cookie ("sessionid=…"): clients connect as a browser does, without tickets.
-    cookie: str | None = None
+    # Session cookies ("sessionid=…"), one per person: clients connect as browsers do,
+    # without tickets, each with the next person's cookie in turn.
+    cookies: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         for url in self.urls:
             ensure_loopback(url)
         self.ring = HashRing([url.rstrip("/") for url in self.urls])
+        self._turn = 0
 
     def url_for(self, document: str, other: bool = False) -> str:
         base = self.ring.pick(f"/{document}")
         url = f"{base}/{document}"
         ticket = self.other_ticket if other and self.other_ticket else self.ticket
-        if ticket is not None and self.cookie is None:
+        if ticket is not None and not self.cookies:
             url += "?ticket=" + ticket(document)
         return url
 
     def headers(self) -> dict[str, str] | None:
-        return {"Cookie": self.cookie} if self.cookie else None
+        """A browser's headers for one more client (the next person's cookie), or None."""
+        if not self.cookies:
+            return None
+        cookie = self.cookies[self._turn % len(self.cookies)]
+        self._turn += 1
+        return {"Cookie": cookie}
 
 
 # -- one client ----------------------------------------------------------------------------------
@@ -183,10 +190,11 @@ class Client:
     def _handshake(self) -> dict[str, Any]:
         """A browser's handshake when the run has a session cookie: the cookie, and the Origin
         of the page (the server refuses cookie sockets from other origins)."""
-        if not self.run.headers:
+        headers = self.run.headers() if self.run.headers else None
+        if not headers:
             return {}
         netloc = urllib.parse.urlsplit(self.url).netloc
-        return {"additional_headers": self.run.headers, "origin": f"http://{netloc}"}
+        return {"additional_headers": headers, "origin": f"http://{netloc}"}
 
     async def _read(self) -> None:
         ws = self.ws
@@ -229,8 +237,8 @@ class Client:
 class Run:
     """The shared bookkeeping of one mode's run: what was sent when, what arrived."""
 
-    def __init__(self, headers: dict[str, str] | None = None) -> None:
-        # Sent with every handshake of this run (a session cookie and its page's Origin).
+    def __init__(self, headers: Callable[[], dict[str, str] | None] | None = None) -> None:
+        # Each handshake's headers (a session cookie, with its page's Origin), asked per client.
         self.headers = headers
         self.sent: dict[tuple[int, int], int] = {}
         self.latencies_ns: list[int] = []
@@ -703,7 +711,7 @@ async def idle(
 ) -> dict[str, Any]:
     """Opens ``connections`` synced connections spread over the documents, holds them ``hold``
     seconds, and reads the servers' RSS before and after."""
-    run = Run(target.headers())
+    run = Run(target.headers)
     pids = target.server_pids or listening_pids(target.urls)
     # Warm-up, not counted: one connection per document, held to the end. The first
     # connections of a fresh process import and allocate for good, and each document's own
@@ -722,7 +730,7 @@ async def idle(
     # while the others connect, and while they are held.
     stop_probe = asyncio.Event()
     probe = asyncio.ensure_future(
-        _probe(target.url_for(documents[0]), stop_probe, headers=run.headers)
+        _probe(target.url_for(documents[0]), stop_probe, headers=target.headers())
     )
     await asyncio.sleep(0.5)
     connect_window = [time.time(), 0.0]
@@ -778,7 +786,7 @@ async def idle(
         "server_rss_after_mb": _mb(after),
         "server_rss_end_mb": _mb(end),
         "server_kb_per_connection": per_conn,
-        "auth": "session" if target.cookie else ("ticket" if target.ticket else "none"),
+        "auth": "session" if target.cookies else ("ticket" if target.ticket else "none"),
         # A sync round trip every 100 ms on one more socket while the others are held.
         "probe_rtt_ms": percentiles(probe_ns),
         "probe_max_connecting_ms": _probe_max(probe_samples, tuple(connect_window)),
@@ -879,7 +887,7 @@ async def bigupdate(
     ``size`` bytes of text; every reader must receive it. A probe socket on another document of
     the same server process times sync round trips meanwhile: how long everyone else waits
     while the server applies, stores and fans out one huge update."""
-    run = Run(target.headers())
+    run = Run(target.headers)
     document = documents[0]
     base = target.ring.pick(f"/{document}")
     neighbour = next((d for d in documents[1:] if target.ring.pick(f"/{d}") == base), document)
@@ -901,7 +909,7 @@ async def bigupdate(
     frame = protocol.sync_update(doc.get_update())
     stop_probe = asyncio.Event()
     probe = asyncio.ensure_future(
-        _probe(target.url_for(neighbour), stop_probe, interval=0.01, headers=run.headers)
+        _probe(target.url_for(neighbour), stop_probe, interval=0.01, headers=target.headers())
     )
     await asyncio.sleep(1.0)
     window = [time.time(), 0.0]

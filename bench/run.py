@@ -462,8 +462,8 @@ def main(argv=None) -> int:
             ALLOWED_HOSTS="127.0.0.1,localhost",
             LOG_LEVEL=args.log_level,
             PYTHONUNBUFFERED="1",
-            # Every load-test client is the same person (one ticket user): the per-user
-            # socket cap, meant for people's tabs, would refuse the idle mode's thousands.
+            # The load-test clients are 50 people (manage.py loadtest's CROWD): a mode with
+            # 10,000 sockets gives each more than the per-user socket cap, meant for tabs.
             WS_MAX_CONNECTIONS_PER_USER="0",
             # Every stall of 5 ms or more is logged, the loop looked at every 5 ms: the table's
             # "longest server stall" rows come from these lines (server_stalls).

@@ -1,10 +1,10 @@
 """`manage.py loadtest MODE --url ws://.../ws/documents`: the load-test tool (bench/loadtest.py).
 
-Against collab it creates a user and fresh documents in the configured database (the one the
-servers use, DATABASE_URL) and connects with tickets signed by SECRET_KEY, so the servers must
-share both (``--auth session``: with a session cookie instead, as a browser does). With
-``--reference`` the target is a stock y-websocket server: no database, no tickets, room name =
-a fresh uuid. The documents it made are deleted at the end.
+Against collab it creates its people (CROWD users) and fresh documents in the configured
+database (the one the servers use, DATABASE_URL) and connects with tickets signed by
+SECRET_KEY, so the servers must share both (``--auth session``: with session cookies instead,
+as browsers do). With ``--reference`` the target is a stock y-websocket server: no database, no
+tickets, room name = a fresh uuid. The documents it made are deleted at the end.
 
 The engine and its packages (websockets, psutil) come with the ``bench`` extra, so they are
 imported only when the command runs: ``editor`` imports without them, and without them the
@@ -14,6 +14,7 @@ command says in one line what to install.
 from __future__ import annotations
 
 import importlib
+import itertools
 import sys
 import time
 from types import ModuleType
@@ -27,6 +28,11 @@ from editor.models import Document, Membership, Role
 from editor.realtime import tickets
 
 USERNAME = "loadtest"
+# The clients are this many people ("loadtest-1", ...), each an editor of every document of
+# the run, taken in turn: thousands of sockets of one person would run into the per-user
+# limits (socket count, the messages of all their sockets together), which are meant for one
+# person's tabs, and measure those instead of the server.
+CROWD = 50
 # The flood mode's flooder: another person, so that the per-user rate limit it runs into is
 # its own, not that of the clients it is measured against.
 OTHER_USERNAME = "loadtest-other"
@@ -74,16 +80,25 @@ class Command(BaseCommand):
                 Document.objects.create_for(user, f"loadtest {options['mode']} {index}")
                 for index in range(count)
             ]
+            crowd = [
+                get_user_model().objects.get_or_create(username=f"{USERNAME}-{index}")[0]
+                for index in range(1, CROWD + 1)
+            ]
             Membership.objects.bulk_create(
-                Membership(document=document, user=other, role=Role.EDITOR) for document in made
+                Membership(document=document, user=person, role=Role.EDITOR)
+                for document in made
+                for person in [other, *crowd]
             )
+            turns = itertools.cycle(crowd)
             target = loadtest.Target(
                 options["url"],
-                ticket=lambda document: tickets.issue(user.pk, document)[0],
+                ticket=lambda document: tickets.issue(next(turns).pk, document)[0],
                 other_ticket=lambda document: tickets.issue(other.pk, document)[0],
                 server_pids=options["server_pid"],
                 name="collab",
-                cookie=session_cookie(user) if options["auth"] == "session" else None,
+                cookies=[session_cookie(person) for person in crowd]
+                if options["auth"] == "session"
+                else (),
             )
             try:
                 report = loadtest.execute(target, [str(d.pk) for d in made], options)
