@@ -8,6 +8,7 @@ can show, docs/protocol.md).
 
 from __future__ import annotations
 
+import datetime
 import functools
 import importlib
 import uuid
@@ -19,10 +20,13 @@ from urllib.parse import parse_qs, urlsplit
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends import db as _db_sessions
+from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import OuterRef, Subquery
 from django.http.request import split_domain_port, validate_host
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from editor import access, links
@@ -196,72 +200,125 @@ def _logged_in(session: Any) -> tuple[int | None, str]:
 
 
 class _CompiledOnce:
-    """user_and_role's query, built with the ORM and compiled to SQL once per database (with
-    placeholder values), then run with each connect's values. Building and compiling it took
-    most of a socket check's CPU (py-spy, docs/BENCHMARKS.md change 16): the query never
-    changes, only its two values."""
+    """A query built with the ORM and compiled to SQL once per database (with placeholder
+    values), then run with each connect's values. Building and compiling a query took most of
+    a socket check's CPU (py-spy, docs/BENCHMARKS.md changes 16 and 23): these queries never
+    change, only their values.
 
-    _USER = -2_146_000_001  # no such user id (in the column's range): stands for the user's
-    _DOCUMENT = uuid.UUID("5e171ae1-0000-4000-8000-00000000d0c5")  # stands for the document's
+    ``build`` makes the queryset from one value per entry of ``slots``; each slot is the model
+    field the value is compared with and a placeholder value no real one equals. The values
+    are prepared for the database by those fields, as the ORM prepares them."""
 
-    def __init__(self) -> None:
-        # Per database alias: the SQL, and its parameters (the placeholders' slots marked).
+    def __init__(self, build: Any, slots: list[tuple[Any, Any]]) -> None:
+        self._build = build
+        self._slots = slots
+        # Per database alias: the SQL, and its parameters (an int marks a slot's place).
         self._compiled: dict[str, tuple[str, list[Any]]] = {}
 
-    @staticmethod
-    def queryset(user_id: Any, document_id: Any) -> Any:
-        owner = Document.objects.filter(pk=document_id).values("owner_id")[:1]
-        membership = Membership.objects.filter(document_id=document_id, user_id=OuterRef("pk"))
-        return (
-            get_user_model()
-            .objects.filter(pk=user_id, is_active=True)
-            .annotate(
-                document_owner_id=Subquery(owner),
-                member_role=Subquery(membership.values("role")[:1]),
-            )
-            .values_list(
-                "pk",
-                "username",
-                "first_name",
-                "last_name",
-                "password",
-                "document_owner_id",
-                "member_role",
-            )[:1]
-        )
-
     def _compile(self, alias: str) -> tuple[str, list[Any]]:
-        query = self.queryset(self._USER, self._DOCUMENT).query
+        connection = connections[alias]
+        query = self._build(*(placeholder for _, placeholder in self._slots)).query
         sql, params = query.get_compiler(using=alias).as_sql()
-        as_stored = Document._meta.pk.get_db_prep_value(self._DOCUMENT, connections[alias])
-        slots = [
-            _USER_SLOT if param == self._USER else _DOCUMENT_SLOT if param == as_stored else param
-            for param in params
+        prepared = [
+            field.get_db_prep_value(placeholder, connection) for field, placeholder in self._slots
         ]
-        if slots.count(_USER_SLOT) != 1 or _DOCUMENT_SLOT not in slots:
-            raise RuntimeError(f"user_and_role: placeholders not found in {sql!r}")
-        return sql, slots
+        marked: list[Any] = []
+        for param in params:
+            index = next((i for i, value in enumerate(prepared) if param == value), None)
+            marked.append(_Slot(index) if index is not None else param)
+        for index in range(len(self._slots)):
+            if _Slot(index) not in marked:
+                raise RuntimeError(f"placeholder {index} not found in {sql!r}")
+        return sql, marked
 
-    def fetch(self, user_id: int, document_id: str) -> tuple[Any, ...] | None:
+    def fetch(self, *values: Any) -> tuple[Any, ...] | None:
         alias = DEFAULT_DB_ALIAS
         compiled = self._compiled.get(alias)
         if compiled is None:
             compiled = self._compiled[alias] = self._compile(alias)
-        sql, slots = compiled
+        sql, marked = compiled
         connection = connections[alias]
-        document = Document._meta.pk.get_db_prep_value(uuid.UUID(str(document_id)), connection)
-        params = [
-            user_id if slot is _USER_SLOT else document if slot is _DOCUMENT_SLOT else slot
-            for slot in slots
+        prepared = [
+            field.get_db_prep_value(value, connection)
+            for (field, _), value in zip(self._slots, values, strict=True)
         ]
+        params = [prepared[m.index] if type(m) is _Slot else m for m in marked]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchone()
 
 
-_USER_SLOT = object()
-_DOCUMENT_SLOT = object()
-_USER_AND_ROLE = _CompiledOnce()
+@dataclass(frozen=True)
+class _Slot:
+    index: int
+
+
+def _user_and_role_query(user_id: Any, document_id: Any) -> Any:
+    owner = Document.objects.filter(pk=document_id).values("owner_id")[:1]
+    membership = Membership.objects.filter(document_id=document_id, user_id=OuterRef("pk"))
+    return (
+        get_user_model()
+        .objects.filter(pk=user_id, is_active=True)
+        .annotate(
+            document_owner_id=Subquery(owner),
+            member_role=Subquery(membership.values("role")[:1]),
+        )
+        .values_list(
+            "pk",
+            "username",
+            "first_name",
+            "last_name",
+            "password",
+            "document_owner_id",
+            "member_role",
+        )[:1]
+    )
+
+
+_USER_AND_ROLE = _CompiledOnce(
+    _user_and_role_query,
+    [
+        (get_user_model()._meta.pk, -2_146_000_001),  # no such user id, in the column's range
+        (Document._meta.pk, uuid.UUID("5e171ae1-0000-4000-8000-00000000d0c5")),
+    ],
+)
+
+
+def _session_query(session_key: str, now: datetime.datetime) -> Any:
+    # What django.contrib.sessions.backends.db.SessionStore.load asks.
+    return Session.objects.filter(session_key=session_key, expire_date__gt=now).values_list(
+        "session_data"
+    )[:1]
+
+
+_SESSION = _CompiledOnce(
+    _session_query,
+    [
+        (Session._meta.get_field("session_key"), "collab-placeholder-session-key"),
+        (
+            Session._meta.get_field("expire_date"),
+            datetime.datetime(1970, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.UTC),
+        ),
+    ],
+)
+
+
+class _StoredSession:
+    """A session of the database engine, read for a socket check in one compiled query
+    (``_SESSION``) and decoded by Django's own ``SessionStore.decode``: what the check reads
+    of a ``SessionStore`` (``[]``, ``get``, ``session_key``: None when there is no such live
+    session), read-only."""
+
+    def __init__(self, session_key: str) -> None:
+        row = _SESSION.fetch(session_key, timezone.now())
+        self.session_key: str | None = session_key if row is not None else None
+        self._data: dict[str, Any] = _db_sessions.SessionStore().decode(row[0]) if row else {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
 
 
 def _authorize(scope: dict[str, Any], document_id: str) -> Access:
@@ -309,8 +366,13 @@ def _session_of(scope: dict[str, Any]) -> Any:
     (``session_key``, from collab/middleware.py), read here, off the event loop; None for none."""
     session = scope.get("session")
     if session is None and scope.get("session_key"):
+        if settings.SESSION_ENGINE == _DB_SESSIONS:  # Django's default engine
+            return _StoredSession(scope["session_key"])
         session = _session_engine().SessionStore(scope["session_key"])
     return session
+
+
+_DB_SESSIONS = "django.contrib.sessions.backends.db"
 
 
 @functools.cache

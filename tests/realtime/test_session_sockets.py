@@ -104,3 +104,42 @@ async def test_a_guest_with_an_anyone_link_in_the_session_reads(document, owner)
     assert isinstance(await peer.recv(), protocol.SyncStep1)
     assert await peer.recv() == protocol.Authenticated(protocol.SCOPE_READ_ONLY)
     await peer.close()
+
+
+async def test_an_expired_session_is_told_to_log_in(document, owner):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    key = await sync_to_async(logged_in)(owner)
+    await sync_to_async(Session.objects.filter(session_key=key).update)(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+
+    message, code = await refusal(browser(document, key))
+    assert message == protocol.Auth("log in, or pass ?ticket=")
+    assert code == 4401
+
+
+async def test_a_session_whose_data_was_tampered_with_is_told_to_log_in(document, owner):
+    from django.contrib.sessions.models import Session
+
+    key = await sync_to_async(logged_in)(owner)
+    stored = await sync_to_async(Session.objects.get)(session_key=key)
+    stored.session_data = stored.session_data[:-3] + "abc"  # the signature no longer matches
+    await sync_to_async(stored.save)()
+
+    message, code = await refusal(browser(document, key))
+    assert message == protocol.Auth("log in, or pass ?ticket=")
+    assert code == 4401
+
+
+async def test_a_session_is_read_the_same_with_another_engine(document, owner, viewer, settings):
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    for user, scope in ((owner, protocol.SCOPE_READ_WRITE), (viewer, protocol.SCOPE_READ_ONLY)):
+        peer = browser(document, await sync_to_async(logged_in)(user))
+        assert await peer.connect()
+        assert isinstance(await peer.recv(), protocol.SyncStep1)
+        assert await peer.recv() == protocol.Authenticated(scope)
+        await peer.close()
