@@ -202,7 +202,7 @@ def _logged_in(session: Any) -> tuple[int | None, str]:
 class _CompiledOnce:
     """A query built with the ORM and compiled to SQL once per database (with placeholder
     values), then run with each connect's values. Building and compiling a query took most of
-    a socket check's CPU (py-spy, docs/BENCHMARKS.md changes 16 and 23): these queries never
+    a socket check's CPU (py-spy, docs/BENCHMARKS.md changes 16 and 24): these queries never
     change, only their values.
 
     ``build`` makes the queryset from one value per entry of ``slots``; each slot is the model
