@@ -9,7 +9,6 @@ can show, docs/protocol.md).
 from __future__ import annotations
 
 import datetime
-import functools
 import importlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -375,9 +374,8 @@ def _session_of(scope: dict[str, Any]) -> Any:
 _DB_SESSIONS = "django.contrib.sessions.backends.db"
 
 
-@functools.cache
 def _session_engine() -> Any:
-    return importlib.import_module(settings.SESSION_ENGINE)
+    return importlib.import_module(settings.SESSION_ENGINE)  # imported once, then looked up
 
 
 def _guest(scope: dict[str, Any], session: Any, document_id: str) -> Access:

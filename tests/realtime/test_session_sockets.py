@@ -47,7 +47,15 @@ async def refusal(peer: Peer) -> tuple[protocol.Message, int]:
     return message, await peer.expect_close()
 
 
-async def test_a_logged_in_browser_gets_its_role(document, owner, viewer):
+@pytest.mark.parametrize(
+    "engine",
+    [
+        "django.contrib.sessions.backends.db",  # read by the socket check's own query
+        "django.contrib.sessions.backends.cached_db",  # read by the engine's SessionStore
+    ],
+)
+async def test_a_logged_in_browser_gets_its_role(document, owner, viewer, settings, engine):
+    settings.SESSION_ENGINE = engine
     for user, scope in ((owner, protocol.SCOPE_READ_WRITE), (viewer, protocol.SCOPE_READ_ONLY)):
         peer = browser(document, await sync_to_async(logged_in)(user))
         assert await peer.connect()
@@ -133,13 +141,3 @@ async def test_a_session_whose_data_was_tampered_with_is_told_to_log_in(document
     message, code = await refusal(browser(document, key))
     assert message == protocol.Auth("log in, or pass ?ticket=")
     assert code == 4401
-
-
-async def test_a_session_is_read_the_same_with_another_engine(document, owner, viewer, settings):
-    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-    for user, scope in ((owner, protocol.SCOPE_READ_WRITE), (viewer, protocol.SCOPE_READ_ONLY)):
-        peer = browser(document, await sync_to_async(logged_in)(user))
-        assert await peer.connect()
-        assert isinstance(await peer.recv(), protocol.SyncStep1)
-        assert await peer.recv() == protocol.Authenticated(scope)
-        await peer.close()
