@@ -211,7 +211,7 @@ class _CompiledOnce:
     def __init__(self, build: Any, slots: list[tuple[Any, Any]]) -> None:
         self._build = build
         self._slots = slots
-        # Per database alias: the SQL, and its parameters (an int marks a slot's place).
+        # Per database alias: the SQL, and its parameters (a _Slot marks where a value goes).
         self._compiled: dict[str, tuple[str, list[Any]]] = {}
 
     def _compile(self, alias: str) -> tuple[str, list[Any]]:
