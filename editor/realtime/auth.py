@@ -8,9 +8,11 @@ can show, docs/protocol.md).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import importlib
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends import db as _db_sessions
 from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
 from django.db.models import OuterRef, Subquery
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
@@ -32,6 +34,7 @@ from editor import access, links
 from editor.models import Document, Membership
 from editor.realtime import tickets
 from editor.realtime.codes import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from editor.realtime.loops import per_event_loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,16 +404,94 @@ def _current_role(access: Access) -> str | None:
 # (Channels' default, thread_sensitive): there every connect's query waited for the previous
 # one's round trip, so a reconnect storm queued behind a single thread (docs/BENCHMARKS.md,
 # change 15). The checks only read, each in its own autocommit query, so nothing needs them
-# on one thread; DatabaseSyncToAsync still returns each thread's connection after every check.
+# on one thread; DatabaseSyncToAsync still returns each thread's connection after every trip.
 _checks = ThreadPoolExecutor(
     max_workers=settings.COLLAB["AUTH_THREADS"], thread_name_prefix="collab-auth"
 )
-_authorize_on_db_thread = database_sync_to_async(
-    _authorize, thread_sensitive=False, executor=_checks
-)
-_current_role_on_db_thread = database_sync_to_async(
-    _current_role, thread_sensitive=False, executor=_checks
-)
+
+# At most this many calls share one trip to a check thread; more go on other threads at once.
+TRIP_SIZE = 32
+
+
+class _Together:
+    """Calls of ``work`` asked in the same turn of the event loop go to a check thread together,
+    and run there one after another: one thread trip (and one database connection taken from
+    the pool) for all of them instead of one each. A connect storm paid per socket for the
+    hop: the hand-over of the GIL to the thread and back, the wake-up of the loop, the pooled
+    connection's checkout and return (docs/BENCHMARKS.md, change 25).
+
+    Each call gets its own answer or its own exception: one that fails (a bad ticket, a
+    dropped database connection) leaves the others of its trip as they would have been, and a
+    caller that stops waiting leaves the rest to be answered."""
+
+    def __init__(self, work: Callable[..., Any]) -> None:
+        self._work = work
+        self._trip = database_sync_to_async(self._run, thread_sensitive=False, executor=_checks)
+        self._asked = per_event_loop(_Asked)
+
+    async def ask(self, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        asked = self._asked()
+        answer = loop.create_future()
+        asked.calls.append((args, answer))
+        if len(asked.calls) == 1:
+            # Runs on the loop's next turn: whatever is asked during this one goes along.
+            loop.call_soon(self._send, asked)
+        return await answer
+
+    def _send(self, asked: _Asked) -> None:
+        calls, asked.calls = asked.calls, []
+        for start in range(0, len(calls), TRIP_SIZE):
+            trip = asyncio.ensure_future(self._deliver(calls[start : start + TRIP_SIZE]))
+            asked.trips.add(trip)  # held until done: the loop keeps only weak references
+            trip.add_done_callback(asked.trips.discard)
+
+    async def _deliver(self, calls: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            outcomes = await self._trip([args for args, _ in calls])
+        except asyncio.CancelledError:  # the loop is shutting down
+            for _, answer in calls:
+                answer.cancel()
+            raise
+        except Exception as exc:  # the trip itself failed: every call of it is told
+            for _, answer in calls:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for (_, answer), (ok, value) in zip(calls, outcomes, strict=True):
+            if answer.done():  # its caller stopped waiting
+                continue
+            if ok:
+                answer.set_result(value)
+            else:
+                answer.set_exception(value)
+
+    def _run(self, calls: list[tuple[Any, ...]]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        for args in calls:
+            try:
+                outcomes.append((True, self._work(*args)))
+            except Exception as exc:
+                outcomes.append((False, exc))
+                if not isinstance(exc, Refused):
+                    # Whatever broke may have left this thread's connection unusable: closed
+                    # (given back to the pool), the next call starts on a fresh one.
+                    close_old_connections()
+        return outcomes
+
+
+class _Asked:
+    """One event loop's calls waiting to be sent, and its trips under way."""
+
+    __slots__ = ("calls", "trips")
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self.trips: set[asyncio.Future[None]] = set()
+
+
+_checks_together = _Together(_authorize)
+_roles_together = _Together(_current_role)
 
 
 async def authorize(scope: dict[str, Any], document_id: str) -> Access:
@@ -420,10 +501,10 @@ async def authorize(scope: dict[str, Any], document_id: str) -> Access:
     A ticket is a bearer credential and needs no origin check; a cookie is sent by the browser
     to any page's socket, so cookie sockets must come from one of our own origins.
     """
-    return await _authorize_on_db_thread(scope, document_id)
+    return await _checks_together.ask(scope, document_id)
 
 
 async def current_role(access: Access) -> str | None:
     """The role this socket's person has in its document now (None: no access any more): a
     member's from the database, a guest's from their link, which may have been revoked."""
-    return await _current_role_on_db_thread(access)
+    return await _roles_together.ask(access)
