@@ -82,9 +82,7 @@ async def test_a_check_that_breaks_leaves_the_others_of_its_trip(document, viewe
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="ends its own database session")
-async def test_a_check_after_a_lost_database_connection_in_its_trip_still_gets_in(
-    document, viewer
-):
+async def test_a_check_after_a_lost_database_connection_in_its_trip_still_gets_in(document, viewer):
     doc = str(document.pk)
 
     def lose_the_connection():
