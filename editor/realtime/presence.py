@@ -185,7 +185,7 @@ def async_client(host: Host) -> aredis.Redis:
 @contextmanager
 def sync_client(host: Host, timeout: float) -> Iterator[redis.Redis]:
     """A short-lived blocking client for one shard (the REST API, the admin, /healthz)."""
-    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if isinstance(host, str):
         options.update(settings.REDIS_CONNECTION_OPTIONS)
         client = redis.Redis.from_url(host, **options)
