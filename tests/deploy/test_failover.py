@@ -19,6 +19,7 @@ from tests.deploy.cluster import Backends, Nginx, Peer, converged, typing, until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 RECONNECT_WITHIN = 5.0
+NGINX_FAIL_TIMEOUT = 10.0  # editor/deploy/nginx.conf.template, fail_timeout
 # Short, so that a killed process's users expire within seconds (tests/realtime/test_live_presence).
 FAST_PRESENCE = {"PRESENCE_TTL": 4, "PRESENCE_SWEEP_INTERVAL": 1, "PRESENCE_FLUSH_INTERVAL": 0.2}
 
@@ -137,7 +138,7 @@ def test_a_rolling_restart_loses_nothing_and_every_client_comes_back(
 
         typing_task = asyncio.ensure_future(keep_typing())
         for index in range(backends.count):
-            started = time.monotonic()
+            started = stopped_at = time.monotonic()
             status = await asyncio.to_thread(backends.terminate, index)  # as systemd stops it
             print(f"backend {index} stopped in {time.monotonic() - started:.1f} s")
             assert status == 0, backends.log_tail(index)
@@ -149,7 +150,10 @@ def test_a_rolling_restart_loses_nothing_and_every_client_comes_back(
             started = time.monotonic()
             await asyncio.to_thread(backends.restart, index)
             print(f"backend {index} restarted in {time.monotonic() - started:.1f} s")
-            await asyncio.sleep(0.5)
+            # nginx skips a backend that refused a connection for fail_timeout (the generated
+            # config's 10 s): a rolling restart waits that long after stopping one before
+            # stopping the next, or the next one's clients find no live backend until it ends.
+            await asyncio.sleep(max(0.5, stopped_at + NGINX_FAIL_TIMEOUT + 0.5 - time.monotonic()))
         await asyncio.sleep(1)
         stop.set()
         await typing_task
