@@ -9,10 +9,13 @@ can show, docs/protocol.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import importlib
+import logging
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +38,8 @@ from editor.models import Document, Membership
 from editor.realtime import tickets
 from editor.realtime.codes import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from editor.realtime.loops import per_event_loop
+
+logger = logging.getLogger("collab.ws")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,11 +216,21 @@ class _CompiledOnce:
     field the value is compared with and a placeholder value no real one equals. The values
     are prepared for the database by those fields, as the ORM prepares them."""
 
-    def __init__(self, build: Any, slots: list[tuple[Any, Any]]) -> None:
+    def __init__(
+        self, build: Any, slots: list[tuple[Any, Any]], key_size: int | None = None
+    ) -> None:
         self._build = build
         self._slots = slots
         # Per database alias: the SQL, and its parameters (a _Slot marks where a value goes).
         self._compiled: dict[str, tuple[str, list[Any]]] = {}
+        # Per database alias: the SQL that runs the query for many value tuples at once.
+        # (The SQL, its constant parameters, and the text of one row of values.)
+        self._compiled_many: dict[str, tuple[str, list[Any], str] | None] = {}
+        # How many leading values name a row read ahead (``read_ahead``): the others are
+        # conditions the same for a whole trip (the time a session must outlive).
+        self._key_size = len(slots) if key_size is None else key_size
+        # Rows read ahead for this thread's current trip (``reading_ahead``), by key.
+        self._ahead = threading.local()
 
     def _compile(self, alias: str) -> tuple[str, list[Any]]:
         connection = connections[alias]
@@ -234,6 +249,11 @@ class _CompiledOnce:
         return sql, marked
 
     def fetch(self, *values: Any) -> tuple[Any, ...] | None:
+        ahead = getattr(self._ahead, "rows", None)
+        if ahead is not None:
+            key = values[: self._key_size]
+            if key in ahead:
+                return ahead[key]
         alias = DEFAULT_DB_ALIAS
         compiled = self._compiled.get(alias)
         if compiled is None:
@@ -248,6 +268,90 @@ class _CompiledOnce:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchone()
+
+    @contextlib.contextmanager
+    def reading_ahead(self) -> Iterator[None]:
+        """Within it, ``fetch`` on this thread first looks among the rows ``read_ahead`` read;
+        they are let go at its end, so nothing read ahead outlives one trip."""
+        self._ahead.rows = {}
+        try:
+            yield
+        finally:
+            self._ahead.rows = None
+
+    def read_ahead(self, many: Iterable[tuple[Any, ...]]) -> None:
+        """Reads the rows of many value tuples in one query (``reading_ahead`` must be on), for
+        ``fetch`` to find: one round trip, and one parse and plan, instead of one per tuple.
+        Only PostgreSQL runs them together (a LATERAL join); elsewhere nothing is read ahead,
+        and each ``fetch`` asks on its own, as without this."""
+        ahead = self._ahead.rows
+        keys: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for values in many:
+            keys.setdefault(values[: self._key_size], values)
+        alias = DEFAULT_DB_ALIAS
+        if len(keys) < 2 or (compiled := self._compile_many(alias)) is None:
+            return
+        sql, constants, values_row = compiled
+        connection = connections[alias]
+        rows_of: dict[int, tuple[Any, ...]] = {}
+        for start in range(0, len(keys), READ_AHEAD_MAX):
+            batch = list(keys.values())[start : start + READ_AHEAD_MAX]
+            params: list[Any] = []
+            for n, values in enumerate(batch):
+                params.append(start + n)
+                params += [
+                    field.get_db_prep_value(value, connection)
+                    for (field, _), value in zip(self._slots, values, strict=True)
+                ]
+            params += constants
+            listed = ", ".join([values_row] * len(batch))
+            with connection.cursor() as cursor:
+                cursor.execute(sql.replace(_ROWS, listed, 1), params)
+                for n, *row in cursor.fetchall():
+                    rows_of[n] = tuple(row)
+        for n, key in enumerate(keys):
+            ahead[key] = rows_of.get(n)
+
+    def _compile_many(self, alias: str) -> tuple[str, list[Any], str] | None:
+        """The query run for many value tuples at once: each tuple a row of a VALUES list
+        (numbered), and the one-tuple query joined to each as a LATERAL subquery reading the
+        row's values where it read its placeholders. None where that cannot be built (not
+        PostgreSQL; SQL whose placeholders cannot be told apart)."""
+        if alias in self._compiled_many:
+            return self._compiled_many[alias]
+        self._compiled_many[alias] = None
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            return None
+        compiled = self._compiled.get(alias) or self._compile(alias)
+        self._compiled[alias] = compiled
+        sql, marked = compiled
+        pieces = sql.split("%s")
+        if "%%" in sql or len(pieces) != len(marked) + 1:
+            return None
+        lateral = pieces[0]
+        constants: list[Any] = []
+        for mark, piece in zip(marked, pieces[1:], strict=True):
+            if type(mark) is _Slot:
+                lateral += f"asked.v{mark.index}"
+            else:
+                lateral += "%s"
+                constants.append(mark)
+            lateral += piece
+        columns = ", ".join(f"v{i}" for i in range(len(self._slots)))
+        many = (
+            f"SELECT asked.n, one.* FROM (VALUES {_ROWS}) AS asked(n, {columns})"
+            f" CROSS JOIN LATERAL ({lateral}) AS one"
+        )
+        casts = [field.cast_db_type(connection) for field, _ in self._slots]
+        values_row = "(%s, " + ", ".join(f"CAST(%s AS {cast})" for cast in casts) + ")"
+        self._compiled_many[alias] = (many, constants, values_row)
+        return self._compiled_many[alias]
+
+
+# Where ``read_ahead``'s query lists its value rows, and the most rows it lists in one query.
+_ROWS = "<<collab: rows>>"
+READ_AHEAD_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -302,6 +406,7 @@ _SESSION = _CompiledOnce(
             datetime.datetime(1970, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.UTC),
         ),
     ],
+    key_size=1,  # read ahead by key: a trip's sessions must all outlive its start
 )
 
 
@@ -324,34 +429,11 @@ class _StoredSession:
 
 
 def _authorize(scope: dict[str, Any], document_id: str) -> Access:
-    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
-    token = query.get("ticket", [None])[0]
-    user_id: int | None
-    session_hash: str | None = None
-    if token:
-        try:
-            ticket = tickets.read(token)
-        except tickets.TicketError as exc:
-            raise Refused(CLOSE_UNAUTHENTICATED, str(exc)) from None
-        if ticket.document_id != document_id:
-            raise Refused(CLOSE_FORBIDDEN, "ticket is for another document")
-        user_id = ticket.user_id
-        via = "ticket"
-    else:
-        # collab's own middleware (collab/middleware.py) leaves the session's key, unread, for
-        # this thread to read; a stack that resolved the user itself (Channels'
-        # AuthMiddleware, the tests' scopes) leaves it as "user".
-        session_user = scope.get("user")
-        session = _session_of(scope)
-        if session_user is not None:
-            user_id = session_user.pk if session_user.is_authenticated else None
-        else:
-            user_id, session_hash = _logged_in(session)
-        if user_id is None:
-            return _guest(scope, session, document_id)
-        if not origin_allowed(scope):
-            raise Refused(CLOSE_FORBIDDEN, "origin not allowed")
-        via = "session"
+    user_id, session_hash, via, session = _claimed(scope, document_id)
+    if user_id is None:
+        return _guest(scope, session, document_id)
+    if via == "session" and not origin_allowed(scope):
+        raise Refused(CLOSE_FORBIDDEN, "origin not allowed")
     user, role = user_and_role(user_id, document_id, session_hash)
     if user is None and session_hash:
         raise Refused(CLOSE_UNAUTHENTICATED, "session no longer valid: log in again")
@@ -361,6 +443,40 @@ def _authorize(scope: dict[str, Any], document_id: str) -> Access:
         # The same answer for "does not exist" and "not yours": nothing leaks.
         raise Refused(CLOSE_FORBIDDEN, "no access to this document")
     return Access(user=user, document_id=document_id, role=role, via=via)
+
+
+def _claimed(scope: dict[str, Any], document_id: str) -> tuple[int | None, str | None, str, Any]:
+    """Who the socket says it is, before the user and the document are looked up: (user id,
+    None for nobody logged in; the session login's hash, None for a ticket; "ticket" or
+    "session"; the session, None for a ticket). Reading a stored session is one query."""
+    token = _ticket_of(scope)
+    if token:
+        try:
+            ticket = tickets.read(token)
+        except tickets.TicketError as exc:
+            raise Refused(CLOSE_UNAUTHENTICATED, str(exc)) from None
+        if ticket.document_id != document_id:
+            raise Refused(CLOSE_FORBIDDEN, "ticket is for another document")
+        return ticket.user_id, None, "ticket", None
+    # collab's own middleware (collab/middleware.py) leaves the session's key, unread, for
+    # this thread to read; a stack that resolved the user itself (Channels' AuthMiddleware,
+    # the tests' scopes) leaves it as "user".
+    session_user = scope.get("user")
+    session = _session_of(scope)
+    if session_user is not None:
+        return (
+            (session_user.pk if session_user.is_authenticated else None),
+            None,
+            "session",
+            session,
+        )
+    user_id, session_hash = _logged_in(session)
+    return user_id, session_hash or None, "session", session
+
+
+def _ticket_of(scope: dict[str, Any]) -> str | None:
+    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
+    return query.get("ticket", [None])[0]
 
 
 def _session_of(scope: dict[str, Any]) -> Any:
@@ -400,6 +516,38 @@ def _current_role(access: Access) -> str | None:
     return user_and_role(access.user.pk, access.document_id)[1]
 
 
+def _read_ahead_checks(calls: list[tuple[Any, ...]]) -> None:
+    """What a trip's socket checks will ask the database, read in one query each: the stored
+    sessions of cookie sockets, then every claimed user with their role in the document."""
+    keys = [
+        scope["session_key"]
+        for scope, _ in calls
+        if scope.get("session") is None
+        and scope.get("session_key")
+        and settings.SESSION_ENGINE == _DB_SESSIONS
+        and not _ticket_of(scope)
+    ]
+    if keys:
+        now = timezone.now()
+        _SESSION.read_ahead((key, now) for key in keys)
+    asked = []
+    for scope, document_id in calls:
+        try:
+            user_id = _claimed(scope, document_id)[0]
+        except Exception:  # its own check will meet this again, and answer it
+            continue
+        if user_id is not None:
+            asked.append((user_id, document_id))
+    _USER_AND_ROLE.read_ahead(asked)
+
+
+def _read_ahead_roles(calls: list[tuple[Any, ...]]) -> None:
+    """The rechecks' users and roles, in one query."""
+    _USER_AND_ROLE.read_ahead(
+        (access.user.pk, access.document_id) for (access,) in calls if access.link is None
+    )
+
+
 # Socket checks run on a few threads of their own rather than on the process's one ORM thread
 # (Channels' default, thread_sensitive): there every connect's query waited for the previous
 # one's round trip, so a reconnect storm queued behind a single thread (docs/BENCHMARKS.md,
@@ -424,8 +572,13 @@ class _Together:
     dropped database connection) leaves the others of its trip as they would have been, and a
     caller that stops waiting leaves the rest to be answered."""
 
-    def __init__(self, work: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        work: Callable[..., Any],
+        read_ahead: Callable[[list[tuple[Any, ...]]], None] | None = None,
+    ) -> None:
         self._work = work
+        self._read_ahead = read_ahead
         self._trip = database_sync_to_async(self._run, thread_sensitive=False, executor=_checks)
         self._asked = per_event_loop(_Asked)
 
@@ -468,15 +621,23 @@ class _Together:
 
     def _run(self, calls: list[tuple[Any, ...]]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        for args in calls:
-            try:
-                outcomes.append((True, self._work(*args)))
-            except Exception as exc:
-                outcomes.append((False, exc))
-                if not isinstance(exc, Refused):
-                    # Whatever broke may have left this thread's connection unusable: closed
-                    # (given back to the pool), the next call starts on a fresh one.
+        with _SESSION.reading_ahead(), _USER_AND_ROLE.reading_ahead():
+            if self._read_ahead is not None and len(calls) > 1:
+                try:
+                    self._read_ahead(calls)
+                except Exception as exc:
+                    # Each call then asks on its own, and meets whatever this met on its own.
+                    logger.warning("socket checks could not read ahead: %r", exc)
                     close_old_connections()
+            for args in calls:
+                try:
+                    outcomes.append((True, self._work(*args)))
+                except Exception as exc:
+                    outcomes.append((False, exc))
+                    if not isinstance(exc, Refused):
+                        # Whatever broke may have left this thread's connection unusable:
+                        # closed (given back to the pool), the next call starts on a fresh one.
+                        close_old_connections()
         return outcomes
 
 
@@ -490,8 +651,8 @@ class _Asked:
         self.trips: set[asyncio.Future[None]] = set()
 
 
-_checks_together = _Together(_authorize)
-_roles_together = _Together(_current_role)
+_checks_together = _Together(_authorize, _read_ahead_checks)
+_roles_together = _Together(_current_role, _read_ahead_roles)
 
 
 async def authorize(scope: dict[str, Any], document_id: str) -> Access:

@@ -1,14 +1,25 @@
 """Socket checks asked together (editor/realtime/auth.py, ``_Together``): one trip to a check
 thread for all the sockets that ask in the same turn of the event loop, each with its own
-answer, on a real database."""
+answer, and what the trip's checks ask the database read in one query each, on a real
+database."""
 
 import asyncio
+import logging
+from datetime import timedelta
 
 import pytest
-from django.db import connection
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.sessions.models import Session
+from django.db import DatabaseError, connection
+from django.db.backends.utils import CursorWrapper
+from django.test import Client
+from django.utils import timezone
 
 from editor.realtime import auth, tickets
 from editor.realtime.auth import Refused, authorize, current_role
+from tests.conftest import make_user
+from tests.realtime.conftest import HOST, ORIGIN
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -16,6 +27,40 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 def ticket_scope(user_id, document_id) -> dict:
     token, _ = tickets.issue(user_id, document_id)
     return {"query_string": f"ticket={token}".encode(), "headers": []}
+
+
+def cookie_scope(session_key: str) -> dict:
+    """What collab's middleware leaves for a browser's socket: the session's key, unread."""
+    return {"query_string": b"", "headers": [ORIGIN, HOST], "session_key": session_key}
+
+
+def logged_in(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+@pytest.fixture
+def statements(monkeypatch):
+    """The SQL statements sent to the database, from every thread."""
+    sent = []
+    execute = CursorWrapper.execute
+
+    def counted(self, sql, params=None):
+        sent.append(sql)
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", counted)
+    return sent
+
+
+def reading(table: str, statements: list[str]) -> int:
+    return sum(1 for sql in statements if f'FROM "{table}"' in sql)
+
+
+only_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="reads ahead on PostgreSQL only"
+)
 
 
 @pytest.fixture
@@ -122,3 +167,135 @@ async def test_rechecks_of_a_documents_sockets_share_a_trip(document, owner, vie
     roles = await asyncio.gather(*(current_role(access) for access in accesses * 5))
     assert roles == ["viewer", "owner"] * 5
     assert len(trips) == 1
+
+
+@only_postgresql
+async def test_a_trips_checks_look_up_their_users_in_one_query(
+    document, owner, editor_user, viewer, stranger, statements, trips
+):
+    doc = str(document.pk)
+    gone = await sync_to_async(make_user)("gone", is_active=False)
+    other = await sync_to_async(type(document).objects.create_for)(owner, "Other")
+    scopes = [
+        ticket_scope(owner.pk, doc),
+        ticket_scope(editor_user.pk, doc),
+        ticket_scope(viewer.pk, doc),
+        ticket_scope(viewer.pk, doc),  # the same person twice
+        ticket_scope(stranger.pk, doc),
+        ticket_scope(gone.pk, doc),
+        ticket_scope(-5, doc),  # no such user
+        ticket_scope(owner.pk, str(other.pk)),  # a ticket for another document
+        {"query_string": b"ticket=forged", "headers": []},
+    ]
+    statements.clear()
+
+    outcomes = await asyncio.gather(
+        *(authorize(scope, doc) for scope in scopes), return_exceptions=True
+    )
+
+    assert len(trips) == 1
+    assert [(a.user.pk, a.role) for a in outcomes[:4]] == [
+        (owner.pk, "owner"),
+        (editor_user.pk, "editor"),
+        (viewer.pk, "viewer"),
+        (viewer.pk, "viewer"),
+    ]
+    assert outcomes[0].user.username == "olive"
+    refusals = [(o.code, o.reason) for o in outcomes[4:]]
+    assert refusals == [
+        (4403, "no access to this document"),
+        (4401, "ticket user no longer exists"),
+        (4401, "ticket user no longer exists"),
+        (4403, "ticket is for another document"),
+        (4401, "ticket signature invalid"),
+    ]
+    assert reading("auth_user", statements) == 1
+
+
+@only_postgresql
+async def test_a_trips_cookie_sockets_read_their_sessions_in_one_query(
+    document, owner, editor_user, viewer, stranger, statements
+):
+    doc = str(document.pk)
+    keys = {
+        user.username: await sync_to_async(logged_in)(user)
+        for user in (owner, editor_user, viewer, stranger)
+    }
+    expired = await sync_to_async(logged_in)(owner)
+    await sync_to_async(Session.objects.filter(session_key=expired).update)(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+    # A password changed since the login ends the session (Django's rule).
+    editor_user.set_password("changed-since")
+    await sync_to_async(editor_user.save)()
+    scopes = [cookie_scope(keys[name]) for name in ("olive", "vera", "sam", "eddie")]
+    scopes += [cookie_scope(expired), cookie_scope("no-such-session-key")]
+    statements.clear()
+
+    outcomes = await asyncio.gather(
+        *(authorize(scope, doc) for scope in scopes), return_exceptions=True
+    )
+
+    assert [(o.user.pk, o.role, o.via) for o in outcomes[:2]] == [
+        (owner.pk, "owner", "session"),
+        (viewer.pk, "viewer", "session"),
+    ]
+    assert [(o.code, o.reason) for o in outcomes[2:]] == [
+        (4403, "no access to this document"),
+        (4401, "session no longer valid: log in again"),
+        (4401, "log in, or pass ?ticket="),
+        (4401, "log in, or pass ?ticket="),
+    ]
+    assert reading("django_session", statements) == 1
+    assert reading("auth_user", statements) == 1
+
+
+async def test_checks_are_answered_one_by_one_when_reading_ahead_fails(
+    document, owner, viewer, stranger, monkeypatch, caplog
+):
+    doc = str(document.pk)
+
+    def broken(many):
+        raise DatabaseError("the batch query failed")
+
+    monkeypatch.setattr(auth._USER_AND_ROLE, "read_ahead", broken)
+    with caplog.at_level(logging.WARNING, logger="collab.ws"):
+        outcomes = await asyncio.gather(
+            authorize(ticket_scope(owner.pk, doc), doc),
+            authorize(ticket_scope(viewer.pk, doc), doc),
+            authorize(ticket_scope(stranger.pk, doc), doc),
+            return_exceptions=True,
+        )
+
+    assert [o.role for o in outcomes[:2]] == ["owner", "viewer"]
+    assert isinstance(outcomes[2], Refused) and outcomes[2].code == 4403
+    assert "socket checks could not read ahead" in caplog.text
+
+
+@only_postgresql
+async def test_rechecks_look_up_their_roles_in_one_query(document, owner, viewer, statements):
+    doc = str(document.pk)
+    accesses = await asyncio.gather(
+        authorize(ticket_scope(viewer.pk, doc), doc),
+        authorize(ticket_scope(owner.pk, doc), doc),
+    )
+    await sync_to_async(document.memberships.filter(user=viewer).delete)()
+    statements.clear()
+
+    roles = await asyncio.gather(*(current_role(access) for access in accesses * 5))
+
+    assert roles == [None, "owner"] * 5
+    assert reading("auth_user", statements) == 1
+
+
+async def test_nothing_read_ahead_outlives_its_trip(document, viewer):
+    doc = str(document.pk)
+    scopes = [ticket_scope(viewer.pk, doc) for _ in range(3)]
+    assert {a.role for a in await asyncio.gather(*(authorize(s, doc) for s in scopes))} == {
+        "viewer"
+    }
+    await sync_to_async(document.memberships.filter(user=viewer).delete)()
+
+    refused = await asyncio.gather(*(authorize(s, doc) for s in scopes), return_exceptions=True)
+
+    assert {(r.code, r.reason) for r in refused} == {(4403, "no access to this document")}
