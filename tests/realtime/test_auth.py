@@ -9,17 +9,16 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.db import DatabaseError, connection
 from django.db.backends.utils import CursorWrapper
-from django.test import Client
 from django.utils import timezone
 
 from editor.realtime import auth, tickets
 from editor.realtime.auth import Refused, authorize, current_role
 from tests.conftest import make_user
 from tests.realtime.conftest import HOST, ORIGIN
+from tests.realtime.test_session_sockets import logged_in
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -32,12 +31,6 @@ def ticket_scope(user_id, document_id) -> dict:
 def cookie_scope(session_key: str) -> dict:
     """What collab's middleware leaves for a browser's socket: the session's key, unread."""
     return {"query_string": b"", "headers": [ORIGIN, HOST], "session_key": session_key}
-
-
-def logged_in(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
 @pytest.fixture
