@@ -316,12 +316,19 @@ async def typing(peers: list[Peer], seconds: float, interval: float = 0.05) -> N
         await asyncio.sleep(interval)
 
 
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Waits until ``condition()`` holds; returns the seconds it took."""
+async def until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    also: Callable[[], object] | None = None,
+) -> float:
+    """Waits until ``condition()`` holds; returns the seconds it took. ``also``: what to add
+    to the failure's message (the state that did not get there)."""
     started = time.monotonic()
     while not condition():
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+            detail = f" ({also()})" if also is not None else ""
+            raise AssertionError(f"{what}: not within {timeout:.0f} s{detail}")
         await asyncio.sleep(0.05)
     return time.monotonic() - started
 

@@ -91,8 +91,8 @@ def test_it_keys_websockets_by_the_document_in_the_path_and_http_round_robin():
     assert "hash $document consistent;" in ws_upstream
     assert "hash" not in http_upstream
     for upstream in (ws_upstream, http_upstream):
-        assert "server 10.0.0.1:8000 max_fails=1 fail_timeout=10s;" in upstream
-        assert "server 10.0.0.2:8000 max_fails=1 fail_timeout=10s;" in upstream
+        assert "server 10.0.0.1:8000 max_fails=0;" in upstream
+        assert "server 10.0.0.2:8000 max_fails=0;" in upstream
     assert "map $uri $document" in config  # $uri: no query string, so no ?ticket=
     assert "daemon" not in config.replace("daemon off;'", "")  # only the comment on how to run
 
