@@ -156,12 +156,13 @@ class Servers:
 
 
 def server_pids(process: subprocess.Popen) -> list[int]:
-    """The daphne process under a `manage.py serve` (or the process itself)."""
+    """The daphne process under a `manage.py serve` (or the process itself): serve runs it as
+    `python -m collab.eventloop LOOP ...` (collab/eventloop.py)."""
     try:
         import psutil
 
         children = psutil.Process(process.pid).children(recursive=True)
-        daphne = [c.pid for c in children if "daphne" in " ".join(c.cmdline())]
+        daphne = [c.pid for c in children if "collab.eventloop" in c.cmdline()]
         return daphne or [process.pid]
     except Exception:
         return [process.pid]

@@ -12,10 +12,12 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from collab import logs, transport  # noqa: E402
+from collab import eventloop, logs, transport  # noqa: E402
 from collab.middleware import SessionUnlessTicket  # noqa: E402
 from editor import metrics  # noqa: E402
 from editor.routing import websocket_urlpatterns  # noqa: E402
+
+eventloop.report()  # which loop daphne runs on (collab/eventloop.py)
 
 # Each tuning first checks the library internals it relies on; one that fails logs a warning
 # and stays off (collab/transport.py). Checked here, at load, rather than on the first socket.

@@ -452,6 +452,7 @@ class ServeOptions(TypedDict):
     LEAN_SOCKETS: bool
     GC_THRESHOLDS: tuple[int, int, int] | None
     HEADER_TIMEOUT: float
+    EVENT_LOOP: str
 
 
 # Options for daphne, passed by `manage.py serve` (the one place the server is started from).
@@ -489,6 +490,9 @@ SERVE: ServeOptions = {
     # Seconds a client has to send its first request head before its connection is dropped
     # (collab/transport.py); 0: no deadline. A WebSocket upgrade comes after the head.
     "HEADER_TIMEOUT": env_float("HTTP_HEADER_TIMEOUT", 20.0),
+    # The event loop under daphne's Twisted reactor (collab/eventloop.py): uvloop's, or
+    # asyncio's own; uvloop falls back to asyncio's, with a warning, where it cannot run.
+    "EVENT_LOOP": env_choice("EVENT_LOOP", ("uvloop", "asyncio"), "uvloop"),
 }
 
 

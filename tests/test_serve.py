@@ -45,7 +45,7 @@ def wait_for_health(url: str, timeout: float = 30.0) -> dict:
 def test_it_passes_the_project_options_to_daphne(settings):
     command = daphne_command("0.0.0.0", 9000)
 
-    assert command[1:3] == ["-m", "daphne"]
+    assert command[1:4] == ["-m", "collab.eventloop", "uvloop"]  # daphne's CLI on uvloop
     assert command[command.index("--port") + 1] == "9000"
     assert command[command.index("--ping-interval") + 1] == str(settings.SERVE["PING_INTERVAL"])
     assert command[command.index("--ping-timeout") + 1] == str(settings.SERVE["PING_TIMEOUT"])
@@ -73,6 +73,7 @@ def test_it_serves_with_an_embedded_redis_and_stops_it_on_exit(tmp_path):
         output = (tmp_path / "serve.log").read_text()
         assert f"collab is starting on http://127.0.0.1:{port}/" in output
         assert "createsuperuser" in output
+        assert "event loop: uvloop" in output
         redis_url = next(
             line.split(" at ")[1] for line in output.splitlines() if "embedded Valkey at" in line
         )

@@ -64,10 +64,10 @@ def url(server, document, user) -> str:
 
 
 def daphne_rss(server) -> int:
-    """Resident memory of the daphne process behind `manage.py serve`."""
+    """Resident memory of the daphne process behind `manage.py serve` (which runs it as
+    `python -m collab.eventloop LOOP ...`)."""
     serve = psutil.Process(server.processes[0].pid)
-    processes = [serve, *serve.children(recursive=True)]
-    daphne = [p for p in processes if "daphne" in " ".join(p.cmdline())]
+    daphne = [p for p in serve.children(recursive=True) if "collab.eventloop" in p.cmdline()]
     return daphne[0].memory_info().rss
 
 

@@ -29,7 +29,8 @@ def daphne_command(host: str, port: int) -> list[str]:
     command = [
         sys.executable,
         "-m",
-        "daphne",
+        "collab.eventloop",  # daphne's command line, on the loop named next (collab/eventloop.py)
+        options["EVENT_LOOP"],
         "--bind",
         host,
         "--port",
