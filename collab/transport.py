@@ -181,9 +181,56 @@ def _debug_logged() -> bool:
         return True
 
 
+class _Highlighted:
+    """What autobahn's ``hltype``/``hlval`` would return, made only if a log line is written.
+
+    autobahn highlights values for its debug lines (ANSI colours through click, and the
+    qualified name of a method found with ``inspect``) before it calls the logger, whether or
+    not debug lines are logged: on every chunk a socket receives (``dataReceived``) and a dozen
+    times per handshake, about 3 % of a connecting process's time (py-spy, docs/BENCHMARKS.md
+    change 28). txaio formats a line only when it writes it, with ``str.format``, which asks
+    this object: the text is then exactly what autobahn would have made."""
+
+    __slots__ = ("_highlight", "_args", "_kwargs")
+
+    def __init__(
+        self, highlight: Callable[..., str], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._highlight = highlight
+        self._args = args
+        self._kwargs = kwargs
+
+    def __str__(self) -> str:
+        return self._highlight(*self._args, **self._kwargs)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _highlighted_later(highlight: Callable[..., str]) -> Callable[..., _Highlighted]:
+    def later(*args: Any, **kwargs: Any) -> _Highlighted:
+        return _Highlighted(highlight, args, kwargs)
+
+    later.highlights = highlight  # type: ignore[attr-defined]
+    return later
+
+
+# autobahn's modules that highlight on the socket path, and the names they call.
+_HIGHLIGHTERS = ("hltype", "hlval")
+
+
+def _highlighting_modules() -> list[Any]:
+    from autobahn.twisted import websocket
+    from autobahn.websocket import protocol
+
+    return [protocol, websocket]
+
+
 def quiet_handshake() -> bool:
-    """Installs ``_pformat_when_logged`` in autobahn's protocol module. Says whether it is in
-    place (autobahn still has what this relies on). Idempotent."""
+    """Installs ``_pformat_when_logged`` in autobahn's protocol module, and highlighting made
+    only when a line is written (``_Highlighted``) in it and in autobahn's Twisted WebSocket
+    module. Says whether it is in place (autobahn still has what this relies on).
+    Idempotent."""
     from autobahn.websocket import protocol
 
     if getattr(protocol, "pformat", None) is _pformat_when_logged:
@@ -191,11 +238,17 @@ def quiet_handshake() -> bool:
     if not available(QUIET_HANDSHAKE):
         return False
     setattr(protocol, "pformat", _pformat_when_logged)  # noqa: B010
+    for module in _highlighting_modules():
+        for name in _HIGHLIGHTERS:
+            found = getattr(module, name)
+            if not hasattr(found, "highlights"):
+                setattr(module, name, _highlighted_later(found))
     return True
 
 
 def _quiet_handshake_missing() -> list[str]:
     import txaio
+    from autobahn import util
     from autobahn.websocket import protocol
 
     found = getattr(protocol, "pformat", None)
@@ -204,6 +257,11 @@ def _quiet_handshake_missing() -> list[str]:
         missing.append("autobahn.websocket.protocol no longer uses pprint.pformat")
     if not callable(getattr(txaio, "get_global_log_level", None)):
         missing.append("txaio has no get_global_log_level")
+    for module in _highlighting_modules():
+        for name in _HIGHLIGHTERS:
+            found = getattr(module, name, None)
+            if found is not getattr(util, name, None) and not hasattr(found, "highlights"):
+                missing.append(f"{module.__name__} no longer uses autobahn.util.{name}")
     return missing
 
 

@@ -465,6 +465,71 @@ def test_autobahn_formats_its_debug_lines_only_when_they_are_logged(unchecked, m
         txaio.set_global_log_level(level)
 
 
+@pytest.fixture
+def highlighting_as_shipped(monkeypatch):
+    """autobahn's modules with autobahn.util's highlighters, as autobahn ships them (put back
+    afterwards)."""
+    from autobahn import util
+    from autobahn.twisted import websocket
+    from autobahn.websocket import protocol
+
+    monkeypatch.setattr(protocol, "pformat", pprint.pformat)
+    for module in (protocol, websocket):
+        for name in ("hltype", "hlval"):
+            monkeypatch.setattr(module, name, getattr(util, name))
+
+
+def test_autobahn_highlights_only_what_a_written_line_shows(
+    unchecked, highlighting_as_shipped, monkeypatch
+):
+    import click
+    import txaio
+    from autobahn import util
+    from autobahn.twisted import websocket
+    from autobahn.websocket import protocol
+
+    calls = []
+    style = click.style
+
+    def counted(text, **kwargs):
+        calls.append(text)
+        return style(text, **kwargs)
+
+    monkeypatch.setattr(click, "style", counted)  # what autobahn.util.hl colours with
+    assert transport.quiet_handshake()
+    assert transport.quiet_handshake()  # idempotent: wrapped once
+    method = protocol.WebSocketServerProtocol().processHandshake
+    txaio.use_twisted()
+    level = txaio.get_global_log_level()
+    log = txaio.make_logger()
+    try:
+        txaio.set_global_log_level("info")
+        log.debug("{peer}", peer=websocket.hlval("tcp:127.0.0.1:1"))
+        assert calls == []  # not logged: nothing highlighted
+        # Formatted, the text is autobahn's own, colours and all.
+        assert f"{websocket.hlval('tcp:127.0.0.1:1')}" == util.hlval("tcp:127.0.0.1:1")
+        assert calls == ["tcp:127.0.0.1:1"] * 2  # ours, when formatted, and autobahn's
+        assert str(protocol.hltype(method)) == util.hltype(method)
+        assert f"{protocol.hlval(7):>3}" == f"{util.hlval(7):>3}"
+    finally:
+        txaio.set_global_log_level(level)
+
+
+def test_it_leaves_autobahns_highlighting_when_autobahn_changed(
+    unchecked, highlighting_as_shipped, monkeypatch, caplog
+):
+    from autobahn.twisted import websocket
+
+    def own(value):
+        return f"*{value}*"
+
+    monkeypatch.setattr(websocket, "hltype", own)
+    assert transport.quiet_handshake() is False
+    assert websocket.hltype is own
+    [warning] = warnings_for(caplog, "quiet_handshake")
+    assert "autobahn.twisted.websocket no longer uses autobahn.util.hltype" in warning
+
+
 def test_it_leaves_autobahns_pformat_when_autobahn_changed(unchecked, monkeypatch, caplog):
     from autobahn.websocket import protocol
 
