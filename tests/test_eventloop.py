@@ -5,13 +5,12 @@ The policy is process-wide, so what sets it runs in a fresh interpreter; the ser
 """
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from collab import eventloop
-from tests.test_serve import ROOT, free_port, wait_for_health
+from tests.test_serve import ROOT, run_python, serving, wait_for_health
 
 LOOP_MADE = (
     "import asyncio\n"
@@ -31,16 +30,7 @@ def without_uvloop(tmp_path: Path) -> dict[str, str]:
 
 
 def run(script: str, env: dict[str, str] | None = None) -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()
+    return run_python(script, env).splitlines()
 
 
 def test_twisteds_reactor_runs_on_uvloop_here():
@@ -77,22 +67,9 @@ def test_a_loop_it_does_not_know_is_refused_with_its_usage():
 
 def serve(tmp_path: Path, env: dict[str, str]) -> str:
     """Runs `manage.py serve` until it answers /healthz; returns what it logged by then."""
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with serving(tmp_path, env, "--host", "127.0.0.1") as (port, log_path, process):
         health = wait_for_health(f"http://127.0.0.1:{port}/healthz")
         assert health["status"] == "ok", health
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
     assert process.returncode == 0, log_path.read_text()
     return log_path.read_text()
 

@@ -1,5 +1,6 @@
 """`manage.py serve`: the command behind `make run`, exercised as a user runs it."""
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from editor.management.commands.serve import daphne_command
@@ -28,6 +30,21 @@ def accepts(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def run_python(script: str, env: dict[str, str] | None = None) -> str:
+    """Runs ``script`` in a fresh interpreter in the project's folder, which must succeed;
+    returns what it printed."""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def wait_for_health(url: str, timeout: float = 30.0) -> dict:
@@ -55,19 +72,33 @@ def test_it_passes_the_project_options_to_daphne(settings):
     assert command[-1] == "collab.asgi:application"
 
 
-def test_it_serves_with_an_embedded_redis_and_stops_it_on_exit(tmp_path):
+@contextlib.contextmanager
+def serving(
+    tmp_path: Path, env: dict[str, str], *arguments: str
+) -> Iterator[tuple[int, Path, subprocess.Popen]]:
+    """`manage.py serve` on a free port until the block ends, then stopped with SIGTERM:
+    yields the port, the file its output goes to, and the process."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env["COLLAB_VAR_DIR"] = str(tmp_path)
-    with open(tmp_path / "serve.log", "w") as log:
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            [sys.executable, "manage.py", "serve", *arguments, "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
+        yield port, log_path, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def test_it_serves_with_an_embedded_redis_and_stops_it_on_exit(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env["COLLAB_VAR_DIR"] = str(tmp_path)
+    with serving(tmp_path, env) as (port, _, _):
         health = wait_for_health(f"http://127.0.0.1:{port}/healthz")
         assert health == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
         output = (tmp_path / "serve.log").read_text()
@@ -79,9 +110,6 @@ def test_it_serves_with_an_embedded_redis_and_stops_it_on_exit(tmp_path):
         )
         redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
         assert accepts(redis_port)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
     assert not accepts(port)
     assert not accepts(redis_port), "the embedded Redis outlived the server"
 
@@ -97,13 +125,7 @@ def test_it_raises_the_open_files_limit_its_connection_cap_needs():
         "assert now == resource.getrlimit(resource.RLIMIT_NOFILE)[0]\n"
         "assert now == min(3024, hard), (now, hard)\n"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings"}
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()\n" + script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    run_python(
+        "import django; django.setup()\n" + script,
+        {**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings"},
     )
-    assert result.returncode == 0, result.stderr
