@@ -9,9 +9,8 @@ runs it. With "asyncio", nothing is changed.
 
 Why: uvloop (libuv, the loop under Node) does the loop's own work in C: the poll, the handle per
 ready socket that calls into Twisted's reactor, timers, and the scheduling of every consumer's
-task. Under load that work is a good part of a process's time; uvloop took connects/s from 0.5
-to about 0.7 of the reference and shortened the join storm and the stalls (docs/BENCHMARKS.md,
-change 27).
+task. In the load test it added about a tenth to the connects per second of ticket sockets and
+shortened the event loop's longest stalls while sockets connect (docs/BENCHMARKS.md, change 27).
 
 Twisted documents its asyncio reactor for asyncio's selector loop; what it calls on the loop
 (``add_reader``/``add_writer`` and their removal, ``call_at``/``call_later``,
@@ -76,7 +75,7 @@ def uvloop_missing() -> str | None:
         reactor.addReader(reader)
         right.send(b"x")
         reactor.callLater(0.001, saw, "timer")
-        bound = reactor.callLater(2.0, reactor.stop)  # should either never come
+        bound = reactor.callLater(2.0, reactor.stop)  # should the timer or the read not come
         reactor.run(installSignalHandlers=False)
         reactor.removeReader(reader)
         if bound.active():
