@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.test_serve import run_python
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = """
@@ -25,16 +27,7 @@ print(json.dumps({
 
 def load_asgi(**env) -> dict:
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings", **env}
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(run_python(PROBE, environment).strip().splitlines()[-1])
 
 
 def test_loading_the_application_tunes_the_server_by_default():
