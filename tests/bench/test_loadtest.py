@@ -162,3 +162,22 @@ def test_the_bench_reads_the_longest_stall_of_each_window_from_the_server_logs(t
 
     assert found["connect"] == {"max_ms": 118.0, "cause": "gc2", "over_50_ms": 1}
     assert found["quiet"] == {"max_ms": 0.0, "cause": None, "over_50_ms": 0}
+
+
+def test_a_stall_counts_in_the_window_it_overlapped_and_not_in_one_that_ended_before_it(tmp_path):
+    from bench.run import server_stalls
+
+    log = tmp_path / "collab-1.log"
+    log.write_text(
+        # 06:00:05.000-05.080: began inside "hold", ended after it.
+        "2026-12-03 06:00:05,080 WARNING collab.metrics event loop stalled "
+        "stall_ms=80.0 cause=loop\n"
+        # 06:00:05.060-05.150: began after "hold" ended (the closes that follow it).
+        "2026-12-03 06:00:05,150 WARNING collab.metrics event loop stalled "
+        "stall_ms=90.0 cause=loop\n"
+    )
+    base = time.mktime(time.strptime("2026-12-03 06:00:00", "%Y-%m-%d %H:%M:%S"))
+    found = server_stalls([log], {"hold": [base + 1, base + 5.05], "close": [base + 5.1, base + 6]})
+
+    assert found["hold"] == {"max_ms": 80.0, "cause": "loop", "over_50_ms": 1}
+    assert found["close"] == {"max_ms": 90.0, "cause": "loop", "over_50_ms": 1}
