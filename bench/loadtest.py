@@ -765,7 +765,11 @@ async def idle(
         if not client.is_open:
             closed_codes[str(client.closed_code)] = closed_codes.get(str(client.closed_code), 0) + 1
     progress("closing", force=True)
+    # Every socket at once (500 in flight, as the connects' 64), as when a proxy restarts:
+    # the servers' own "ws close" lines say when they were done (bench/run.py).
+    close_window = [time.time(), 0.0]
     await close_all(clients + warm)
+    close_window[1] = time.time()
     opened = len(clients)
     per_conn = None
     if before is not None and end is not None and opened:
@@ -791,7 +795,9 @@ async def idle(
         "probe_rtt_ms": percentiles(probe_ns),
         "probe_max_connecting_ms": _probe_max(probe_samples, tuple(connect_window)),
         # Wall-clock windows, for the servers' own stall lines (bench/run.py reads them).
-        "windows": {"connect": connect_window, "hold": hold_window},
+        "windows": {"connect": connect_window, "hold": hold_window, "close": close_window},
+        "close_s": round(close_window[1] - close_window[0], 2),
+        "closed": len(clients) + len(warm),
         "client_rss_mb": _mb(rss_bytes([os.getpid()])),
     }
 

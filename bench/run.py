@@ -262,8 +262,51 @@ def run_loadtest(mode: str, target: dict, env: dict, args, out: Path) -> dict:
     except (OSError, ValueError, KeyError) as exc:
         return {"error": f"no result ({exc})"}
     if target.get("logs"):
-        result["server_stalls"] = server_stalls(target["logs"], result.get("windows", {}))
+        windows = result.get("windows", {})
+        if "close" in windows and result.get("closed"):
+            closes = server_closes(target["logs"], windows["close"][0], result["closed"])
+            result["server_closes"] = closes
+            if closes["seconds"] is not None:
+                windows["close"] = [windows["close"][0], windows["close"][0] + closes["seconds"]]
+        result["server_stalls"] = server_stalls(target["logs"], windows)
     return result
+
+
+# A collab process's line for a socket it has finished with (editor/realtime/connection.py).
+CLOSE_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) INFO collab\.ws ws close ")
+
+
+def server_closes(logs: list[Path], started: float, expected: int, timeout: float = 30.0) -> dict:
+    """How long the collab processes took to finish with ``expected`` sockets closed from
+    ``started`` on (wall clock): until the last of their ``ws close`` lines, written once a
+    socket has left its room and its presence. The client sees a close handshake answered
+    before that (autobahn answers it first), so only the servers' lines say when the work
+    was done. Waits up to ``timeout`` for the lines; ``seconds`` is None if fewer came."""
+    # No line at all after a few seconds: the processes do not log at INFO (--log-level).
+    deadline, first = time.monotonic() + timeout, time.monotonic() + min(timeout, 5.0)
+    while True:
+        stamps = []
+        for log in logs:
+            with contextlib.suppress(OSError):
+                for line in log.read_text(errors="replace").splitlines():
+                    match = CLOSE_LINE.match(line)
+                    if match:
+                        stamp = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S"))
+                        stamp += int(match[2]) / 1000
+                        if stamp >= started - 0.001:
+                            stamps.append(stamp)
+        now = time.monotonic()
+        if len(stamps) >= expected or now > deadline or (not stamps and now > first):
+            break
+        time.sleep(0.2)
+    if len(stamps) < expected:
+        return {"closed": len(stamps), "seconds": None, "per_s": None}
+    seconds = max(max(stamps) - started, 0.001)
+    return {
+        "closed": len(stamps),
+        "seconds": round(seconds, 2),
+        "per_s": round(len(stamps) / seconds, 1),
+    }
 
 
 # A collab process's stall line (editor/metrics.py), in the text log format.
@@ -323,6 +366,9 @@ ROWS = [
     ("idle", "probe_max_connecting_ms", "idle: probe round trip max while connecting", "ms"),
     ("idle", "server_stalls.connect.max_ms", "idle: longest server stall while connecting", "ms"),
     ("idle", "server_stalls.hold.max_ms", "idle: longest server stall while held", "ms"),
+    ("idle", "close_s", "idle: all closed at once, client's wait", "s"),
+    ("idle", "server_closes.per_s", "idle: closes/s, server done", ""),
+    ("idle", "server_stalls.close.max_ms", "idle: longest server stall while closing", "ms"),
     ("idle_session", "connects_per_s", "session cookie: connects/s", ""),
     ("idle_session", "server_kb_per_connection", "session cookie: server KB per connection", "KB"),
     ("idle_session", "server_stalls.connect.max_ms", "session cookie: longest stall", "ms"),

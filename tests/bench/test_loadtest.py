@@ -181,3 +181,22 @@ def test_a_stall_counts_in_the_window_it_overlapped_and_not_in_one_that_ended_be
 
     assert found["hold"] == {"max_ms": 80.0, "cause": "loop", "over_50_ms": 1}
     assert found["close"] == {"max_ms": 90.0, "cause": "loop", "over_50_ms": 1}
+
+
+def test_the_bench_reads_when_the_servers_were_done_closing_from_their_logs(tmp_path):
+    from bench.run import server_closes
+
+    base = time.mktime(time.strptime("2026-12-03 06:00:00", "%Y-%m-%d %H:%M:%S"))
+    (tmp_path / "collab-1.log").write_text(
+        "2026-12-03 06:00:00,500 INFO collab.ws ws close user=a document=d code=1000\n"
+        "2026-12-03 06:00:02,100 INFO collab.ws ws close user=b document=d code=1000\n"
+    )
+    (tmp_path / "collab-2.log").write_text(
+        "2026-12-03 06:00:01,000 INFO collab.ws ws open user=c document=d role=editor via=ticket\n"
+        "2026-12-03 06:00:03,000 INFO collab.ws ws close user=c document=d code=1000\n"
+    )
+    logs = [tmp_path / "collab-1.log", tmp_path / "collab-2.log"]
+
+    # The line before the closes started is someone else's.
+    assert server_closes(logs, base + 1, expected=2) == {"closed": 2, "seconds": 2.0, "per_s": 1.0}
+    assert server_closes(logs, base + 1, expected=3, timeout=0.3)["seconds"] is None
