@@ -240,6 +240,28 @@ async def test_a_connect_does_not_wait_for_the_orm_thread(document, viewer):
         await blocker
 
 
+async def test_a_disconnect_does_not_wait_for_the_orm_thread(peer_for, document, owner, caplog):
+    # With the one ORM thread held, a socket that closes still finishes and says goodbye.
+    caplog.set_level(logging.INFO, logger="collab.ws")
+    peer = await connected(peer_for, owner, document)
+    held, release = threading.Event(), threading.Event()
+
+    def busy():
+        held.set()
+        release.wait(30)
+
+    blocker = asyncio.ensure_future(sync_to_async(busy, thread_sensitive=True)())
+    await asyncio.to_thread(held.wait, 10)
+    try:
+        await peer.ws.send_input({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(asyncio.shield(peer.ws.future), 10)
+        assert not blocker.done()
+    finally:
+        release.set()
+        await blocker
+    assert any(r.getMessage().startswith("ws close user=olive") for r in caplog.records)
+
+
 async def test_it_answers_an_unknown_path_with_4404(peer_for, owner):
     peer = peer_for(owner, None, path="/ws/elsewhere")
     _, code = await refused(peer)
