@@ -765,8 +765,8 @@ async def idle(
         if not client.is_open:
             closed_codes[str(client.closed_code)] = closed_codes.get(str(client.closed_code), 0) + 1
     progress("closing", force=True)
-    # Every socket at once (500 in flight, as the connects' 64), as when a proxy restarts:
-    # the servers' own "ws close" lines say when they were done (bench/run.py).
+    # Every socket, 500 at a time (close_all), as when a proxy restarts: the servers' own
+    # "ws close" lines say when they were done with them (bench/run.py).
     close_window = [time.time(), 0.0]
     await close_all(clients + warm)
     close_window[1] = time.time()
