@@ -272,6 +272,20 @@ def run_loadtest(mode: str, target: dict, env: dict, args, out: Path) -> dict:
     return result
 
 
+def _logged(logs: list[Path], pattern: re.Pattern[str]) -> list[tuple[float, re.Match[str]]]:
+    """The collab processes' lines that match ``pattern`` (whose first two groups are the text
+    format's time, to the second, and its milliseconds), each with its wall-clock stamp."""
+    found = []
+    for log in logs:
+        with contextlib.suppress(OSError):
+            for line in log.read_text(errors="replace").splitlines():
+                match = pattern.match(line)
+                if match:
+                    stamp = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S"))
+                    found.append((stamp + int(match[2]) / 1000, match))
+    return found
+
+
 # A collab process's line for a socket it has finished with (editor/realtime/connection.py).
 CLOSE_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) INFO collab\.ws ws close ")
 
@@ -285,16 +299,7 @@ def server_closes(logs: list[Path], started: float, expected: int, timeout: floa
     # No line at all after a few seconds: the processes do not log at INFO (--log-level).
     deadline, first = time.monotonic() + timeout, time.monotonic() + min(timeout, 5.0)
     while True:
-        stamps = []
-        for log in logs:
-            with contextlib.suppress(OSError):
-                for line in log.read_text(errors="replace").splitlines():
-                    match = CLOSE_LINE.match(line)
-                    if match:
-                        stamp = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S"))
-                        stamp += int(match[2]) / 1000
-                        if stamp >= started - 0.001:
-                            stamps.append(stamp)
+        stamps = [at for at, _ in _logged(logs, CLOSE_LINE) if at >= started - 0.001]
         now = time.monotonic()
         if len(stamps) >= expected or now > deadline or (not stamps and now > first):
             break
@@ -323,14 +328,7 @@ def server_stalls(logs: list[Path], windows: dict) -> dict:
     says how long it lasted: it counts in a window if it overlapped it. (Counting every line
     stamped up to 0.2 s after a window, as the bench did before, put the first stalls of the
     idle mode's 5,000 closes, which start as the hold ends, in the "while held" row.)"""
-    stalls = []
-    for log in logs:
-        with contextlib.suppress(OSError):
-            for line in log.read_text(errors="replace").splitlines():
-                match = STALL_LINE.match(line)
-                if match:
-                    stamp = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S"))
-                    stalls.append((stamp + int(match[2]) / 1000, float(match[3]), match[4]))
+    stalls = [(at, float(match[3]), match[4]) for at, match in _logged(logs, STALL_LINE)]
     found = {}
     for name, (start, end) in windows.items():
         inside = [(ms, cause) for at, ms, cause in stalls if at >= start and at - ms / 1000 <= end]
@@ -366,7 +364,7 @@ ROWS = [
     ("idle", "probe_max_connecting_ms", "idle: probe round trip max while connecting", "ms"),
     ("idle", "server_stalls.connect.max_ms", "idle: longest server stall while connecting", "ms"),
     ("idle", "server_stalls.hold.max_ms", "idle: longest server stall while held", "ms"),
-    ("idle", "close_s", "idle: all closed at once, client's wait", "s"),
+    ("idle", "close_s", "idle: all closed, client's wait", "s"),
     ("idle", "server_closes.per_s", "idle: closes/s, server done", ""),
     ("idle", "server_stalls.close.max_ms", "idle: longest server stall while closing", "ms"),
     ("idle_session", "connects_per_s", "session cookie: connects/s", ""),

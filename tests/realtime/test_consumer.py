@@ -1,6 +1,7 @@
 """DocumentConsumer through channels' WebsocketCommunicator, on real Redis and a real database."""
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -219,8 +220,10 @@ async def test_a_connect_reads_access_in_one_query(document, viewer, django_asse
     assert access.role == "viewer"
 
 
-async def test_a_connect_does_not_wait_for_the_orm_thread(document, viewer):
-    # The process's one ORM thread is held (a long batch write, say): sockets still get in.
+@contextlib.asynccontextmanager
+async def orm_thread_held():
+    """Holds the process's one ORM thread (Channels' ``database_sync_to_async``, as a long
+    batch write would) until the block ends; gives the task that holds it."""
     held, release = threading.Event(), threading.Event()
 
     def busy():
@@ -230,35 +233,30 @@ async def test_a_connect_does_not_wait_for_the_orm_thread(document, viewer):
     blocker = asyncio.ensure_future(sync_to_async(busy, thread_sensitive=True)())
     await asyncio.to_thread(held.wait, 10)
     try:
+        yield blocker
+    finally:
+        release.set()
+        await blocker
+
+
+async def test_a_connect_does_not_wait_for_the_orm_thread(document, viewer):
+    # The process's one ORM thread is held: sockets still get in.
+    async with orm_thread_held() as blocker:
         token, _ = tickets.issue(viewer.pk, document.pk)
         scope = {"query_string": f"ticket={token}".encode(), "headers": []}
         access = await asyncio.wait_for(authorize(scope, str(document.pk)), 10)
         assert access.role == "viewer"
         assert not blocker.done()
-    finally:
-        release.set()
-        await blocker
 
 
 async def test_a_disconnect_does_not_wait_for_the_orm_thread(peer_for, document, owner, caplog):
     # With the one ORM thread held, a socket that closes still finishes and says goodbye.
     caplog.set_level(logging.INFO, logger="collab.ws")
     peer = await connected(peer_for, owner, document)
-    held, release = threading.Event(), threading.Event()
-
-    def busy():
-        held.set()
-        release.wait(30)
-
-    blocker = asyncio.ensure_future(sync_to_async(busy, thread_sensitive=True)())
-    await asyncio.to_thread(held.wait, 10)
-    try:
+    async with orm_thread_held() as blocker:
         await peer.ws.send_input({"type": "websocket.disconnect", "code": 1000})
         await asyncio.wait_for(asyncio.shield(peer.ws.future), 10)
         assert not blocker.done()
-    finally:
-        release.set()
-        await blocker
     assert any(r.getMessage().startswith("ws close user=olive") for r in caplog.records)
 
 
