@@ -35,6 +35,8 @@ transport.available(transport.QUEUED_BYTES)  # the send-buffer cap, always on
 transport.cancel_on_shutdown()  # a fix, always on
 if settings.SERVE["LEAN_SOCKETS"]:
     transport.lean_sockets()
+if settings.SERVE["SPREAD_CHECKS"]:
+    transport.spread_checks()
 if settings.SERVE["HEADER_TIMEOUT"]:
     transport.limit_request_heads(settings.SERVE["HEADER_TIMEOUT"])
 if settings.LOG_FORMAT == "json":

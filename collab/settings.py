@@ -450,6 +450,7 @@ class ServeOptions(TypedDict):
     RAW_FRAMES: bool
     GC_FREEZE: bool
     LEAN_SOCKETS: bool
+    SPREAD_CHECKS: bool
     GC_THRESHOLDS: tuple[int, int, int] | None
     HEADER_TIMEOUT: float
     EVENT_LOOP: str
@@ -484,6 +485,8 @@ SERVE: ServeOptions = {
     "GC_FREEZE": env_bool("GC_FREEZE", True),
     # What a socket's handshake left behind is let go once it is open (collab/lean.py).
     "LEAN_SOCKETS": env_bool("WS_LEAN_SOCKETS", True),
+    # daphne's timeout checks (and the pings they send) a slice at a time (collab/spread.py).
+    "SPREAD_CHECKS": env_bool("WS_SPREAD_CHECKS", True),
     # The collector's thresholds (gc.set_threshold), set at load (collab/asgi.py); "python":
     # Python's own 700,10,10.
     "GC_THRESHOLDS": env_gc_thresholds("GC_THRESHOLDS", (20_000, 20, 10)),

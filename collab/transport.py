@@ -27,6 +27,9 @@ entries go through logging (collab/logs.py) instead of daphne's NCSA-style text 
 **Lean sockets** (``lean_sockets``, collab/lean.py): what a socket's handshake left behind
 is let go once it is open.
 
+**Timeout checks spread** (``spread_checks``, collab/spread.py): daphne's every-2-s walk over
+all connections, which also sends the pings that are due, runs a slice at a time.
+
 **Every consumer cancelled at shutdown** (``cancel_on_shutdown``): a fix for daphne's shutdown
 trigger, which gave up on the first connection it did not expect (see there).
 
@@ -34,7 +37,7 @@ trigger, which gave up on the first connection it did not expect (see there).
 pyproject.toml pins Twisted and autobahn to the release lines it was tested with, but names may
 still move, so each tuning (``EAGER_WRITES``, ``SHARED_PROTOCOL_OPTIONS``, ``RAW_FRAMES``,
 ``QUEUED_BYTES``, ``HEADER_DEADLINE``, ``ACCESS_LOG``, ``QUIET_HANDSHAKE``, ``LEAN_SOCKETS``,
-``SHUTDOWN_CANCEL``)
+``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``)
 first checks, once per process, that what it relies on is there (``available(tuning)``;
 ``check()`` asks for all of them): the functions it replaces or calls take the arguments it
 passes (``inspect.signature``); throw-away objects built off the live server (a Twisted
@@ -74,6 +77,7 @@ ACCESS_LOG = "access_log"
 QUIET_HANDSHAKE = "quiet_handshake"
 LEAN_SOCKETS = "lean_sockets"
 SHUTDOWN_CANCEL = "shutdown_cancel"
+SPREAD_CHECKS = "spread_checks"
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections); what
 # eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
@@ -492,6 +496,26 @@ def _lean_sockets_missing() -> list[str]:
     return lean.missing()
 
 
+# -- daphne's timeout checks spread over their period ------------------------------------------
+
+
+def spread_checks() -> bool:
+    """daphne's every-2-s walk over all connections (timeouts, and the pings that are due) runs
+    a slice at a time (collab/spread.py). Says whether it is installed; idempotent."""
+    if not available(SPREAD_CHECKS):
+        return False
+    from collab import spread
+
+    spread.install()
+    return True
+
+
+def _spread_checks_missing() -> list[str]:
+    from collab import spread
+
+    return spread.missing()
+
+
 # -- every consumer cancelled at shutdown -----------------------------------------------------
 
 
@@ -651,7 +675,7 @@ _checked: dict[str, bool] = {}
 
 def available(tuning: str) -> bool:
     """Whether ``tuning`` (one of the names at the top of this module, EAGER_WRITES to
-    SHUTDOWN_CANCEL) finds what it relies on in the installed Twisted, autobahn,
+    SPREAD_CHECKS) finds what it relies on in the installed Twisted, autobahn,
     daphne and Channels. Checked on the first ask, once per process; a failed check logs one
     warning, and the tuning stays off."""
     try:
@@ -886,5 +910,10 @@ _TUNINGS: dict[str, _Tuning] = {
         _shutdown_cancel_missing,
         "daphne's own shutdown trigger is used: a stop within a second of a socket opening"
         " cancels no consumer and waits out the shutdown flush",
+    ),
+    SPREAD_CHECKS: _Tuning(
+        _spread_checks_missing,
+        "daphne checks every connection's timeouts, and sends the pings that are due, in one"
+        " turn every 2 s",
     ),
 }

@@ -442,6 +442,7 @@ def test_every_tuning_passes_its_check_on_the_installed_libraries(unchecked, cap
         "quiet_handshake": True,
         "lean_sockets": True,
         "shutdown_cancel": True,
+        "spread_checks": True,
     }
     assert [r for r in caplog.records if r.name == "collab.transport"] == []
 
@@ -794,6 +795,7 @@ def test_loading_the_application_leaves_a_changed_twisted_alone():
         "quiet_handshake": True,
         "lean_sockets": True,
         "shutdown_cancel": True,
+        "spread_checks": True,
     }
     assert result.stderr.count("transport tuning eager_writes is off") == 1
     assert result.stderr.count("transport tuning") == 1

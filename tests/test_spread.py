@@ -1,0 +1,102 @@
+"""collab/spread.py: daphne's timeout checks (and the pings they send) a slice at a time."""
+
+import pytest
+
+from collab import spread, transport
+
+
+class Connection:
+    """A connection as daphne's walk sees it: it can be checked."""
+
+    def __init__(self, name, checked):
+        self.name, self._checked = name, checked
+
+    def check_timeouts(self):
+        self._checked.append(self.name)
+
+
+class Server:
+    """What a step reads of daphne's Server."""
+
+    def __init__(self):
+        self.connections = {}
+
+    def timeout_checker(self):
+        raise AssertionError("a step schedules the next one; it does not run it")
+
+
+def one_round(server, checked):
+    """Runs the SLICES steps of a round; returns what each step checked and the delays asked."""
+    steps, delays = [], []
+    for _ in range(spread.SLICES):
+        checked.clear()
+        spread.step(server, lambda delay, then: delays.append((delay, then)))
+        steps.append(list(checked))
+    return steps, delays
+
+
+def test_a_round_checks_every_connection_once_and_spreads_those_that_came_together():
+    checked, server = [], Server()
+    server.connections = {Connection(n, checked): {} for n in range(200)}
+
+    steps, delays = one_round(server, checked)
+
+    assert sorted(name for names in steps for name in names) == list(range(200))
+    assert [len(names) for names in steps] == [10] * spread.SLICES
+    # The first 40 connected together (and fall due for their pings together): 2 a step.
+    assert [sum(name < 40 for name in names) for names in steps] == [2] * spread.SLICES
+    # One round takes daphne's period, as its own walk repeats.
+    assert [delay for delay, _ in delays] == [spread.PERIOD / spread.SLICES] * spread.SLICES
+    assert sum(delay for delay, _ in delays) == pytest.approx(spread.PERIOD)
+    assert all(then == server.timeout_checker for _, then in delays)
+
+
+def test_a_connection_gone_is_skipped_and_a_new_one_is_checked_in_the_next_round():
+    checked, server = [], Server()
+    first, gone = Connection("first", checked), Connection("gone", checked)
+    server.connections = {first: {}, gone: {}}
+    late = Connection("late", checked)
+
+    spread.step(server, lambda delay, then: None)  # lists the round (first, gone), checks first
+    del server.connections[gone]
+    server.connections[late] = {}
+    checked.clear()
+    for _ in range(spread.SLICES - 1):  # the rest of this round
+        spread.step(server, lambda delay, then: None)
+    assert checked == []
+
+    steps, _ = one_round(server, checked)  # the next round
+
+    assert sorted(name for names in steps for name in names) == ["first", "late"]
+
+
+def test_daphnes_server_runs_the_spread_walk_once_checked(monkeypatch):
+    from daphne.server import Server as DaphneServer
+
+    monkeypatch.setattr(DaphneServer, "timeout_checker", DaphneServer.timeout_checker)
+    assert spread.missing() == []
+    assert transport.spread_checks() is True
+    installed = DaphneServer.timeout_checker
+    assert installed.collab_spread
+    assert transport.spread_checks() is True
+    assert DaphneServer.timeout_checker is installed
+
+
+@pytest.fixture
+def unchecked():
+    saved = dict(transport._checked)
+    transport._checked.clear()
+    yield
+    transport._checked.clear()
+    transport._checked.update(saved)
+
+
+def test_it_stays_off_when_daphnes_walk_changed(unchecked, monkeypatch, caplog):
+    from daphne.server import Server as DaphneServer
+
+    monkeypatch.setattr(DaphneServer, "timeout_checker", lambda self, now: None)
+    changed = DaphneServer.timeout_checker
+
+    assert transport.spread_checks() is False
+    assert DaphneServer.timeout_checker is changed
+    assert any("transport tuning spread_checks is off" in r.getMessage() for r in caplog.records)
