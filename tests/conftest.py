@@ -179,3 +179,12 @@ def node():
     clients = live.NodeClients()
     yield clients
     clients.close()
+
+
+@pytest.fixture
+def unchecked(monkeypatch):
+    """collab/transport.py's tunings are checked afresh in this test, as in a new process; what
+    it found (against libraries the test may have broken) is forgotten after it."""
+    from collab import transport
+
+    monkeypatch.setattr(transport, "_checked", {})

@@ -7,7 +7,6 @@ import asyncio
 import gc
 import weakref
 
-import pytest
 from twisted.internet.testing import StringTransport
 from twisted.web import http
 
@@ -116,9 +115,3 @@ def test_it_stays_off_when_daphne_changed(unchecked, monkeypatch, caplog):
     assert transport.lean_sockets() is False
     assert WebRequest.process is process
     assert any("transport tuning lean_sockets is off" in r.getMessage() for r in caplog.records)
-
-
-@pytest.fixture
-def unchecked(monkeypatch):
-    """The tunings are checked afresh, as in a new process; forgotten after the test."""
-    monkeypatch.setattr(transport, "_checked", {})

@@ -82,15 +82,6 @@ def test_daphnes_server_runs_the_spread_walk_once_checked(monkeypatch):
     assert DaphneServer.timeout_checker is installed
 
 
-@pytest.fixture
-def unchecked():
-    saved = dict(transport._checked)
-    transport._checked.clear()
-    yield
-    transport._checked.clear()
-    transport._checked.update(saved)
-
-
 def test_it_stays_off_when_daphnes_walk_changed(unchecked, monkeypatch, caplog):
     from daphne.server import Server as DaphneServer
 

@@ -371,17 +371,6 @@ def test_the_protocol_is_found_behind_daphnes_send_and_the_session_wrapper():
 
 
 @pytest.fixture
-def unchecked():
-    """The tunings are checked afresh in this test; what it found (against libraries the test
-    broke) is forgotten after it."""
-    saved = dict(transport._checked)
-    transport._checked.clear()
-    yield
-    transport._checked.clear()
-    transport._checked.update(saved)
-
-
-@pytest.fixture
 def untuned(monkeypatch):
     """Twisted's write and autobahn's _connectionMade as the libraries ship them."""
     from daphne.ws_protocol import WebSocketProtocol
