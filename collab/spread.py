@@ -23,8 +23,11 @@ that its HTTP and WebSocket protocols have ``check_timeouts``.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # daphne's Server.run: reactor.callLater(2, self.timeout_checker), and each walk schedules
 # the next one 2 s later.
@@ -66,13 +69,20 @@ def step(server: Any, call_later: Callable[..., Any]) -> None:
         current = _Round(list(server.connections))
         server._collab_round = current
     connections = server.connections
-    for protocol in current.connections[current.step :: SLICES]:
-        if protocol in connections:
-            protocol.check_timeouts()
-    current.step += 1
-    if current.step >= SLICES:
-        current.connections = []  # let go of the round's protocols now, not in a step
-    call_later(PERIOD / SLICES, server.timeout_checker)
+    try:
+        for protocol in current.connections[current.step :: SLICES]:
+            if protocol in connections:
+                try:
+                    protocol.check_timeouts()
+                except Exception:
+                    # One connection's failure is its own: the others are checked, and the
+                    # walk goes on (daphne's own walk stopped for good on the first).
+                    logger.exception("timeout check of %r failed", protocol)
+    finally:
+        current.step += 1
+        if current.step >= SLICES:
+            current.connections = []  # let go of the round's protocols now, not in a step
+        call_later(PERIOD / SLICES, server.timeout_checker)
 
 
 def missing() -> list[str]:

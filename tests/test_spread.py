@@ -70,6 +70,23 @@ def test_a_connection_gone_is_skipped_and_a_new_one_is_checked_in_the_next_round
     assert sorted(name for names in steps for name in names) == ["first", "late"]
 
 
+def test_a_connection_whose_check_fails_stops_neither_the_others_nor_the_walk(caplog):
+    checked, server = [], Server()
+
+    class Broken(Connection):
+        def check_timeouts(self):
+            raise RuntimeError("broken")
+
+    server.connections = {Broken("broken", checked): {}, Connection("fine", checked): {}}
+    server.connections.update({Connection(n, checked): {} for n in range(spread.SLICES)})
+
+    steps, delays = one_round(server, checked)
+
+    assert "fine" in [name for names in steps for name in names]
+    assert len(delays) == spread.SLICES  # every step scheduled the next
+    assert any("timeout check of" in r.getMessage() for r in caplog.records)
+
+
 def test_daphnes_server_runs_the_spread_walk_once_checked(monkeypatch):
     from daphne.server import Server as DaphneServer
 
