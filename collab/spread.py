@@ -4,7 +4,7 @@ Every 2 s, daphne's ``Server.timeout_checker`` calls ``check_timeouts`` on every
 the process in one turn of the event loop, and that call is also what sends a socket its ping
 once ``WS_PING_INTERVAL`` has passed since the last one. Sockets that connected together fall
 due together: after 10,000 sockets connected to one process in 12 s, each such turn sent the
-pings of some 1,700 of them (and the next turns read their pongs), a stall of up to 150 ms for
+pings of some 1,700 of them (and the next turns read their pongs), a stall of up to 151 ms for
 every socket of the process, again every 20 s (docs/BENCHMARKS.md, change 30).
 
 Here the same checks run in ``SLICES`` steps over the same period: at the start of a round the
