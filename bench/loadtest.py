@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import ctypes
 import functools
 import hashlib
 import ipaddress
@@ -335,6 +336,36 @@ def rss_bytes(pids: Sequence[int]) -> int | None:
         except OSError:
             return None
     return total
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def warm_heap(size: int) -> bool:
+    """Makes the next ``size`` bytes this process allocates for received messages cost the
+    same however the server's bytes arrive; says whether it could (glibc only).
+
+    Fifty 1 MB answers arriving at once make the client hold fifty growing buffers at the same
+    moment, and the peak is memory the process has never touched: its first use costs a page
+    fault per 4 KB page, paid while the clock runs. Answers that arrive one after another reuse
+    the memory the previous ones freed. So the client's own cost of reading depended on how the
+    server spread its sends (2026-12-04: 163 ms in ``data_received`` for one server's storm, 34
+    ms for the other's, the same 50 MB in the same ~400 reads), which is not what a join storm
+    measures: each browser reads its own answer in a process of its own. Here, blocks of up to
+    32 MB stay in the heap (no ``mmap`` of their own) and freed memory is kept (no trim), then
+    ``size`` bytes are touched once and freed, before the clock starts."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+    except (OSError, AttributeError):
+        return False  # not glibc: musl, macOS and Windows have no mallopt
+    if not (mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024) and mallopt(_M_TRIM_THRESHOLD, 2**30)):
+        return False
+    step = 1024 * 1024
+    blocks = [bytearray(step) for _ in range(max(1, size // step))]  # zeroed: every page touched
+    del blocks
+    return True
 
 
 class CpuMeter:
@@ -835,6 +866,8 @@ async def joinstorm(
             break
         await asyncio.sleep(0.2)
     progress(f"seeded {written} bytes (step 2 of {probe.step2_size} bytes)", force=True)
+    # Each joiner's reader holds the frame's buffer, the frame cut from it and the message.
+    warm_heap(3 * clients * max(probe.step2_size, size))
 
     times: list[int] = []
     sizes: list[int] = []

@@ -4,9 +4,12 @@ figures in the documented shape. Nothing here asserts how fast anything was; `ma
 prints the figures."""
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 
 from bench import loadtest
@@ -200,3 +203,43 @@ def test_the_bench_reads_when_the_servers_were_done_closing_from_their_logs(tmp_
     # The line before the closes started is someone else's.
     assert server_closes(logs, base + 1, expected=2) == {"closed": 2, "seconds": 2.0, "per_s": 1.0}
     assert server_closes(logs, base + 1, expected=3, timeout=0.3)["seconds"] is None
+
+
+# Fifty 1 MB messages whose bytes arrive interleaved, as a join storm's answers do when the
+# server has sent them all at once: each buffer grows a read at a time, then the message is cut.
+_FIFTY_INTERLEAVED = """
+import resource, sys
+from bench import loadtest
+warmed = loadtest.warm_heap(3 * 50 * 1_000_000) if sys.argv[1] == "warm" else None
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+buffers = [bytearray() for _ in range(50)]
+chunk = bytes(131072)
+for _ in range(8):
+    for buffer in buffers:
+        buffer += chunk
+messages = [bytes(buffer[:1_000_000]) for buffer in buffers]
+print(warmed, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def page_faults_reading_fifty_messages(how: str) -> tuple[str, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", _FIFTY_INTERLEAVED, how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=settings.BASE_DIR,
+    )
+    warmed, faults = done.stdout.split()
+    return warmed, int(faults)
+
+
+def test_a_warmed_client_reads_a_join_storm_without_touching_new_memory():
+    # The join storm's clock must not run while the client faults in memory it never touched:
+    # that cost depended on how the server spread its sends, not on the server's speed.
+    cold_warmed, cold = page_faults_reading_fifty_messages("cold")
+    warm_warmed, warm = page_faults_reading_fifty_messages("warm")
+    assert (cold_warmed, warm_warmed) == ("None", "True")
+    assert cold > 20_000  # about 100 MB of buffers and messages, 4 KB pages
+    assert warm < cold / 20
