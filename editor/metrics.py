@@ -67,6 +67,7 @@ import asyncio
 import gc
 import inspect
 import logging
+import resource
 import sys
 import time
 from typing import Any
@@ -273,9 +274,11 @@ async def watch_event_loop(
     late each sleep woke: whatever held the loop (a long CRDT merge, a big JSON dump, a GC
     pause) held every socket as long. A stall of STALL_WARNING_MS or more is also logged, with
     its length (``stall_ms``), for whoever reads the logs rather than the graphs (the bench
-    does), with how much of it garbage collection took (``gc_ms``, from ``gc_timer``): the
-    cause is ``gc`` when collections took half of it or more, else ``loop``. Runs until
-    cancelled; one per serving process (``when_serving``)."""
+    does), with how much of it garbage collection took (``gc_ms``, from ``gc_timer``), and how
+    many page faults the loop's thread took and how long it spent in the kernel meanwhile
+    (``faults``, ``sys_ms``): the cause is ``gc`` when collections took half of it or more,
+    ``kernel`` when the kernel did, else ``loop``. Runs until cancelled; one per serving
+    process (``when_serving``)."""
     if interval is None:
         from django.conf import settings
 
@@ -285,22 +288,55 @@ async def watch_event_loop(
     warn_at = _warn_at()
     loop = asyncio.get_running_loop()
     while True:
-        started, collected = loop.time(), gc_timer.total
+        started, collected, used = loop.time(), gc_timer.total, _thread_usage()
         await asyncio.sleep(interval)
         late = max(0.0, loop.time() - started - interval)
         histogram.observe(late)
         if late >= warn_at:
             stall_ms = round(late * 1000, 1)
             gc_ms = round(min(late, gc_timer.total - collected) * 1000, 1)
-            cause = "gc" if gc_ms >= stall_ms / 2 else "loop"
-            extra = {"event": "stall", "stall_ms": stall_ms, "cause": cause, "gc_ms": gc_ms}
+            faults, sys_ms = _usage_since(used)
+            if gc_ms >= stall_ms / 2:
+                cause = "gc"
+            elif sys_ms >= stall_ms / 2:
+                cause = "kernel"
+            else:
+                cause = "loop"
+            extra = {
+                "event": "stall",
+                "stall_ms": stall_ms,
+                "cause": cause,
+                "gc_ms": gc_ms,
+                "faults": faults,
+                "sys_ms": sys_ms,
+            }
             logger.warning(
-                "event loop stalled stall_ms=%s cause=%s gc_ms=%s",
+                "event loop stalled stall_ms=%s cause=%s gc_ms=%s faults=%s sys_ms=%s",
                 stall_ms,
                 cause,
                 gc_ms,
+                faults,
+                sys_ms,
                 extra=extra,
             )
+
+
+# The event loop's own thread where the system counts per thread (Linux), else the process.
+_USAGE_OF = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+
+
+def _thread_usage() -> resource.struct_rusage:
+    return resource.getrusage(_USAGE_OF)
+
+
+def _usage_since(before: resource.struct_rusage) -> tuple[int, float]:
+    """The page faults the loop's thread took since ``before`` and the milliseconds it spent
+    in the kernel: a stall in the kernel is mostly first touches of memory (a big update's
+    copies fault in a page at a time: 15,693 faults and 155 ms of a 157 ms stall, once, on the
+    bench's VM; docs/BENCHMARKS.md) or system calls."""
+    now = _thread_usage()
+    faults = (now.ru_minflt - before.ru_minflt) + (now.ru_majflt - before.ru_majflt)
+    return faults, round((now.ru_stime - before.ru_stime) * 1000, 1)
 
 
 class GcTimer:

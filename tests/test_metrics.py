@@ -5,6 +5,7 @@ real traffic: tests/realtime/test_live_metrics.py."""
 import asyncio
 import gc
 import logging
+import mmap
 import time
 
 import pytest
@@ -134,7 +135,33 @@ async def test_a_stall_mostly_spent_collecting_garbage_says_so(settings, caplog)
     assert len(stalls) == 1
     assert stalls[0].cause == "gc"
     assert 230 <= stalls[0].gc_ms <= stalls[0].stall_ms
-    assert stalls[0].getMessage().endswith(f"cause=gc gc_ms={stalls[0].gc_ms}")
+    assert f"cause=gc gc_ms={stalls[0].gc_ms} faults=" in stalls[0].getMessage()
+
+
+@pytest.mark.asyncio
+async def test_a_stall_spent_faulting_in_new_memory_says_so(settings, caplog):
+    # A big update's copies touch memory the process never had, a page at a time: the kernel's
+    # time, which the stall line tells apart from the loop's own work and from the collector.
+    settings.STALL_WARNING_MS = 5
+    probe = asyncio.ensure_future(
+        metrics.watch_event_loop(interval=0.01, histogram=private_histogram())
+    )
+    pages = 25_600  # 100 MB
+    with caplog.at_level(logging.WARNING, logger="collab.metrics"):
+        await asyncio.sleep(0.05)
+        with mmap.mmap(-1, pages * mmap.PAGESIZE) as memory:
+            view = memoryview(memory)
+            view[:: mmap.PAGESIZE] = b"\x01" * pages  # one byte a page: all faults, no work
+            view.release()
+        await asyncio.sleep(0.05)
+    probe.cancel()
+
+    stalls = [r for r in caplog.records if r.getMessage().startswith("event loop stalled")]
+    longest = max(stalls, key=lambda record: record.stall_ms)
+    assert longest.faults >= pages
+    assert longest.cause == "kernel"
+    assert longest.sys_ms >= longest.stall_ms / 2
+    assert f"faults={longest.faults} sys_ms={longest.sys_ms}" in longest.getMessage()
 
 
 def test_a_long_collection_is_logged_with_its_generation(caplog):
