@@ -19,6 +19,7 @@ from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.python import failure
 
 from collab import transport
+from editor.realtime import protocol as messages
 
 
 class Recorder(protocol.Protocol):
@@ -303,6 +304,35 @@ def test_a_large_payload_is_encoded_once_per_broadcast_then_let_go(open_socket, 
     assert kept is not payload
     frame = transport.encode_binary_frame(payload)
     assert read_all(client, 2 * len(frame)) == frame + frame
+
+
+def test_a_big_broadcast_and_its_frame_are_one_copy(open_socket, eager):
+    ws, client, _ = open_socket
+    update = b"y" * 100_000  # over the size kept between broadcasts, under Twisted's send slice
+    parts = messages.sync_update_parts(update)
+
+    async def broadcast() -> tuple[object, bool, bytes]:
+        message = transport.framed_message(parts)
+        written = transport.write_message(ws, message) and transport.write_message(ws, message)
+        frame = transport._last[1]
+        await asyncio.sleep(0)  # the loop's next turn: the broadcast is over
+        return message, written, frame
+
+    message, written, frame = asyncio.run(broadcast())
+
+    assert written
+    assert bytes(message) == messages.sync_update(update)
+    assert message.obj is frame  # the message is the frame's tail, not a copy of its own
+    assert frame == transport.encode_binary_frame(messages.sync_update(update))
+    assert read_all(client, 2 * len(frame)) == frame + frame
+    assert transport._last == (b"", b"")
+
+
+def test_a_small_broadcast_is_joined_as_before():
+    parts = messages.sync_update_parts(b"a small update")
+
+    assert transport.framed_message(parts) == messages.sync_update(b"a small update")
+    assert type(transport.framed_message(parts)) is bytes
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.utils import timezone
 from pycrdt import Doc, merge_updates
 
+from collab import transport
 from editor import autoversions, metrics
 from editor.realtime import protocol, store
 from editor.realtime.loops import per_event_loop
@@ -266,7 +267,9 @@ class Room:
         self._seen[await _digest_off_loop(update)] = time.monotonic()
         store.get_writer().append(self.document_id, update, author_id)
         autoversions.get_autoversions().changed(self.document_id)
-        await self._send_local(protocol.sync_update(update), exclude=origin)
+        # Joined behind its WebSocket frame's header: one copy of a big paste, not two.
+        message = transport.framed_message(protocol.sync_update_parts(update))
+        await self._send_local(message, exclude=origin)
         metrics.FANOUT_CLIENT.observe(time.perf_counter() - started)
         await self._publish({"type": "doc.update", "update": update})
 

@@ -51,7 +51,9 @@ class AsgiSocket:
         return False
 
     async def send(self, frame: bytes) -> None:
-        await self._consumer.send(bytes_data=frame)
+        # A big broadcast comes as a view of its raw frame (transport.framed_message); autobahn
+        # takes bytes only.
+        await self._consumer.send(bytes_data=frame if type(frame) is bytes else bytes(frame))
 
     async def close(self, code: int) -> None:
         if code in transport.SERVER_CODES_AUTOBAHN_REFUSES:
