@@ -119,6 +119,11 @@ def _digest(update: bytes) -> bytes:
 DIGEST_OFF_LOOP = 256 * 1024
 
 
+# From this size, an update's publish to the other processes waits for a later turn of the event
+# loop than its local sends (docs/BENCHMARKS.md, change 33).
+PUBLISH_ON_A_LATER_TURN = 1 << 20
+
+
 async def _digest_off_loop(update: bytes) -> bytes:
     if len(update) < DIGEST_OFF_LOOP:
         return _digest(update)
@@ -271,6 +276,11 @@ class Room:
         message = transport.framed_message(protocol.sync_update_parts(update))
         await self._send_local(message, exclude=origin)
         metrics.FANOUT_CLIENT.observe(time.perf_counter() - started)
+        if len(update) >= PUBLISH_ON_A_LATER_TURN:
+            # The sockets that waited through the local sends are served before the publish's
+            # copies (msgpack's, the Redis connection's: 32 MB for a 16 MB paste) hold the loop
+            # again. A timer, not sleep(0): a sleep(0)'s step would run before theirs.
+            await asyncio.sleep(0.001)
         await self._publish({"type": "doc.update", "update": update})
 
     def _apply_remote(self, update: bytes, digest: bytes | None = None) -> bool:

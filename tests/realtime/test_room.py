@@ -372,3 +372,42 @@ async def test_a_large_update_is_hashed_off_the_event_loop_here_and_in_other_pro
     assert [size for size, _ in hashed_on].count(len(big)) == 2  # here, and in the other process
     await room.close()
     await remote.close()
+
+
+@pytest.mark.parametrize("size, order", [(10, "publish first"), (1 << 20, "others first")])
+async def test_a_big_update_is_published_after_the_sockets_waiting_on_its_sends(
+    document, owner, monkeypatch, size, order
+):
+    """A 16 MB paste's local sends and its publish each take a turn of copies: work the sends
+    let in (another socket's frame, here a callback one of them schedules) runs between them."""
+    events: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    class Neighbour(Sink):
+        async def send_frame(self, frame: bytes) -> None:
+            events.append("sent")
+            loop.call_soon(events.append, "other work")
+            await super().send_frame(frame)
+
+    here = Rooms()
+    sender, neighbour = Sink(), Neighbour()
+    room = await here.join(document.id, sender)
+    await here.join(document.id, neighbour)
+    publish = room._publish
+
+    async def noted_publish(message: dict) -> None:
+        events.append("publish")
+        await publish(message)
+
+    monkeypatch.setattr(room, "_publish", noted_publish)
+    update = edit("z" * size)
+    await room.apply_client_updates([update], origin=sender, author_id=owner.pk)
+    await asyncio.sleep(0.01)
+
+    expected = {
+        "publish first": ["sent", "publish", "other work"],
+        "others first": ["sent", "other work", "publish"],
+    }
+    assert events == expected[order]
+    assert await neighbour.next() == protocol.SyncUpdate(update)
+    await room.close()
