@@ -336,7 +336,7 @@ def _remember(payload: bytes, frame: bytes) -> None:
         _last = (b"", b"")
 
 
-def framed_message(parts: Sequence[bytes]) -> bytes:
+def framed_message(parts: Sequence[bytes]) -> bytes | memoryview:
     """A message to broadcast, joined from ``parts``. From _CACHE_BELOW up, with raw frames, it
     is joined behind its WebSocket frame's header in one copy and returned as a view of that
     frame's tail, and the frame is what ``write_message`` writes for it: the message and its

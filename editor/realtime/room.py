@@ -487,7 +487,7 @@ class Room:
             update = message["update"]
             if self._apply_remote(update, await _digest_off_loop(update)):
                 metrics.REMOTE_UPDATES.inc()
-                await self._send_local(protocol.sync_update(update))
+                await self._send_local(transport.framed_message(protocol.sync_update_parts(update)))
                 metrics.FANOUT_LAYER.observe(time.perf_counter() - started)
             elif self._broken:
                 await self.reload()
