@@ -37,6 +37,8 @@ if settings.SERVE["LEAN_SOCKETS"]:
     transport.lean_sockets()
 if settings.SERVE["SPREAD_CHECKS"]:
     transport.spread_checks()
+if settings.SERVE["DIRECT_UPGRADES"]:
+    transport.direct_upgrades()
 if settings.SERVE["HEADER_TIMEOUT"]:
     transport.limit_request_heads(settings.SERVE["HEADER_TIMEOUT"])
 if settings.LOG_FORMAT == "json":

@@ -451,6 +451,7 @@ class ServeOptions(TypedDict):
     GC_FREEZE: bool
     LEAN_SOCKETS: bool
     SPREAD_CHECKS: bool
+    DIRECT_UPGRADES: bool
     GC_THRESHOLDS: tuple[int, int, int] | None
     HEADER_TIMEOUT: float
     EVENT_LOOP: str
@@ -487,6 +488,8 @@ SERVE: ServeOptions = {
     "LEAN_SOCKETS": env_bool("WS_LEAN_SOCKETS", True),
     # daphne's timeout checks (and the pings they send) a slice at a time (collab/spread.py).
     "SPREAD_CHECKS": env_bool("WS_SPREAD_CHECKS", True),
+    # A WebSocket upgrade request goes straight to autobahn, parsed once (collab/upgrade.py).
+    "DIRECT_UPGRADES": env_bool("WS_DIRECT_UPGRADES", True),
     # The collector's thresholds (gc.set_threshold), set at load (collab/asgi.py); "python":
     # Python's own 700,10,10.
     "GC_THRESHOLDS": env_gc_thresholds("GC_THRESHOLDS", (20_000, 20, 10)),

@@ -30,6 +30,9 @@ is let go once it is open.
 **Timeout checks spread** (``spread_checks``, collab/spread.py): daphne's every-2-s walk over
 all connections, which also sends the pings that are due, runs a slice at a time.
 
+**Direct upgrades** (``direct_upgrades``, collab/upgrade.py): a WebSocket upgrade request goes
+straight to autobahn, parsed once instead of twice.
+
 **Every consumer cancelled at shutdown** (``cancel_on_shutdown``): a fix for daphne's shutdown
 trigger, which gave up on the first connection it did not expect (see there).
 
@@ -37,7 +40,7 @@ trigger, which gave up on the first connection it did not expect (see there).
 pyproject.toml pins Twisted and autobahn to the release lines it was tested with, but names may
 still move, so each tuning (``EAGER_WRITES``, ``SHARED_PROTOCOL_OPTIONS``, ``RAW_FRAMES``,
 ``QUEUED_BYTES``, ``HEADER_DEADLINE``, ``ACCESS_LOG``, ``QUIET_HANDSHAKE``, ``LEAN_SOCKETS``,
-``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``)
+``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``, ``DIRECT_UPGRADES``)
 first checks, once per process, that what it relies on is there (``available(tuning)``;
 ``check()`` asks for all of them): the functions it replaces or calls take the arguments it
 passes (``inspect.signature``); throw-away objects built off the live server (a Twisted
@@ -78,6 +81,7 @@ QUIET_HANDSHAKE = "quiet_handshake"
 LEAN_SOCKETS = "lean_sockets"
 SHUTDOWN_CANCEL = "shutdown_cancel"
 SPREAD_CHECKS = "spread_checks"
+DIRECT_UPGRADES = "direct_upgrades"
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections); what
 # eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
@@ -458,11 +462,6 @@ def limit_request_heads(seconds: float) -> bool:
         if self.transport is not None:
             self.transport.abortConnection()
 
-    def disarm(self: Any) -> None:
-        timer = self.__dict__.pop("_head_deadline", None)
-        if timer is not None and timer.active():
-            timer.cancel()
-
     def connectionMade(self: Any) -> None:
         from twisted.internet import reactor
 
@@ -471,11 +470,11 @@ def limit_request_heads(seconds: float) -> bool:
         self._head_deadline = clock.callLater(seconds, expire, self)
 
     def allHeadersReceived(self: Any) -> None:
-        disarm(self)
+        disarm_head_deadline(self)
         heads_in(self)
 
     def connectionLost(self: Any, reason: Any) -> None:
-        disarm(self)
+        disarm_head_deadline(self)
         lost(self, reason)
 
     connectionMade.head_deadline = seconds  # type: ignore[attr-defined]
@@ -483,6 +482,13 @@ def limit_request_heads(seconds: float) -> bool:
     channel.allHeadersReceived = allHeadersReceived  # type: ignore[method-assign]
     channel.connectionLost = connectionLost  # type: ignore[method-assign]
     return True
+
+
+def disarm_head_deadline(channel: Any) -> None:
+    """Ends an HTTP channel's head deadline: its head is in."""
+    timer = channel.__dict__.pop("_head_deadline", None)
+    if timer is not None and timer.active():
+        timer.cancel()
 
 
 def _header_deadline_missing() -> list[str]:
@@ -540,6 +546,26 @@ def _spread_checks_missing() -> list[str]:
     from collab import spread
 
     return spread.missing()
+
+
+# -- upgrade requests handed to autobahn directly (collab/upgrade.py) ---------------------------
+
+
+def direct_upgrades() -> bool:
+    """A WebSocket upgrade request goes straight to autobahn, parsed once (collab/upgrade.py).
+    Says whether it is installed; idempotent."""
+    if not available(DIRECT_UPGRADES):
+        return False
+    from collab import upgrade
+
+    upgrade.install()
+    return True
+
+
+def _direct_upgrades_missing() -> list[str]:
+    from collab import upgrade
+
+    return upgrade.missing()
 
 
 # -- every consumer cancelled at shutdown -----------------------------------------------------
@@ -701,7 +727,7 @@ _checked: dict[str, bool] = {}
 
 def available(tuning: str) -> bool:
     """Whether ``tuning`` (one of the names at the top of this module, EAGER_WRITES to
-    SPREAD_CHECKS) finds what it relies on in the installed Twisted, autobahn,
+    DIRECT_UPGRADES) finds what it relies on in the installed Twisted, autobahn,
     daphne and Channels. Checked on the first ask, once per process; a failed check logs one
     warning, and the tuning stays off."""
     try:
@@ -941,5 +967,9 @@ _TUNINGS: dict[str, _Tuning] = {
         _spread_checks_missing,
         "daphne checks every connection's timeouts, and sends the pings that are due, in one"
         " turn every 2 s",
+    ),
+    DIRECT_UPGRADES: _Tuning(
+        _direct_upgrades_missing,
+        "Upgrade requests take Twisted's HTTP parsing and daphne's hand-over, as before",
     ),
 }

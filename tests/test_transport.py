@@ -462,6 +462,7 @@ def test_every_tuning_passes_its_check_on_the_installed_libraries(unchecked, cap
         "lean_sockets": True,
         "shutdown_cancel": True,
         "spread_checks": True,
+        "direct_upgrades": True,
     }
     assert [r for r in caplog.records if r.name == "collab.transport"] == []
 
@@ -815,6 +816,7 @@ def test_loading_the_application_leaves_a_changed_twisted_alone():
         "lean_sockets": True,
         "shutdown_cancel": True,
         "spread_checks": True,
+        "direct_upgrades": True,
     }
     assert result.stderr.count("transport tuning eager_writes is off") == 1
     assert result.stderr.count("transport tuning") == 1
