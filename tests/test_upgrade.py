@@ -119,11 +119,13 @@ def daphne_server(scopes: list[dict]) -> Server:
 def tcp_connection() -> Iterator[tcp.Server]:
     """A Twisted TCP server connection on a real loopback TCP socket, registered with a
     reactor of its own that never runs."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        with socket.create_connection(listener.getsockname()) as theirs:
-            ours, address = listener.accept()
-            with ours:
-                yield tcp.Server(ours, Protocol(), address, None, 0, MemoryReactor())
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()),
+    ):
+        ours, address = listener.accept()
+        with ours:
+            yield tcp.Server(ours, Protocol(), address, None, 0, MemoryReactor())
 
 
 def open_socket(pieces: list[bytes]) -> tuple[dict, Any, Any]:
@@ -196,9 +198,7 @@ def test_it_is_installed_once_checked(monkeypatch):
     assert http.HTTPChannel.dataReceived is installed
 
 
-def test_it_stays_off_when_daphne_no_longer_leaves_the_query_string(
-    unchecked, monkeypatch, caplog
-):
+def test_it_stays_off_when_daphne_no_longer_leaves_the_query_string(unchecked, monkeypatch, caplog):
     from twisted.web import http
 
     def on_connect(self: Any, request: Any) -> None:  # a daphne that reads it elsewhere
