@@ -128,21 +128,21 @@ def tcp_connection() -> Iterator[tcp.Server]:
             yield tcp.Server(ours, Protocol(), address, None, 0, MemoryReactor())
 
 
-def open_socket(pieces: list[bytes]) -> tuple[dict, Any, Any]:
+def feed(pieces: list[bytes]) -> tuple[dict, Any, Any]:
     """Feeds ``pieces`` to a fresh daphne HTTP channel on a real Twisted TCP connection; gives
-    the scope daphne made for the socket, the connection's protocol and the channel."""
+    the scope daphne made for it, the connection's protocol then, and what daphne's factory
+    built (Twisted's wrapper, its HTTP channel inside)."""
     scopes: list[dict] = []
     server = daphne_server(scopes)
     with tcp_connection() as connection:
         built = HTTPFactory(server).buildProtocol(("127.0.0.1", 0))
         connection.protocol = built
         built.makeConnection(connection)
-        channel = built._channel
         for piece in pieces:
             connection.protocol.dataReceived(piece)
         protocol = connection.protocol
     [scope] = scopes
-    return scope, protocol, channel
+    return scope, protocol, built
 
 
 @pytest.fixture
@@ -159,8 +159,9 @@ def direct():
 
 def test_a_socket_opened_directly_has_the_scope_daphnes_path_gives_it(direct):
     # In two pieces the first is not a whole head: Twisted's path, as without the tuning.
-    twisteds, _, _ = open_socket([UPGRADE[:40], UPGRADE[40:]])
-    directs, protocol, channel = open_socket([UPGRADE])
+    twisteds, _, _ = feed([UPGRADE[:40], UPGRADE[40:]])
+    directs, protocol, built = feed([UPGRADE])
+    channel = built._channel
 
     assert isinstance(protocol, WebSocketProtocol)
     assert channel.requests == []  # no Twisted request was made for it
@@ -174,16 +175,9 @@ def test_a_socket_opened_directly_has_the_scope_daphnes_path_gives_it(direct):
 
 
 def test_a_plain_request_stays_with_twisted(direct):
-    scopes: list[dict] = []
-    server = daphne_server(scopes)
-    with tcp_connection() as connection:
-        built = HTTPFactory(server).buildProtocol(("127.0.0.1", 0))
-        connection.protocol = built
-        built.makeConnection(connection)
-        built.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    scope, protocol, built = feed([b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"])
 
-        assert connection.protocol is built
-    [scope] = scopes
+    assert protocol is built
     assert (scope["type"], scope["path"]) == ("http", "/healthz")
 
 
