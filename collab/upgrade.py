@@ -22,8 +22,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# What Twisted refuses in a header value (RFC 9110 section 5.5).
-_FORBIDDEN_IN_VALUES = frozenset(b"\x00\r\n")
+# Names daphne's own check of a request uses; if daphne drops them, this module does not load
+# and the tuning's check says so (collab/transport.py).
+from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES
+
+# What daphne refuses in a header value, and what Twisted does (RFC 9110 section 5.5).
+_REFUSED_IN_VALUES = INVALID_HEADER_VALUE_BYTES | frozenset(b"\x00\r\n")
 
 # A request line collab serves sockets on: a plain path, HTTP/1.1.
 _REQUEST_LINE = re.compile(rb"GET (/[\x21-\x7e]*) HTTP/1\.1")
@@ -32,8 +36,6 @@ _REQUEST_LINE = re.compile(rb"GET (/[\x21-\x7e]*) HTTP/1\.1")
 def upgrade_head(data: bytes, limit: int, max_headers: int) -> tuple[bytes, int] | None:
     """``(query string, end of head)`` when ``data`` starts with a whole, plain WebSocket
     upgrade request head; None for anything Twisted's own path should see."""
-    from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES
-
     end = data.find(b"\r\n\r\n", 0, limit + 4)
     if end < 0:
         return None
@@ -49,8 +51,7 @@ def upgrade_head(data: bytes, limit: int, max_headers: int) -> tuple[bytes, int]
         if not colon or not HEADER_NAME_RE.fullmatch(name):
             return None
         value = value.strip(b" \t")
-        refused = INVALID_HEADER_VALUE_BYTES | _FORBIDDEN_IN_VALUES
-        if refused.intersection(value):
+        if _REFUSED_IN_VALUES.intersection(value):
             return None
         lowered = name.lower()
         if lowered in (b"content-length", b"transfer-encoding"):
@@ -85,8 +86,12 @@ def hand_over(channel: Any, data: bytes) -> bool:
     protocol = server.ws_factory.buildProtocol(connection.getPeer())
     if protocol is None:
         return False  # Twisted's path answers with daphne's 500
-    # What daphne's WebRequest.process does for an upgrade, less the parse and the re-write.
+    # What daphne's WebRequest.process does for an upgrade, less the parse and the re-write,
+    # and the channel left as that path leaves it: handling a request that never finishes, so
+    # that when the socket's sends back up (the channel stays the connection's registered
+    # producer) Twisted does not stop reading it, the client's pongs and close included.
     channel.setTimeout(None)
+    channel._handlingRequest = True
     transport.disarm_head_deadline(channel)
     protocol._raw_query_string = head[0]
     connection.protocol = protocol
@@ -127,7 +132,6 @@ def missing() -> list[str]:
     """What this relies on and no longer finds in the installed Twisted and daphne."""
     import inspect
 
-    from daphne import utils
     from daphne.http_protocol import HTTPFactory
     from daphne.server import Server
     from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
@@ -135,9 +139,6 @@ def missing() -> list[str]:
     from twisted.web import http
 
     found: list[str] = []
-    for name in ("HEADER_NAME_RE", "INVALID_HEADER_VALUE_BYTES"):
-        if not hasattr(utils, name):
-            found.append(f"daphne.utils has no {name}")
     signature = inspect.signature(http.HTTPChannel.dataReceived)
     if len(signature.parameters) != 2:
         found.append(f"Twisted's HTTPChannel.dataReceived takes {signature}")
@@ -154,6 +155,13 @@ def missing() -> list[str]:
             found.append(f"Twisted's HTTPChannel has no {attribute}")
     if not callable(getattr(channel, "setTimeout", None)):
         found.append("Twisted's HTTPChannel has no setTimeout")
+    # Read by its pauseProducing and resumeProducing: set only by a connection, so one is made.
+    from twisted.internet.testing import StringTransport
+
+    channel.makeConnection(StringTransport())
+    if not isinstance(channel.__dict__.get("_handlingRequest"), bool):
+        found.append("Twisted's HTTPChannel keeps no _handlingRequest flag")
+    channel.connectionLost(None)
     if "protocol" not in inspect.signature(tcp.Server.__init__).parameters:
         found.append("Twisted's tcp.Server is not built with its protocol")
     # daphne builds its WebSocket factory in Server.run and reads the query string the

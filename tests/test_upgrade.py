@@ -130,8 +130,8 @@ def tcp_connection() -> Iterator[tcp.Server]:
 
 def feed(pieces: list[bytes]) -> tuple[dict, Any, Any]:
     """Feeds ``pieces`` to a fresh daphne HTTP channel on a real Twisted TCP connection; gives
-    the scope daphne made for it, the connection's protocol then, and what daphne's factory
-    built (Twisted's wrapper, its HTTP channel inside)."""
+    the scope daphne made for it, the connection, and what daphne's factory built (Twisted's
+    wrapper, its HTTP channel inside)."""
     scopes: list[dict] = []
     server = daphne_server(scopes)
     with tcp_connection() as connection:
@@ -140,9 +140,8 @@ def feed(pieces: list[bytes]) -> tuple[dict, Any, Any]:
         built.makeConnection(connection)
         for piece in pieces:
             connection.protocol.dataReceived(piece)
-        protocol = connection.protocol
     [scope] = scopes
-    return scope, protocol, built
+    return scope, connection, built
 
 
 @pytest.fixture
@@ -160,10 +159,10 @@ def direct():
 def test_a_socket_opened_directly_has_the_scope_daphnes_path_gives_it(direct):
     # In two pieces the first is not a whole head: Twisted's path, as without the tuning.
     twisteds, _, _ = feed([UPGRADE[:40], UPGRADE[40:]])
-    directs, protocol, built = feed([UPGRADE])
+    directs, connection, built = feed([UPGRADE])
     channel = built._channel
 
-    assert isinstance(protocol, WebSocketProtocol)
+    assert isinstance(connection.protocol, WebSocketProtocol)
     assert channel.requests == []  # no Twisted request was made for it
     assert channel.__dict__.get("_TimeoutMixin__timeoutCall") is None  # its idle timer is off
     # The same but for the server's port: each connection here is on a listener of its own.
@@ -174,10 +173,23 @@ def test_a_socket_opened_directly_has_the_scope_daphnes_path_gives_it(direct):
     assert (b"cookie", b"sessionid=s3cr3t") in directs["headers"]
 
 
-def test_a_plain_request_stays_with_twisted(direct):
-    scope, protocol, built = feed([b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"])
+def test_a_socket_opened_directly_is_still_read_while_its_sends_back_up(direct):
+    # The channel stays the connection's registered producer either way; when a socket's sends
+    # fill Twisted's buffer, Twisted pauses it. Opened through daphne's request, that left the
+    # socket read (its pongs, its close); it must do the same when opened directly.
+    for pieces in ([UPGRADE[:40], UPGRADE[40:]], [UPGRADE]):
+        _, connection, built = feed(pieces)
+        assert connection in connection.reactor.getReaders()
 
-    assert protocol is built
+        connection.producer.pauseProducing()
+
+        assert connection in connection.reactor.getReaders(), pieces
+
+
+def test_a_plain_request_stays_with_twisted(direct):
+    scope, connection, built = feed([b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"])
+
+    assert connection.protocol is built
     assert (scope["type"], scope["path"]) == ("http", "/healthz")
 
 
