@@ -25,6 +25,9 @@ from typing import Any
 # Names daphne's own check of a request uses; if daphne drops them, this module does not load
 # and the tuning's check says so (collab/transport.py).
 from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES
+from twisted.internet import tcp
+
+from collab import transport
 
 # What daphne refuses in a header value, and what Twisted does (RFC 9110 section 5.5).
 _REFUSED_IN_VALUES = INVALID_HEADER_VALUE_BYTES | frozenset(b"\x00\r\n")
@@ -72,10 +75,6 @@ def upgrade_head(data: bytes, limit: int, max_headers: int) -> tuple[bytes, int]
 def hand_over(channel: Any, data: bytes) -> bool:
     """Hands ``channel``'s connection to daphne's WebSocket protocol when ``data``, its first
     bytes, is a plain upgrade request head (``upgrade_head``); says whether it did."""
-    from twisted.internet import tcp
-
-    from collab import transport
-
     connection = channel.transport
     server = getattr(channel.factory, "server", None)
     if server is None or type(connection) is not tcp.Server:
@@ -135,7 +134,6 @@ def missing() -> list[str]:
     from daphne.http_protocol import HTTPFactory
     from daphne.server import Server
     from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
-    from twisted.internet import tcp
     from twisted.web import http
 
     found: list[str] = []
