@@ -119,9 +119,16 @@ def _digest(update: bytes) -> bytes:
 DIGEST_OFF_LOOP = 256 * 1024
 
 
-# From this size, an update's publish to the other processes waits for a later turn of the event
-# loop than its local sends (docs/BENCHMARKS.md, change 33).
-PUBLISH_ON_A_LATER_TURN = 1 << 20
+# From this size an update does not travel to the other processes through the channel layer:
+# once the log holds it, they are told so in a notice of a few bytes and read it from the log.
+# Through the layer, a 16 MB paste was copied on the sending process's event loop by msgpack,
+# by the Redis connection's send (and the kernel's loopback), and again on its way back (the
+# process is in the document's group too): 16,000 page faults and a 100 ms stall on one turn
+# (docs/BENCHMARKS.md, change 35). The other processes' clients get it one flush later.
+THROUGH_THE_LOG = 1 << 20
+# How long such an update waits for the log before it is published through the layer after all
+# (the database is down or slow: the other processes' clients must get it all the same).
+LOG_WAIT = 5.0
 
 
 async def _digest_off_loop(update: bytes) -> bytes:
@@ -136,10 +143,20 @@ STEP2_KEEP_SECONDS = 2.0
 
 
 class Room:
-    def __init__(self, document_id: str, on_layer_error: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        document_id: str,
+        on_layer_error: Callable[[], None] | None = None,
+        on_logged: Callable[[Room], None] | None = None,
+    ) -> None:
         self.document_id = str(document_id)
         # Called when a group_send fails: Redis is unreachable (``Rooms.layer_failed``).
         self._on_layer_error = on_layer_error
+        # Called when another process says a big update of the document is in the log
+        # (``Rooms.read_logged``).
+        self._on_logged = on_logged
+        # Big updates waiting for the log before the other processes are told (``_pass_on``).
+        self._announcing: set[asyncio.Task[None]] = set()
         self.group = group_name(self.document_id)
         self.doc: Doc = Doc()
         self.connections: set[Connection] = set()
@@ -276,12 +293,29 @@ class Room:
         message = transport.framed_message(protocol.sync_update_parts(update))
         await self._send_local(message, exclude=origin)
         metrics.FANOUT_CLIENT.observe(time.perf_counter() - started)
-        if len(update) >= PUBLISH_ON_A_LATER_TURN:
-            # The sockets that waited through the local sends are served before the publish's
-            # copies (msgpack's, the Redis connection's: 32 MB for a 16 MB paste) hold the loop
-            # again. A timer, not sleep(0): a sleep(0)'s step would run before theirs.
-            await asyncio.sleep(0.001)
+        if len(update) >= THROUGH_THE_LOG:
+            # Not awaited: the sender's next messages do not wait for the log.
+            announcing = asyncio.ensure_future(self._announce_when_logged(update))
+            self._announcing.add(announcing)
+            announcing.add_done_callback(self._announcing.discard)
+            return
         await self._publish({"type": "doc.update", "update": update})
+
+    async def _announce_when_logged(self, update: bytes) -> None:
+        """Tells the other processes that a big update is in the log, once it is; publishes
+        the update itself if the log has not taken it within ``LOG_WAIT``."""
+        try:
+            await store.get_writer().flush(LOG_WAIT)
+        except TimeoutError:
+            logger.warning(
+                "room %s: a %d-byte update is not in the log after %s s; publishing it",
+                self.document_id,
+                len(update),
+                LOG_WAIT,
+            )
+            await self._publish({"type": "doc.update", "update": update})
+            return
+        await self._publish({"type": "doc.logged"})
 
     def _apply_remote(self, update: bytes, digest: bytes | None = None) -> bool:
         """Applies an update from another process or the log; says whether it was new here.
@@ -329,7 +363,7 @@ class Room:
         for update in rows:
             if self._apply_remote(update, await _digest_off_loop(update)):
                 missed += 1
-                await self._send_local(protocol.sync_update(update))
+                await self._send_local(transport.framed_message(protocol.sync_update_parts(update)))
         await self._integrate_parked(rows)
         if self._broken:
             await self.reload()
@@ -491,6 +525,9 @@ class Room:
                 metrics.FANOUT_LAYER.observe(time.perf_counter() - started)
             elif self._broken:
                 await self.reload()
+        elif message["type"] == "doc.logged":
+            if self._on_logged is not None:
+                self._on_logged(self)
         elif message["type"] == "doc.awareness":
             await self._send_local(protocol.awareness(message["payload"]))
         elif message["type"] == "doc.title":
@@ -545,6 +582,9 @@ class Rooms:
         self._catchup: asyncio.Task | None = None
         self._sweeper: asyncio.Task | None = None
         self._outage: asyncio.Task | None = None
+        # Log reads that other processes' notices asked for (``read_logged``), by room.
+        self._reading: dict[Room, asyncio.Task[None]] = {}
+        self._read_again: set[Room] = set()
 
     def get(self, document_id: str) -> Room | None:
         return self._rooms.get(str(document_id))
@@ -570,7 +610,7 @@ class Rooms:
         return room
 
     async def _open(self, document_id: str) -> Room:
-        room = Room(document_id, on_layer_error=self.layer_failed)
+        room = Room(document_id, on_layer_error=self.layer_failed, on_logged=self.read_logged)
         try:
             await room.open()
         except BaseException:
@@ -607,6 +647,29 @@ class Rooms:
         del self._rooms[room.document_id]
         metrics.ROOMS.dec()
         await room.close()
+
+    def read_logged(self, room: Room) -> None:
+        """Another process put a big update of the room's document in the log
+        (``Room._announce_when_logged``): reads the log for it now, not at the next catch-up.
+        One read at a time per room; notices that come during one make one more after it."""
+        reading = self._reading.get(room)
+        if reading is not None and not reading.done():
+            self._read_again.add(room)
+            return
+        reading = asyncio.ensure_future(self._read_logged(room))
+        self._reading[room] = reading
+        reading.add_done_callback(lambda done: self._forget_read(room, done))
+
+    def _forget_read(self, room: Room, done: asyncio.Task[None]) -> None:
+        if self._reading.get(room) is done:
+            del self._reading[room]
+
+    async def _read_logged(self, room: Room) -> None:
+        while True:
+            self._read_again.discard(room)
+            await self._catch_up_quietly(room)
+            if room not in self._read_again:
+                return
 
     async def _catch_up_quietly(self, room: Room) -> None:
         if self._rooms.get(room.document_id) is not room:
