@@ -14,6 +14,7 @@ the ones it never saw, and clients re-sync with the Yjs handshake when they reco
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -126,6 +127,9 @@ DIGEST_OFF_LOOP = 256 * 1024
 # process is in the document's group too): 16,000 page faults and a 100 ms stall on one turn
 # (docs/BENCHMARKS.md, change 35). The other processes' clients get it one flush later.
 THROUGH_THE_LOG = 1 << 20
+# From this size a room's own update, once written, is left out of its catch-ups (``held``); a
+# smaller one costs little to read again.
+HOLD_FROM = 256 * 1024
 # How long such an update waits for the log before it is published through the layer after all
 # (the database is down or slow: the other processes' clients must get it all the same).
 LOG_WAIT = 5.0
@@ -163,6 +167,10 @@ class Room:
         self.channel: str | None = None
         # Digests of updates already applied, so catch-up re-sends only what was really missed.
         self._seen: dict[bytes, float] = {}
+        # Ids of log rows the Doc holds all of (a catch-up read them, or this room's big updates
+        # written by its process), with when: catch-ups do not read them again (a 16 MB paste
+        # was read back, and diffed against the Doc on the loop, at every one).
+        self.held: dict[int, float] = {}
         # The document's ``snapshot_seq`` when catch-up last looked (None: not yet).
         self.snapshot_seq: int | None = None
         # yrs panicked while applying to ``doc``: it must be rebuilt before it is trusted.
@@ -287,7 +295,11 @@ class Room:
         document, here and in other processes. ``started``: when the update reached the room
         (``time.perf_counter()``), to time the fan-out."""
         self._seen[await _digest_off_loop(update)] = time.monotonic()
-        store.get_writer().append(self.document_id, update, author_id)
+        # A big update's row, once committed, is left out of this room's catch-ups (``held``).
+        written = None
+        if len(update) >= HOLD_FROM:
+            written = functools.partial(self._hold_written, update)
+        store.get_writer().append(self.document_id, update, author_id, on_written=written)
         autoversions.get_autoversions().changed(self.document_id)
         # Joined behind its WebSocket frame's header: one copy of a big paste, not two.
         message = transport.framed_message(protocol.sync_update_parts(update))
@@ -354,28 +366,39 @@ class Room:
         self._seen = {_digest(update): now for update in updates}
         await self._send_local(protocol.sync_step1(doc))
 
+    def _hold_written(self, update: bytes, row_id: int) -> None:
+        """The writer committed this room's update as row ``row_id``: held if the Doc holds
+        all of it (an update parked for a dependency is left to the catch-ups, which apply
+        it again, ``_integrate_parked``)."""
+        if not self._broken and not store.missing_from(self.doc.get_state(), [update]):
+            self.held[row_id] = time.monotonic()
+
     def _remember(self, update: bytes) -> None:
         self._seen[_digest(update)] = time.monotonic()
 
-    async def catch_up(self, rows: list[bytes]) -> None:
-        """Applies log rows this room may have missed and forwards the new ones locally."""
+    async def catch_up(self, rows: list[bytes]) -> list[bytes]:
+        """Applies log rows this room may have missed and forwards the new ones locally.
+        Returns the rows the Doc does not hold all of yet (parked, or the room was rebuilt)."""
         missed = 0
         for update in rows:
             if self._apply_remote(update, await _digest_off_loop(update)):
                 missed += 1
                 await self._send_local(transport.framed_message(protocol.sync_update_parts(update)))
-        await self._integrate_parked(rows)
+        parked = await self._integrate_parked(rows)
         if self._broken:
             await self.reload()
+            parked = rows
         cutoff = time.monotonic() - _seen_ttl()
         self._seen = {d: t for d, t in self._seen.items() if t >= cutoff}
+        self.held = {row: t for row, t in self.held.items() if t >= cutoff}
         if missed:
             metrics.RECOVERED["log"].inc(missed)
             logger.warning(
                 "room %s: recovered %d missed updates from the log", self.document_id, missed
             )
+        return parked
 
-    async def _integrate_parked(self, rows: list[bytes]) -> None:
+    async def _integrate_parked(self, rows: list[bytes]) -> list[bytes]:
         """Applies again the rows this Doc holds as applied but does not contain, and
         forwards what that brings in.
 
@@ -384,12 +407,12 @@ class Room:
         updates from several clients arrive out of order, as they do across a Redis outage: a
         room held every row of the log and still lacked a client's last ~90 characters, until
         the rows were applied again (tests/realtime/test_live_faults.py found it). The check
-        is the one compaction uses (``store.missing_from``)."""
+        is the one compaction uses (``store.missing_from``). Returns the rows found parked."""
         if self._broken:
-            return  # rebuilt from the log next
+            return rows  # rebuilt from the log next
         parked = store.missing_from(self.doc.get_state(), rows)
         if not parked:
-            return
+            return parked
         before = self.doc.get_state()
         for update in parked:
             try:
@@ -400,7 +423,7 @@ class Room:
                 if not _is_panic(exc):
                     raise
                 self._broken = True  # the caller rebuilds the room
-                return
+                return rows
         brought = self.doc.get_update(before)
         if brought != EMPTY_UPDATE:
             metrics.RECOVERED["parked"].inc(len(parked))
@@ -410,6 +433,7 @@ class Room:
                 len(parked),
             )
             await self._send_local(protocol.sync_update(brought))
+        return parked
 
     async def catch_up_snapshot(self, seq: int, snapshot: bytes) -> None:
         """Applies the document's snapshot after a compaction (``seq``: its snapshot_seq) and
@@ -559,12 +583,12 @@ _CATCHUP_AFTER_RETURN = (0.5, 1.5, 3.0)
 
 
 def _read_log(
-    document_ids: list[str], since: datetime, known: dict[str, int | None]
+    document_ids: list[str], since: datetime, known: dict[str, int | None], held: set[int]
 ) -> tuple[list[tuple[str, int, bytes]], list[tuple[str, int, bytes]]]:
-    """Recent log rows, then the snapshots compacted since ``known``: in that order, as
-    ``store.load`` reads, so a compaction committing in between is seen one way or the other.
-    Sync."""
-    rows = store.updates_since(document_ids, since)
+    """Recent log rows but the ``held`` ones, then the snapshots compacted since ``known``: in
+    that order, as ``store.load`` reads, so a compaction committing in between is seen one way
+    or the other. Sync."""
+    rows = store.updates_since(document_ids, since, held)
     return rows, store.snapshots_since(known)
 
 
@@ -687,17 +711,21 @@ class Rooms:
         if not document_ids:
             return
         window = timedelta(seconds=2 * settings.COLLAB["CATCHUP_INTERVAL"] + 2)
-        known = {d: room.snapshot_seq for d in document_ids if (room := self._rooms.get(d))}
+        rooms = [room for d in document_ids if (room := self._rooms.get(d))]
+        known = {room.document_id: room.snapshot_seq for room in rooms}
+        held = {row for room in rooms for row in room.held}
         rows, snapshots = await database_sync_to_async(_read_log)(
-            document_ids, timezone.now() - window, known
+            document_ids, timezone.now() - window, known, held
         )
-        by_document: dict[str, list[bytes]] = {}
-        for document_id, _id, data in rows:
-            by_document.setdefault(str(document_id), []).append(bytes(data))
+        by_document: dict[str, list[tuple[int, bytes]]] = {}
+        for document_id, row_id, data in rows:
+            by_document.setdefault(str(document_id), []).append((row_id, bytes(data)))
         for document_id, updates in by_document.items():
             room = self._rooms.get(document_id)
             if room is not None:
-                await room.catch_up(updates)
+                parked = {id(data) for data in await room.catch_up([d for _, d in updates])}
+                now = time.monotonic()
+                room.held.update((row_id, now) for row_id, d in updates if id(d) not in parked)
         for document_id, seq, snapshot in snapshots:
             room = self._rooms.get(document_id)
             if room is not None:

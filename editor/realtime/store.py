@@ -42,6 +42,7 @@ import sys
 import uuid
 import weakref
 from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -110,18 +111,20 @@ def load(document_id: uuid.UUID | str) -> tuple[list[bytes], int]:
     return updates, max((pk for pk, _ in rows), default=snapshot_seq)
 
 
-def updates_since(document_ids: list, since: datetime.datetime) -> list[tuple[str, int, bytes]]:
+def updates_since(
+    document_ids: list, since: datetime.datetime, held: Collection[int] = ()
+) -> list[tuple[str, int, bytes]]:
     """Rows of these documents created at or after ``since``, by id, as (document id, row id,
-    update). ``created_at`` is set when the writer commits the batch, so callers should look back
-    a little further than they last looked."""
+    update), but for the rows whose ids are ``held`` (the caller has them already: a 16 MB
+    paste is not read back every catch-up). ``created_at`` is set when the writer commits the
+    batch, so callers should look back a little further than they last looked."""
     if not document_ids:
         return []
+    recent = DocumentUpdate.objects.filter(document_id__in=document_ids, created_at__gte=since)
+    if held:
+        recent = recent.exclude(id__in=list(held))
     with server_bound(binary_results=True):
-        rows = list(
-            DocumentUpdate.objects.filter(document_id__in=document_ids, created_at__gte=since)
-            .order_by("id")
-            .values_list("document_id", "id", "data")
-        )
+        rows = list(recent.order_by("id").values_list("document_id", "id", "data"))
     return [(str(document_id), pk, bytes(data)) for document_id, pk, data in rows]
 
 
@@ -246,23 +249,27 @@ class _Pending(NamedTuple):
     data: bytes
     author_id: int | None
     queued_at: float  # event loop time
+    # Told the row's id once it is committed (on the event loop); see ``UpdateWriter.append``.
+    on_written: Callable[[int], None] | None = None
 
 
-def _write_batch(batch: list[_Pending]) -> None:
-    """Commits a batch of updates, then compacts the documents whose log grew too long. Sync;
-    raises if the batch was not committed."""
+def _write_batch(batch: list[_Pending]) -> list[tuple[_Pending, int | None]]:
+    """Commits a batch of updates, then compacts the documents whose log grew too long; returns
+    the updates written with their row ids (None where the database does not return them).
+    Sync; raises if the batch was not committed."""
     try:
-        _insert(batch)
+        ids = _insert(batch)
     except IntegrityError:
         # A document (or author) deleted while its updates waited makes the whole batch fail
         # on its foreign key, forever. Drop those rows (null those authors) and try once more.
         cleaned = _without_orphans(batch)
         if cleaned == batch:
             raise
-        _insert(cleaned)
+        ids = _insert(cleaned)
         batch = cleaned
     if batch:
         _compact_crowded({p.document_id for p in batch})
+    return list(zip(batch, ids, strict=True))
 
 
 def _compact_crowded(document_ids: set) -> None:
@@ -293,15 +300,16 @@ def _compact_crowded(document_ids: set) -> None:
             )
 
 
-def _insert(batch: list[_Pending]) -> None:
+def _insert(batch: list[_Pending]) -> list[int | None]:
     now = timezone.now()
     with transaction.atomic(), server_bound():
-        DocumentUpdate.objects.bulk_create(
+        rows = DocumentUpdate.objects.bulk_create(
             DocumentUpdate(document_id=p.document_id, data=p.data, author_id=p.author_id)
             for p in batch
         )
         # update() bypasses auto_now, so the time is set here; one statement for the batch.
         Document.objects.filter(pk__in={p.document_id for p in batch}).update(updated_at=now)
+    return [row.pk for row in rows]
 
 
 def write(document_id: uuid.UUID | str, data: bytes, author_id: int | None) -> None:
@@ -360,13 +368,20 @@ class UpdateWriter:
         """Updates appended but not committed yet."""
         return len(self._queue)
 
-    def append(self, document_id: uuid.UUID | str, data: bytes, author_id: int | None) -> None:
-        """Queues an update for writing and returns at once."""
+    def append(
+        self,
+        document_id: uuid.UUID | str,
+        data: bytes,
+        author_id: int | None,
+        on_written: Callable[[int], None] | None = None,
+    ) -> None:
+        """Queues an update for writing and returns at once. ``on_written`` is called with its
+        row's id once it is committed (where the database returns ids: PostgreSQL, SQLite)."""
         loop = asyncio.get_running_loop()
         # Parsed here so a bad id fails its caller instead of poisoning a whole batch.
         if not isinstance(document_id, uuid.UUID):
             document_id = uuid.UUID(str(document_id))
-        self._queue.append(_Pending(document_id, bytes(data), author_id, loop.time()))
+        self._queue.append(_Pending(document_id, bytes(data), author_id, loop.time(), on_written))
         self._appended += 1
         self._ensure_task(loop)
 
@@ -418,7 +433,7 @@ class UpdateWriter:
             batch = list(itertools.islice(self._queue, max_batch))
             try:
                 # Looked up at call time (not bound once) so tests can inject a failure.
-                await database_sync_to_async(_write_batch)(batch)
+                written = await database_sync_to_async(_write_batch)(batch)
             except Exception:
                 failures += 1
                 metrics.DATABASE["write"].inc()
@@ -438,6 +453,12 @@ class UpdateWriter:
             for _ in batch:
                 self._queue.popleft()
             self._written += len(batch)
+            for pending, row_id in written:
+                if pending.on_written is not None and row_id is not None:
+                    try:
+                        pending.on_written(row_id)
+                    except Exception:
+                        logger.exception("a written update's callback failed")
             for target, waiter in self._waiters:
                 if target <= self._written and not waiter.done():
                     waiter.set_result(None)

@@ -174,6 +174,87 @@ async def test_it_does_not_resend_what_it_already_relayed(document, owner):
     await remote.close()
 
 
+async def test_catch_ups_do_not_read_again_a_big_update_the_room_holds(
+    document, owner, monkeypatch
+):
+    """A 16 MB paste stays in the catch-ups' window for seconds: each one read it back from
+    the database and diffed it against the Doc, on every process. Rows the Doc holds all of
+    (its own big updates once written, what a catch-up read) are left out; others still come."""
+    here, there = Rooms(), Rooms()
+    sender, far = Sink(), Sink()
+    room = await here.join(document.id, sender)
+    remote = await there.join(document.id, far)
+    reads: list[list[int]] = []
+    read_log = room_module._read_log
+
+    def counted(*args):
+        rows, snapshots = read_log(*args)
+        reads.append([pk for _, pk, _ in rows])
+        return rows, snapshots
+
+    monkeypatch.setattr(room_module, "_read_log", counted)
+    big = edit("x" * room_module.HOLD_FROM)
+    await room.apply_client_updates([big], origin=sender, author_id=owner.pk)
+    assert await far.next() == protocol.SyncUpdate(big)
+    await store.get_writer().flush()
+    [row] = await sync_to_async(list)(
+        DocumentUpdate.objects.filter(document=document).values_list("id", flat=True)
+    )
+    small = edit("y")
+    await room.apply_client_updates([small], origin=sender, author_id=owner.pk)
+    assert await far.next() == protocol.SyncUpdate(small)
+    await store.get_writer().flush()
+
+    await here.catch_up_once()  # wrote the big one itself: reads only the small one
+    await there.catch_up_once()  # got both through the layer: reads both, holds both
+    await there.catch_up_once()
+
+    assert len(reads) == 3
+    assert row not in reads[0] and len(reads[0]) == 1
+    assert sorted(reads[1]) == sorted([row, *reads[0]])
+    assert reads[2] == []
+    assert far.frames.empty()  # nothing sent twice
+    await room.close()
+    await remote.close()
+
+
+async def test_catch_ups_read_again_an_update_the_doc_holds_parked(document, owner, monkeypatch):
+    """An update whose dependency has not come is parked in the Doc; catch-ups keep reading it
+    (and apply it again once the dependency is there, ``_integrate_parked``)."""
+    rooms = Rooms()
+    watcher = Sink()
+    room = await rooms.join(document.id, watcher)
+    reads: list[list[int]] = []
+    read_log = room_module._read_log
+
+    def counted(*args):
+        rows, snapshots = read_log(*args)
+        reads.append([pk for _, pk, _ in rows])
+        return rows, snapshots
+
+    monkeypatch.setattr(room_module, "_read_log", counted)
+    doc = Doc()
+    doc["codemirror"] = Text("first")
+    first = doc.get_update()
+    before = doc.get_state()
+    doc.get("codemirror", type=Text).insert(5, " then second")
+    second = doc.get_update(before)
+    created = await sync_to_async(DocumentUpdate.objects.create)(
+        document=document, data=second, author=owner
+    )
+
+    await rooms.catch_up_once()
+    await rooms.catch_up_once()
+    assert reads == [[created.pk], [created.pk]]  # parked: not held
+    await sync_to_async(DocumentUpdate.objects.create)(document=document, data=first, author=owner)
+    await rooms.catch_up_once()
+    await rooms.catch_up_once()
+
+    assert text_of(room) == "first then second"
+    assert reads[3] == []
+    await room.close()
+
+
 async def test_it_relays_awareness_across_processes_and_announces_removal(document):
     here, there = Rooms(), Rooms()
     local, far = Sink(), Sink()
@@ -464,7 +545,7 @@ async def test_a_big_update_the_log_cannot_take_goes_through_the_layer_after_all
 
     def slow(batch):
         time.sleep(0.6)
-        original(batch)
+        return original(batch)
 
     monkeypatch.setattr(store, "_write_batch", slow)
     here, there = Rooms(), Rooms()

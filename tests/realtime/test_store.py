@@ -75,8 +75,9 @@ def record_batches(monkeypatch):
 
     def recording(batch):
         with CaptureQueriesContext(connection) as queries:
-            original(batch)
+            written = original(batch)
         batches.append((len(batch), [query["sql"] for query in queries.captured_queries]))
+        return written
 
     monkeypatch.setattr(store, "_write_batch", recording)
     return batches
@@ -149,6 +150,21 @@ def test_it_returns_recent_updates_of_the_documents_asked_for(document, owner):
     assert store.updates_since([], since) == []
 
 
+def test_it_leaves_out_the_recent_rows_the_caller_holds(document):
+    client = Client()
+    first, second, third = add_rows(document, [client.type(c) for c in "abc"])
+    since = timezone.now() - datetime.timedelta(minutes=1)
+
+    rows = store.updates_since([document.id], since, held={first, third})
+
+    assert [pk for _, pk, _ in rows] == [second]
+    assert [pk for _, pk, _ in store.updates_since([document.id], since, held=())] == [
+        first,
+        second,
+        third,
+    ]
+
+
 # -- the writer -----------------------------------------------------------------------------
 
 
@@ -176,6 +192,23 @@ def test_it_writes_appended_updates_with_their_author_on_flush(document, editor_
     assert stored_text(document) == "hi there"
     document.refresh_from_db()
     assert document.updated_at > updated_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_tells_who_asked_the_id_of_each_row_it_wrote(document, owner):
+    client = Client()
+    told: list[tuple[str, int]] = []
+
+    async def scenario():
+        writer = store.get_writer()
+        writer.append(document.id, client.type("a"), owner.id, lambda pk: told.append(("a", pk)))
+        writer.append(document.id, client.type("b"), None)  # nobody asked
+        writer.append(document.id, client.type("c"), None, lambda pk: told.append(("c", pk)))
+        await writer.flush()
+
+    asyncio.run(scenario())
+    a, b, c = document.updates.order_by("id").values_list("id", flat=True)
+    assert told == [("a", a), ("c", c)]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -252,7 +285,7 @@ def test_it_keeps_a_failed_batch_and_writes_it_on_retry(
         attempts.append(len(batch))
         if len(attempts) == 1:
             raise OperationalError("database is unavailable (injected)")
-        original(batch)
+        return original(batch)
 
     monkeypatch.setattr(store, "_write_batch", fails_once)
     client = Client()
