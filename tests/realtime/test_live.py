@@ -54,6 +54,42 @@ def test_clients_on_different_processes_converge(
     assert live.wait_stored(document.pk, markers) == a.text()
 
 
+def test_a_paste_of_megabytes_reaches_a_reader_on_another_process(
+    start_servers, node, document, owner, viewer
+):
+    """From 1 MB an update goes to the other processes through the log, with a notice once it
+    is committed, not through the channel layer (editor/realtime/room.py, THROUGH_THE_LOG)."""
+    servers = start_servers(2)
+    size = 2_000_000
+    reader = node.start(
+        live.scenario(
+            live.connect(servers.ws(1), document.pk, live.ticket_for(viewer, document)),
+            {"do": "synced"},
+            {"do": "wait_line"},
+            {"do": "wait_text", "length": size},
+            {"do": "print"},
+            timeout=60,
+        ),
+        "reader on process 1",
+    )
+    reader.wait_for("synced")
+    reader.send()  # the reader's room on process 1 is loaded and in the group
+    writer = node.run(
+        live.scenario(
+            live.connect(servers.ws(0), document.pk, live.ticket_for(owner, document)),
+            {"do": "synced"},
+            {"do": "bulk_insert", "total": size, "chunk": size},
+            live.confirm(servers.ws(0), document.pk, live.ticket_for(owner, document)),
+            timeout=60,
+        ),
+        "writer on process 0",
+    )
+    reader.finish()
+
+    text = reader.last("text")
+    assert (text["length"], text["sha256"]) == (size, writer.last("inserted")["sha256"])
+
+
 def test_a_process_killed_mid_edit_loses_nothing_the_client_holds(
     start_servers, node, document, owner, viewer
 ):

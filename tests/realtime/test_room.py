@@ -465,6 +465,7 @@ async def test_a_big_update_reaches_other_processes_through_the_log_not_the_laye
     notice goes through the layer, once the log holds the update, and the other processes read
     it there. The sender's neighbours get it at once, and smaller updates still go by the layer
     without waiting for it."""
+    monkeypatch.setattr(room_module, "_CATCHUP_AFTER_LOAD", ())  # only the notice reads the log
     here, there = Rooms(), Rooms()
     sender, neighbour, far = Sink(), Sink(), Sink()
     room = await here.join(document.id, sender)
@@ -500,6 +501,7 @@ async def test_notices_that_come_during_a_read_of_the_log_make_one_more_read(
 ):
     """Two big pastes in a row: the second one's notice may come while the first one's read is
     under way, and that read may have missed it. One more read follows; none run at once."""
+    monkeypatch.setattr(room_module, "_CATCHUP_AFTER_LOAD", ())  # only the notices read the log
     here, there = Rooms(), Rooms()
     sender, far = Sink(), Sink()
     room = await here.join(document.id, sender)
