@@ -88,6 +88,8 @@ class Connection:
         "client_ids",
         "inbox",
         "answered_step1",
+        "answered_out",
+        "frames_out",
         "opened",
         "bytes_in",
         "bytes_out",
@@ -118,6 +120,10 @@ class Connection:
         # The last state vector answered with a sync step 2 (duplicates are not re-answered
         # while the answer is still on its way).
         self.answered_step1: bytes | None = None
+        # ``bytes_out`` and ``frames_out`` when that answer had been sent: what was sent after
+        # it tells whether the answer itself is still queued (``answer_step1``).
+        self.answered_out = (0, 0)
+        self.frames_out = 0
         self.opened = time.monotonic()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -496,7 +502,7 @@ class Connection:
     async def answer_step1(self, state_vector: bytes) -> None:
         """Sends what the client is missing (sync step 2)."""
         assert self.room is not None
-        if state_vector == self.answered_step1 and self.socket.queued():
+        if state_vector == self.answered_step1 and self._answer_queued():
             # The same question while the answer is still queued for this socket: the answer,
             # and every update sent after it, will bring the client up to date.
             return
@@ -507,6 +513,18 @@ class Connection:
             return
         self.answered_step1 = state_vector
         await self.send_own(reply)
+        self.answered_out = (self.bytes_out, self.frames_out)
+
+    def _answer_queued(self) -> bool:
+        """Whether the last sync step 2 has not all been taken by the client yet: more bytes are
+        queued for the socket than were sent after it (with each of those frames' header, at
+        most 14 bytes). A broadcast queued behind an answer the client has read (a 16 MB paste)
+        does not count: a question asked then is answered."""
+        queued = self.socket.queued()
+        if not queued:
+            return False
+        bytes_out, frames_out = self.answered_out
+        return queued > self.bytes_out - bytes_out + 14 * (self.frames_out - frames_out)
 
     async def apply_updates(self, updates: list[bytes]) -> None:
         """Applies the client's updates through the room, if its role lets it edit."""
@@ -675,6 +693,7 @@ class Connection:
                 )
                 return False
         self.bytes_out += len(frame)
+        self.frames_out += 1
         return True
 
     async def send_own(self, frame: bytes) -> None:

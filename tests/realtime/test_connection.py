@@ -223,6 +223,30 @@ async def test_the_same_sync_step1_is_not_answered_again_while_the_answer_is_que
     await connection.finish(1000)
 
 
+async def test_the_same_sync_step1_is_answered_when_only_a_broadcast_is_queued(
+    document, owner, editor_user
+):
+    """A big paste queued for the socket after the answer was read is not the answer: the
+    same question asked meanwhile gets its answer (a client waiting for it waited for ever)."""
+    connection, socket = await opened(owner, document, "owner")
+    writer, _ = await opened(editor_user, document, "editor")
+    state_vector = Doc().get_state()
+    await connection.handle(protocol.SyncStep1(state_vector))
+    paste = Doc()
+    paste["codemirror"] = Text("x" * 100_000)
+    await writer.apply_updates([paste.get_update()])
+
+    socket.backlog = len(socket.frames[-1]) + 4  # the paste, with its frame's header
+    await connection.handle(protocol.SyncStep1(state_vector))  # answered
+    socket.backlog = 10  # part of that second answer: the same question again is not
+    await connection.handle(protocol.SyncStep1(state_vector))
+
+    kinds = [type(message) for message in socket.messages()]
+    assert kinds == [protocol.SyncStep2, protocol.SyncUpdate, protocol.SyncStep2]
+    await writer.finish(1000)
+    await connection.finish(1000)
+
+
 async def test_awareness_carries_the_servers_identity_and_only_the_senders_ids(
     document, owner, editor_user
 ):
