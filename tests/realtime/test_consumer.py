@@ -13,6 +13,7 @@ from pycrdt import Doc, Text
 
 from editor.realtime import auth, protocol, store, tickets
 from editor.realtime.auth import Refused, authorize
+from editor.realtime.consumer import DocumentConsumer
 from editor.realtime.room import get_rooms
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -560,3 +561,26 @@ async def test_what_a_client_sent_before_closing_is_applied(peer_for, document, 
     await peer.ws.wait(timeout=10)
 
     assert await stored_text(document.id) == str(peer.text)
+
+
+@pytest.mark.parametrize("size, order", [(10, "at once"), (1 << 20, "on a later turn")])
+async def test_a_big_frame_is_handed_over_a_turn_after_it_came(size, order):
+    """autobahn has just joined a 16 MB frame's pieces (one copy); cutting the update out of it
+    is another: the work that came meanwhile (other sockets) runs between the two."""
+    events: list[str] = []
+
+    class Connection:
+        def receive(self, frame: bytes) -> None:
+            events.append("handed over")
+
+    consumer = DocumentConsumer()
+    consumer.connection = Connection()  # type: ignore[assignment]
+    asyncio.get_running_loop().call_soon(events.append, "other work")
+    await consumer.receive(bytes_data=b"\x00" * size)
+    await asyncio.sleep(0)
+
+    expected = {
+        "at once": ["handed over", "other work"],
+        "on a later turn": ["other work", "handed over"],
+    }
+    assert events == expected[order]
