@@ -45,6 +45,16 @@ def edit(text: str) -> bytes:
     return doc.get_update()
 
 
+async def two_processes(document) -> tuple[Rooms, Rooms, Sink, Sink]:
+    """Two processes' rooms of the document (``here``, ``there``), each with one connection
+    (``sender`` here, ``far`` there)."""
+    here, there = Rooms(), Rooms()
+    sender, far = Sink(), Sink()
+    await here.join(document.id, sender)
+    await there.join(document.id, far)
+    return here, there, sender, far
+
+
 def text_of(room) -> str:
     return str(room.doc.get("codemirror", type=Text))
 
@@ -174,16 +184,9 @@ async def test_it_does_not_resend_what_it_already_relayed(document, owner):
     await remote.close()
 
 
-async def test_catch_ups_do_not_read_again_a_big_update_the_room_holds(
-    document, owner, monkeypatch
-):
-    """A 16 MB paste stays in the catch-ups' window for seconds: each one read it back from
-    the database and diffed it against the Doc, on every process. Rows the Doc holds all of
-    (its own big updates once written, what a catch-up read) are left out; others still come."""
-    here, there = Rooms(), Rooms()
-    sender, far = Sink(), Sink()
-    room = await here.join(document.id, sender)
-    remote = await there.join(document.id, far)
+@pytest.fixture
+def reads(monkeypatch) -> list[list[int]]:
+    """The ids of the log rows each catch-up read, in order."""
     reads: list[list[int]] = []
     read_log = room_module._read_log
 
@@ -193,6 +196,15 @@ async def test_catch_ups_do_not_read_again_a_big_update_the_room_holds(
         return rows, snapshots
 
     monkeypatch.setattr(room_module, "_read_log", counted)
+    return reads
+
+
+async def test_catch_ups_do_not_read_again_a_big_update_the_room_holds(document, owner, reads):
+    """A 16 MB paste stays in the catch-ups' window for seconds: each one read it back from
+    the database and diffed it against the Doc, on every process. Rows the Doc holds all of
+    (its own big updates once written, what a catch-up read) are left out; others still come."""
+    here, there, sender, far = await two_processes(document)
+    room, remote = here.get(document.id), there.get(document.id)
     big = edit("x" * room_module.HOLD_FROM)
     await room.apply_client_updates([big], origin=sender, author_id=owner.pk)
     assert await far.next() == protocol.SyncUpdate(big)
@@ -218,21 +230,12 @@ async def test_catch_ups_do_not_read_again_a_big_update_the_room_holds(
     await remote.close()
 
 
-async def test_catch_ups_read_again_an_update_the_doc_holds_parked(document, owner, monkeypatch):
+async def test_catch_ups_read_again_an_update_the_doc_holds_parked(document, owner, reads):
     """An update whose dependency has not come is parked in the Doc; catch-ups keep reading it
     (and apply it again once the dependency is there, ``_integrate_parked``)."""
     rooms = Rooms()
     watcher = Sink()
     room = await rooms.join(document.id, watcher)
-    reads: list[list[int]] = []
-    read_log = room_module._read_log
-
-    def counted(*args):
-        rows, snapshots = read_log(*args)
-        reads.append([pk for _, pk, _ in rows])
-        return rows, snapshots
-
-    monkeypatch.setattr(room_module, "_read_log", counted)
     doc = Doc()
     doc["codemirror"] = Text("first")
     first = doc.get_update()
@@ -502,10 +505,8 @@ async def test_notices_that_come_during_a_read_of_the_log_make_one_more_read(
     """Two big pastes in a row: the second one's notice may come while the first one's read is
     under way, and that read may have missed it. One more read follows; none run at once."""
     monkeypatch.setattr(room_module, "_CATCHUP_AFTER_LOAD", ())  # only the notices read the log
-    here, there = Rooms(), Rooms()
-    sender, far = Sink(), Sink()
-    room = await here.join(document.id, sender)
-    remote = await there.join(document.id, far)
+    here, there, sender, far = await two_processes(document)
+    room, remote = here.get(document.id), there.get(document.id)
     reads, running, overlapped = [], [], []
     catch_up = there.catch_up_once
 
@@ -550,10 +551,8 @@ async def test_a_big_update_the_log_cannot_take_goes_through_the_layer_after_all
         return original(batch)
 
     monkeypatch.setattr(store, "_write_batch", slow)
-    here, there = Rooms(), Rooms()
-    sender, far = Sink(), Sink()
-    room = await here.join(document.id, sender)
-    remote = await there.join(document.id, far)
+    here, there, sender, far = await two_processes(document)
+    room, remote = here.get(document.id), there.get(document.id)
 
     big = edit("z" * room_module.THROUGH_THE_LOG)
     await room.apply_client_updates([big], origin=sender, author_id=owner.pk)
