@@ -390,7 +390,6 @@ class Room:
             parked = rows
         cutoff = time.monotonic() - _seen_ttl()
         self._seen = {d: t for d, t in self._seen.items() if t >= cutoff}
-        self.held = {row: t for row, t in self.held.items() if t >= cutoff}
         if missed:
             metrics.RECOVERED["log"].inc(missed)
             logger.warning(
@@ -713,6 +712,10 @@ class Rooms:
         window = timedelta(seconds=2 * settings.COLLAB["CATCHUP_INTERVAL"] + 2)
         rooms = [room for d in document_ids if (room := self._rooms.get(d))]
         known = {room.document_id: room.snapshot_seq for room in rooms}
+        # Held rows older than the window are out of it anyway.
+        cutoff = time.monotonic() - window.total_seconds() - 1
+        for room in rooms:
+            room.held = {row: t for row, t in room.held.items() if t >= cutoff}
         held = {row for room in rooms for row in room.held}
         rows, snapshots = await database_sync_to_async(_read_log)(
             document_ids, timezone.now() - window, known, held
