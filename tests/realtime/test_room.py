@@ -230,6 +230,17 @@ async def test_catch_ups_do_not_read_again_a_big_update_the_room_holds(document,
     await remote.close()
 
 
+async def test_a_catch_up_forgets_held_rows_older_than_its_window(document):
+    rooms = Rooms()
+    room = await rooms.join(document.id, Sink())
+    room.held = {1: time.monotonic() - 3600, 2: time.monotonic()}
+
+    await rooms.catch_up_once()
+
+    assert list(room.held) == [2]
+    await room.close()
+
+
 async def test_catch_ups_read_again_an_update_the_doc_holds_parked(document, owner, reads):
     """An update whose dependency has not come is parked in the Doc; catch-ups keep reading it
     (and apply it again once the dependency is there, ``_integrate_parked``)."""
