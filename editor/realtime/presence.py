@@ -248,8 +248,10 @@ class Presence:
         self._sweeps = [client.register_script(_SWEEP) for client in self.shards]
         self._renewals: dict[tuple[str, int], Entry] = {}
         self._flusher: asyncio.Task | None = None
-        # Per document, the read that has been asked for and not yet sent (``entries``).
-        self._reads: dict[str, asyncio.Task[list[Entry]]] = {}
+        # Per shard, the reads asked for and not yet sent, by document (``entries``), and the
+        # tasks that will send them (held until done: the loop keeps only weak references).
+        self._asked: dict[int, dict[str, asyncio.Future[list[Entry]]]] = {}
+        self._senders: set[asyncio.Task[None]] = set()
 
     @property
     def redis(self) -> aredis.Redis:
@@ -303,28 +305,56 @@ class Presence:
             await pipe.execute()
 
     async def entries(self, document_id: str) -> list[Entry]:
-        """The document's live entries, from Redis. Callers that ask in the same turns of the
-        event loop share one read, sent after the last of them asked: it sees everything
-        written before any of them asked, as a read of their own would. A join storm of N
-        sockets then makes a handful of reads, not N (each one a Redis round trip, and a new
-        pooled connection while N are in flight). The list is shared: read it, do not change
-        it."""
-        read = self._reads.get(document_id)
+        """The document's live entries, from Redis. Reads asked for in the same turns of the
+        event loop are sent together, after the last of them was asked: one round trip per
+        shard (a pipeline of ``HGETALL``), and callers of the same document share one read. It
+        sees everything written before any of them asked, as a read of their own would. A join
+        storm of N sockets then makes a handful of reads, not N; and the sockets a trip of
+        socket checks lets in together (editor/realtime/auth.py), one per document, cost one
+        round trip, not one each with a pooled connection each (docs/BENCHMARKS.md, change 39).
+        The list is shared: read it, do not change it."""
+        shard = shard_of(document_id, len(self.shards))
+        asked = self._asked.get(shard)
+        if asked is None:
+            asked = self._asked[shard] = {}
+            sender = asyncio.ensure_future(self._read(shard))
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        read = asked.get(document_id)
         if read is None:
-            read = asyncio.ensure_future(self._read(document_id))
+            read = asked[document_id] = asyncio.get_running_loop().create_future()
             # Retrieved even when every caller was cancelled, so asyncio logs nothing.
             read.add_done_callback(lambda done: done.cancelled() or done.exception())
-            self._reads[document_id] = read
         # A caller cancelled while it waits does not cancel the read the others wait for.
         return await asyncio.shield(read)
 
-    async def _read(self, document_id: str) -> list[Entry]:
+    async def _read(self, shard: int) -> None:
         # A task's first step runs on a later turn than the one that made it: whoever asked
-        # before this line shares this read; whoever asks from here on makes the next one.
-        if self._reads.get(document_id) is asyncio.current_task():
-            del self._reads[document_id]
-        raw = await self.shard(document_id).hgetall(_doc_key(document_id))
-        return _live(document_id, raw, time.time())
+        # before this line is sent now; whoever asks from here on makes the next trip.
+        asked = self._asked.pop(shard)
+        documents = list(asked)
+        try:
+            client = self.shards[shard]
+            if len(documents) == 1:
+                raws = [await client.hgetall(_doc_key(documents[0]))]
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for document_id in documents:
+                        pipe.hgetall(_doc_key(document_id))
+                    raws = await pipe.execute()
+        except BaseException as exc:
+            for read in asked.values():
+                if isinstance(exc, asyncio.CancelledError):
+                    read.cancel()
+                elif not read.done():
+                    read.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        now = time.time()
+        for document_id, raw in zip(documents, raws, strict=True):
+            if not asked[document_id].done():
+                asked[document_id].set_result(_live(document_id, raw, now))
 
     async def sweep(self) -> list[Removal]:
         """Removes expired entries of every document on every shard and returns those this

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import uuid
 
 import pytest
 import redis
@@ -264,6 +265,34 @@ async def test_a_join_storm_reads_the_documents_presence_a_few_times_not_once_pe
     assert all([(e.client_id, e.clock) for e in entries] == [(5, 1)] for entries in seen)
     assert (await sync_to_async(command_counts)())["hgetall"] - before == 1
     await presence.aclose()
+
+
+async def test_reads_of_many_documents_asked_together_take_one_round_trip(owner):
+    # What a trip of socket checks lets in together: one socket per document.
+    url = redis_hosts()[0]
+    presence = Presence(f"{url}{'&' if '?' in url else '?'}client_name=presence-reads")
+    documents = [str(uuid.uuid4()) for _ in range(20)]
+    for n, document_id in enumerate(documents, start=1):
+        await presence.put(
+            document_id, Entry(n, 1, {"user": {}}, owner.pk, "c", presence.deadline())
+        )
+    before = (await sync_to_async(command_counts)())["hgetall"]
+
+    seen = await asyncio.gather(*(presence.entries(document_id) for document_id in documents))
+
+    assert [[e.client_id for e in entries] for entries in seen] == [[n] for n in range(1, 21)]
+    assert (await sync_to_async(command_counts)())["hgetall"] - before == 20
+    # One connection carried them all: each read on its own took a pooled connection each.
+    assert await sync_to_async(connections_named)("presence-reads") == 1
+    await presence.aclose()
+
+
+def connections_named(name: str) -> int:
+    client = redis.Redis.from_url(redis_hosts()[0])
+    try:
+        return sum(1 for entry in client.client_list() if entry["name"] == name)
+    finally:
+        client.close()
 
 
 async def test_a_read_asked_for_after_another_was_sent_sees_what_was_written_in_between(
