@@ -273,6 +273,30 @@ def test_an_open_socket_gets_the_frame_directly(open_socket, eager):
     assert read_all(client, len(frame)) == frame
 
 
+def test_several_messages_leave_in_one_write(open_socket, eager, monkeypatch):
+    ws, client, _ = open_socket
+    payloads = [b"\x00\x00\x01\x00", b"\x02\x00\x0aread-write", b"\x00\x02" + b"x" * 300]
+    writes = []
+    write = ws.transport.write
+    monkeypatch.setattr(ws.transport, "write", lambda data: writes.append(data) or write(data))
+
+    assert transport.write_messages(ws, payloads) is True
+
+    frames = b"".join(transport.encode_binary_frame(payload) for payload in payloads)
+    assert writes == [frames]
+    assert read_all(client, len(frames)) == frames
+
+
+def test_several_messages_are_not_written_to_a_socket_that_is_not_plainly_open(open_socket, eager):
+    ws, client, _ = open_socket
+    ws.state = ws.STATE_CLOSING
+
+    assert transport.write_messages(ws, [b"\x00\x02a", b"\x00\x02b"]) is False
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        client.recv(64)
+
+
 def test_one_payload_is_encoded_once_for_many_sockets(open_socket, eager):
     ws, client, _ = open_socket
     payload = b"\x00\x02" + b"x" * 300

@@ -225,10 +225,11 @@ class Connection:
                 "client": self.client,
             },
         )
-        await self.send_own(protocol.sync_step1(self.room.doc))
+        await self.send_own(
+            protocol.sync_step1(self.room.doc), protocol.authenticated(self.scope_name)
+        )
         if upgraded is not None:
             metrics.CONNECT_TIME.observe(time.monotonic() - upgraded)
-        await self.send_own(protocol.authenticated(self.scope_name))
         await self.send_presence()
         return True
 
@@ -696,11 +697,22 @@ class Connection:
         self.frames_out += 1
         return True
 
-    async def send_own(self, frame: bytes) -> None:
-        """Sends one message of this socket's own (a handshake step, an answer, presence) and
-        counts it; the room counts its broadcasts once each."""
-        if await self.send_frame(frame):
-            metrics.frames_out(frame)
+    async def send_own(self, *frames: bytes) -> None:
+        """Sends messages of this socket's own (a handshake step, an answer, presence) and
+        counts them; the room counts its broadcasts once each. Several are written in one piece
+        when the socket allows it and has nothing queued (the server's half of the handshake:
+        one send, one TCP segment); otherwise each is sent as ``send_frame`` sends it."""
+        if len(frames) > 1 and not self.gone and self.close_code is None:
+            socket = self.socket
+            if not socket.queued() and socket.write_together(frames):
+                for frame in frames:
+                    self.bytes_out += len(frame)
+                    self.frames_out += 1
+                    metrics.frames_out(frame)
+                return
+        for frame in frames:
+            if await self.send_frame(frame):
+                metrics.frames_out(frame)
 
     async def refuse_now(self, refusal: Refusal) -> None:
         """Logs the refusal, tells the client why, and closes. A client over the rate limit is

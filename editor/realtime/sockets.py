@@ -8,6 +8,7 @@ A ``Connection`` only sees this small interface, so it can be driven without any
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -24,6 +25,10 @@ class Socket(Protocol):
     def write(self, frame: bytes) -> bool:
         """Writes one message at once if the socket allows it; False (nothing written) means
         ``send`` must be used."""
+
+    def write_together(self, frames: Sequence[bytes]) -> bool:
+        """Writes several messages at once, in one piece, if the socket allows it; False
+        (nothing written) means each must be sent on its own."""
 
     async def send(self, frame: bytes) -> None:
         """Sends one binary message; raises when the socket is closing."""
@@ -48,6 +53,10 @@ class AsgiSocket:
         return None
 
     def write(self, frame: bytes) -> bool:
+        return False
+
+    def write_together(self, frames: Sequence[bytes]) -> bool:
+        """Writes several messages in one piece, or nothing (False: send them one by one)."""
         return False
 
     async def send(self, frame: bytes) -> None:
@@ -82,6 +91,9 @@ class DaphneSocket(AsgiSocket):
 
     def write(self, frame: bytes) -> bool:
         return self._raw and transport.write_message(self._protocol, frame)
+
+    def write_together(self, frames: Sequence[bytes]) -> bool:
+        return self._raw and transport.write_messages(self._protocol, frames)
 
     async def close(self, code: int) -> None:
         if code in transport.SERVER_CODES_AUTOBAHN_REFUSES and transport.write_close(

@@ -32,6 +32,9 @@ class RecordingSocket:
     def write(self, frame: bytes) -> bool:
         return False
 
+    def write_together(self, frames) -> bool:
+        return False
+
     async def send(self, frame: bytes) -> None:
         if self.closing:
             raise ConnectionError("Attempt to send on a closed protocol")
@@ -100,6 +103,34 @@ async def test_it_opens_with_sync_step1_and_the_sockets_scope(document, owner, v
         assert isinstance(first, protocol.SyncStep1)
         assert second == protocol.Authenticated(scope)
         await connection.finish(1000)
+
+
+class TogetherSocket(RecordingSocket):
+    """A socket that takes several messages in one write, as daphne's does (raw frames)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[list[bytes]] = []
+
+    def write_together(self, frames) -> bool:
+        self.writes.append(list(frames))
+        return True
+
+
+async def test_the_servers_half_of_the_handshake_is_written_in_one_piece(document, owner):
+    socket = TogetherSocket()
+    connection = Connection(access_of(owner, document, "owner"), socket)
+
+    assert await connection.open()
+
+    [handshake] = socket.writes
+    first, second = [protocol.parse_message(frame) for frame in handshake]
+    assert isinstance(first, protocol.SyncStep1)
+    assert second == protocol.Authenticated(protocol.SCOPE_READ_WRITE)
+    assert socket.frames == []  # nothing went the one-by-one way
+    assert connection.frames_out == 2
+    assert connection.bytes_out == sum(len(frame) for frame in handshake)
+    await connection.finish(1000)
 
 
 async def test_an_editors_update_reaches_the_others_and_not_the_sender(
