@@ -419,13 +419,40 @@ class _StoredSession:
     def __init__(self, session_key: str) -> None:
         row = _SESSION.fetch(session_key, timezone.now())
         self.session_key: str | None = session_key if row is not None else None
-        self._data: dict[str, Any] = _db_sessions.SessionStore().decode(row[0]) if row else {}
+        self._data: dict[str, Any] = _decoded(row[0]) if row else {}
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._data.get(key, default)
+
+
+def _decoded(session_data: str) -> dict[str, Any]:
+    """A stored session's data decoded by Django (a signature check, a decompression, a JSON
+    parse), once per trip of socket checks: the trip's read-ahead and then each check read the
+    same socket's session (``_claimed``), and took a socket's decode twice (docs/BENCHMARKS.md,
+    change 41). Outside a trip, decoded each time. Read it, do not change it."""
+    memo = getattr(_trip_sessions, "decoded", None)
+    if memo is None:
+        return _db_sessions.SessionStore().decode(session_data)
+    decoded = memo.get(session_data)
+    if decoded is None:
+        decoded = memo[session_data] = _db_sessions.SessionStore().decode(session_data)
+    return decoded
+
+
+# This thread's current trip of socket checks: its sessions' data, decoded (``_decoded``).
+_trip_sessions = threading.local()
+
+
+@contextlib.contextmanager
+def _decoding_once() -> Iterator[None]:
+    _trip_sessions.decoded = {}
+    try:
+        yield
+    finally:
+        _trip_sessions.decoded = None
 
 
 def _authorize(scope: dict[str, Any], document_id: str) -> Access:
@@ -621,7 +648,7 @@ class _Together:
 
     def _run(self, calls: list[tuple[Any, ...]]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        with _SESSION.reading_ahead(), _USER_AND_ROLE.reading_ahead():
+        with _SESSION.reading_ahead(), _USER_AND_ROLE.reading_ahead(), _decoding_once():
             if self._read_ahead is not None and len(calls) > 1:
                 try:
                     self._read_ahead(calls)

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.db import DatabaseError, connection
 from django.db.backends.utils import CursorWrapper
@@ -241,6 +242,30 @@ async def test_a_trips_cookie_sockets_read_their_sessions_in_one_query(
     ]
     assert reading("django_session", statements) == 1
     assert reading("auth_user", statements) == 1
+
+
+async def test_a_trip_decodes_each_session_once(document, owner, viewer, monkeypatch):
+    doc = str(document.pk)
+    keys = [await sync_to_async(logged_in)(user) for user in (owner, viewer)]
+    decoded = []
+    decode = SessionStore.decode
+    monkeypatch.setattr(
+        SessionStore, "decode", lambda store, data: decoded.append(data) or decode(store, data)
+    )
+
+    # Each browser tab of a user brings the same session: two tabs each, in one trip.
+    outcomes = await asyncio.gather(*(authorize(cookie_scope(key), doc) for key in keys * 2))
+
+    assert [(o.user.pk, o.role) for o in outcomes] == [
+        (owner.pk, "owner"),
+        (viewer.pk, "viewer"),
+    ] * 2
+    assert len(decoded) == 2  # the trip's read-ahead and its checks decoded 8 times
+    await sync_to_async(Session.objects.filter(session_key=keys[1]).delete)()
+
+    with pytest.raises(Refused) as refused:
+        await authorize(cookie_scope(keys[1]), doc)
+    assert refused.value.code == 4401  # the next trip reads the session again: gone, so refused
 
 
 async def test_checks_are_answered_one_by_one_when_reading_ahead_fails(
