@@ -104,11 +104,17 @@ def eager_write(self: tcp.Connection, data: bytes) -> None:
     ):
         _buffered_write(self, data)
         return
-    sent = self.writeSomeData(data)
-    if isinstance(sent, BaseException):
-        # Connection lost: let the reactor's write path notice it and close as it always does.
+    # The socket's own send, as Twisted's writeSomeData makes it, without the wrapping that
+    # costs a broadcast about a microsecond per socket (docs/BENCHMARKS.md, change 42): a view
+    # cut to SEND_LIMIT (checked above) and a retry on EINTR, which Python does itself (PEP 475).
+    try:
+        sent = self.socket.send(data)
+    except OSError:
+        # Nothing taken (EWOULDBLOCK, ENOBUFS), or the connection is lost: Twisted's own path
+        # buffers it, or notices the loss and closes, as it always does.
         _buffered_write(self, data)
-    elif sent < len(data):
+        return
+    if sent < len(data):
         _buffered_write(self, data[sent:])
 
 
@@ -885,11 +891,13 @@ def _socket_lookup_missing() -> list[str]:
 def _eager_writes_missing() -> list[str]:
     write = _buffered_write if installed() else tcp.Server.write
     missing = _takes_only(write, 2, "twisted.internet.tcp.Server.write")
-    missing += _callable_as(tcp.Server.writeSomeData, (None, b""), "tcp.Server.writeSomeData")
     with _throwaway_connection() as connection:
+        if not callable(getattr(getattr(connection, "socket", None), "send", None)):
+            missing.append("a Twisted tcp.Server has no socket with a send method")
         missing += _lacks(
             connection,
             [
+                "SEND_LIMIT",
                 "dataBuffer",
                 "_tempDataLen",
                 "disconnecting",

@@ -609,7 +609,15 @@ def test_it_keeps_twisteds_write_when_its_signature_changed(
 
 @pytest.mark.parametrize(
     "name",
-    ["dataBuffer", "_tempDataLen", "disconnecting", "connected", "_writeDisconnected", "TLS"],
+    [
+        "SEND_LIMIT",
+        "dataBuffer",
+        "_tempDataLen",
+        "disconnecting",
+        "connected",
+        "_writeDisconnected",
+        "TLS",
+    ],
 )
 def test_it_keeps_twisteds_write_when_a_connection_lacks_what_it_reads(
     unchecked, untuned, connection, caplog, name
