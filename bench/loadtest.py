@@ -341,6 +341,22 @@ def rss_bytes(pids: Sequence[int]) -> int | None:
     return total
 
 
+def cpu_seconds(pids: Sequence[int]) -> float | None:
+    """Summed CPU time (user and system) the processes have used, from /proc."""
+    if not pids:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -771,6 +787,10 @@ async def idle(
     await asyncio.sleep(0.5)
     connect_window = [time.time(), 0.0]
     started = time.monotonic()
+    # CPU per connect, the servers' and this client's: both share the machine's cores, so
+    # what one spends per socket the other cannot (docs/BENCHMARKS.md).
+    server_cpu = cpu_seconds(pids)
+    client_cpu = time.process_time()
     specs: list[tuple[str | Callable[[], str], int | None]] = [
         (functools.partial(target.url_for, documents[i % len(documents)]), None)
         for i in range(connections)
@@ -778,6 +798,11 @@ async def idle(
     clients, errors = await open_clients(specs, run, concurrency, timeout, progress, "open")
     open_s = time.monotonic() - started
     connect_window[1] = time.time()
+    server_cpu_after = cpu_seconds(pids)
+    client_cpu = time.process_time() - client_cpu
+    server_cpu_ms = None
+    if server_cpu is not None and server_cpu_after is not None and clients:
+        server_cpu_ms = round(1000 * (server_cpu_after - server_cpu) / len(clients), 3)
     await asyncio.sleep(2)
     after = rss_bytes(pids)
     hold_window = [time.time(), 0.0]
@@ -826,6 +851,8 @@ async def idle(
         "server_rss_after_mb": _mb(after),
         "server_rss_end_mb": _mb(end),
         "server_kb_per_connection": per_conn,
+        "server_cpu_ms_per_connect": server_cpu_ms,
+        "client_cpu_ms_per_connect": round(1000 * client_cpu / opened, 3) if opened else None,
         "auth": "session" if target.cookies else ("ticket" if target.ticket else "none"),
         # A sync round trip every 100 ms on one more socket while the others are held.
         "probe_rtt_ms": percentiles(probe_ns),

@@ -83,6 +83,9 @@ def test_it_holds_idle_connections_and_reads_server_memory(server, tmp_path):
     assert result["server_pids"]
     assert result["server_rss_before_mb"] > 0
     assert result["server_kb_per_connection"] is not None
+    # And the CPU it and this client spent per connect (a clock tick is 10 ms: may round to 0).
+    assert result["server_cpu_ms_per_connect"] >= 0
+    assert result["client_cpu_ms_per_connect"] > 0
 
 
 def test_it_connects_idle_sockets_with_a_session_cookie_as_a_browser(server, tmp_path):
