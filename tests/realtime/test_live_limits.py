@@ -13,8 +13,10 @@ from pycrdt import Doc
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from editor.models import Membership, Role
 from editor.realtime import protocol
 from tests import live
+from tests.conftest import make_user
 from tests.realtime.test_live_protection import (
     daphne_rss,
     log_since,
@@ -133,10 +135,15 @@ def test_unfinished_frames_larger_than_collabs_limit_are_refused_at_once(
     # Reproduced: daphne's 64 MiB message cap applied before collab's own, so 10 sockets each
     # holding an unfinished 60 MiB frame cost 600 MB. daphne's cap is now an eighth above
     # collab's limit: a frame announced larger is refused when its header arrives.
+    # Ten readers, not one reader's ten sockets: this server lets a user open PER_USER, and a
+    # socket over that cap may be refused (1013) before its frame's header is read.
+    readers = [viewer] + [make_user(f"reader{n}") for n in range(9)]
+    for reader in readers[1:]:
+        Membership.objects.create(document=document, user=reader, role=Role.VIEWER)
     before = daphne_rss(server)
     sockets = []
-    for _ in range(10):
-        sock = raw_socket(server, document, viewer)
+    for reader in readers:
+        sock = raw_socket(server, document, reader)
         mask = b"\x01\x02\x03\x04"
         sock.sendall(bytes((0x82, 0x80 | 127)) + struct.pack("!Q", 60 * 1024 * 1024) + mask)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # already refused
