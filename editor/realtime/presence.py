@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import colorsys
+import functools
 import hashlib
 import json
 import logging
@@ -319,7 +320,7 @@ class Presence:
             asked = self._asked[shard] = {}
             sender = asyncio.ensure_future(self._read(shard))
             self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
+            sender.add_done_callback(functools.partial(self._sent, shard, asked))
         read = asked.get(document_id)
         if read is None:
             read = asked[document_id] = asyncio.get_running_loop().create_future()
@@ -327,6 +328,19 @@ class Presence:
             read.add_done_callback(lambda done: done.cancelled() or done.exception())
         # A caller cancelled while it waits does not cancel the read the others wait for.
         return await asyncio.shield(read)
+
+    def _sent(
+        self, shard: int, asked: dict[str, asyncio.Future[list[Entry]]], sender: asyncio.Task
+    ) -> None:
+        """A sender is done. Cancelled before its first step (nothing else cancels it), it
+        never took its reads: they are cancelled too, so no caller waits for them forever, and
+        the next read makes a sender of its own."""
+        self._senders.discard(sender)
+        if self._asked.get(shard) is asked:
+            del self._asked[shard]
+        for read in asked.values():
+            if not read.done():
+                read.cancel()
 
     async def _read(self, shard: int) -> None:
         # A task's first step runs on a later turn than the one that made it: whoever asked

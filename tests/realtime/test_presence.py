@@ -287,6 +287,22 @@ async def test_reads_of_many_documents_asked_together_take_one_round_trip(owner)
     await presence.aclose()
 
 
+async def test_reads_whose_sender_was_cancelled_are_cancelled_not_left_waiting(document, owner):
+    presence = Presence()
+    document_id = str(document.id)
+    await presence.put(document_id, Entry(8, 1, {"user": {}}, owner.pk, "c", presence.deadline()))
+    waiting = asyncio.ensure_future(presence.entries(document_id))
+    await asyncio.sleep(0)  # asked: its sender is made and has not run yet
+    [sender] = presence._senders
+
+    sender.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 2)
+    assert [e.client_id for e in await presence.entries(document_id)] == [8]  # a sender anew
+    await presence.aclose()
+
+
 def connections_named(name: str) -> int:
     client = redis.Redis.from_url(redis_hosts()[0])
     try:
