@@ -433,7 +433,7 @@ def _decoded(session_data: str) -> dict[str, Any]:
     parse), once per trip of socket checks: the trip's read-ahead and then each check read the
     same socket's session (``_claimed``), and took a socket's decode twice (docs/BENCHMARKS.md,
     change 41). Outside a trip, decoded each time. Read it, do not change it."""
-    memo = getattr(_trip_sessions, "decoded", None)
+    memo = getattr(_trip, "decoded", None)
     if memo is None:
         return _db_sessions.SessionStore().decode(session_data)
     decoded = memo.get(session_data)
@@ -442,17 +442,40 @@ def _decoded(session_data: str) -> dict[str, Any]:
     return decoded
 
 
-# This thread's current trip of socket checks: its sessions' data, decoded (``_decoded``).
-_trip_sessions = threading.local()
+def _read_ticket(token: str) -> tickets.Ticket:
+    """A ticket read (its signature checked, its payload parsed), once per trip of socket
+    checks, for the reason sessions are decoded once (``_decoded``; docs/BENCHMARKS.md,
+    change 44). A ticket refused is refused again with the same reason. Outside a trip, read
+    each time."""
+    memo = getattr(_trip, "tickets", None)
+    if memo is None:
+        return tickets.read(token)
+    read = memo.get(token)
+    if read is None:
+        try:
+            read = tickets.read(token)
+        except tickets.TicketError as exc:
+            read = exc
+        memo[token] = read
+    if isinstance(read, tickets.TicketError):
+        raise tickets.TicketError(str(read))
+    return read
+
+
+# This thread's current trip of socket checks: its sessions' data, decoded (``_decoded``),
+# and its tickets, read (``_read_ticket``).
+_trip = threading.local()
 
 
 @contextlib.contextmanager
-def _decoding_once() -> Iterator[None]:
-    _trip_sessions.decoded = {}
+def _reading_once() -> Iterator[None]:
+    _trip.decoded = {}
+    _trip.tickets = {}
     try:
         yield
     finally:
-        _trip_sessions.decoded = None
+        _trip.decoded = None
+        _trip.tickets = None
 
 
 def _authorize(scope: dict[str, Any], document_id: str) -> Access:
@@ -479,7 +502,7 @@ def _claimed(scope: dict[str, Any], document_id: str) -> tuple[int | None, str |
     token = _ticket_of(scope)
     if token:
         try:
-            ticket = tickets.read(token)
+            ticket = _read_ticket(token)
         except tickets.TicketError as exc:
             raise Refused(CLOSE_UNAUTHENTICATED, str(exc)) from None
         if ticket.document_id != document_id:
@@ -648,7 +671,7 @@ class _Together:
 
     def _run(self, calls: list[tuple[Any, ...]]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        with _SESSION.reading_ahead(), _USER_AND_ROLE.reading_ahead(), _decoding_once():
+        with _SESSION.reading_ahead(), _USER_AND_ROLE.reading_ahead(), _reading_once():
             if self._read_ahead is not None and len(calls) > 1:
                 try:
                     self._read_ahead(calls)

@@ -268,6 +268,37 @@ async def test_a_trip_decodes_each_session_once(document, owner, viewer, monkeyp
     assert refused.value.code == 4401  # the next trip reads the session again: gone, so refused
 
 
+async def test_a_trip_reads_each_ticket_once(document, owner, viewer, monkeypatch):
+    doc = str(document.pk)
+    owners, viewers = ticket_scope(owner.pk, doc), ticket_scope(viewer.pk, doc)
+    forged = {"query_string": b"ticket=forged", "headers": []}
+    read = []
+    read_ticket = tickets.read
+    monkeypatch.setattr(tickets, "read", lambda token: read.append(token) or read_ticket(token))
+
+    # A script reconnecting its sockets with the same ticket, and a forged one twice.
+    outcomes = await asyncio.gather(
+        *(authorize(scope, doc) for scope in (owners, viewers, forged) * 2),
+        return_exceptions=True,
+    )
+
+    assert [(o.user.pk, o.role) for o in outcomes[:2]] == [
+        (owner.pk, "owner"),
+        (viewer.pk, "viewer"),
+    ]
+    assert [(o.user.pk, o.role) for o in outcomes[3:5]] == [
+        (owner.pk, "owner"),
+        (viewer.pk, "viewer"),
+    ]
+    for refused in (outcomes[2], outcomes[5]):  # each refused with the reason, as before
+        assert isinstance(refused, Refused)
+        assert (refused.code, refused.reason) == (4401, "ticket signature invalid")
+    assert len(read) == 3  # the trip's read-ahead and its checks read them 12 times
+
+    await authorize(owners, doc)
+    assert len(read) == 4  # the next trip reads its ticket again (it may have expired since)
+
+
 async def test_checks_are_answered_one_by_one_when_reading_ahead_fails(
     document, owner, viewer, stranger, monkeypatch, caplog
 ):
