@@ -66,11 +66,11 @@ if settings.SERVE["GC_THRESHOLDS"] is not None:
     # Python's 700 allocations per young collection, a burst of connects ran a full collection
     # (every tracked object, hundreds of ms with thousands of sockets) again and again. Fewer,
     # larger young collections: the longest stall while 5,000 sockets connect 257 / 404 ms ->
-    # 153 / 136 ms (docs/BENCHMARKS.md, change 20). The middle generation is collected every
-    # second young collection, not every twentieth: what sockets keep piled up there (about
-    # 17,000 objects a young collection while they connect), and one process's 5,000 connects
-    # ended in one 200 ms collection of 330,000 objects; full collections come as often as
-    # before, every 200 young collections (change 45).
+    # 153 / 136 ms (docs/BENCHMARKS.md, change 20). Young collections every 10,000, and the
+    # middle generation every second one instead of every 21st of 20,000: what sockets keep
+    # piled up there (most of each young collection while they connect), and one process's
+    # 5,000 connects ended in one 200 ms collection of 330,000 objects. Full collections are
+    # tried as often as before, every 4.6 million net allocations (change 45).
     gc.set_threshold(*settings.SERVE["GC_THRESHOLDS"])
 
 # Under daphne: GC pauses and ping round trips are timed, and once the server runs, the

@@ -38,7 +38,7 @@ def test_loading_the_application_tunes_the_server_by_default():
     # Django's modules, models and URL conf are out of the collector's generations.
     assert loaded["frozen"] > 10_000
     # Fewer, larger young collections; the middle generation every second one (GC_THRESHOLDS).
-    assert loaded["thresholds"] == [20_000, 1, 115]
+    assert loaded["thresholds"] == [10_000, 1, 230]
 
 
 def test_each_tuning_can_be_turned_off():
@@ -92,15 +92,16 @@ print(json.dumps({str(g): sizes for g, sizes in examined.items()}))
 
 
 def test_a_connect_burst_is_collected_in_small_pieces():
-    """The pause of a collection grows with the objects it examines (about 0.6 µs each on a
-    busy VM: 200 ms for the middle generation's 330,000 after 5,000 connects, change 45). A
-    burst of connects is examined a few young collections' worth at a time, and runs no full
+    """The pause of a collection grows with the objects it examines (0.6-0.9 µs each on a busy
+    VM: 200 ms for the middle generation's 330,000 after 5,000 connects, change 45). A burst
+    of connects is examined a few young collections' worth at a time, and runs no full
     collection (every object the process holds) of its own."""
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings"}
     examined = json.loads(run_python(BURST, environment).strip().splitlines()[-1])
 
     young, middle, full = examined["0"], examined["1"], examined["2"]
-    assert len(young) >= 15  # 570,000 objects kept
+    assert len(young) >= 30  # 570,000 objects kept, 10,000 a young collection
     assert middle, "the middle generation was never collected"
-    assert max(middle) < 4 * 20_000  # three young collections' worth (every 21st: 437,000)
+    # Three young collections' worth at most; 20,000,20,10 examined 437,000 in one.
+    assert max(middle) < 40_000
     assert full == []
