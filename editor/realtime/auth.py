@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import importlib
 import logging
 import threading
@@ -104,28 +105,30 @@ def _origin(scheme: str, netloc: str) -> tuple[str, str, int] | None:
     return scheme, parts.hostname, port
 
 
-def _page_origin(headers: dict[bytes, bytes]) -> tuple[str, str, int] | None:
+def _page_origin(
+    host: str,
+    forwarded: str | None,
+    allowed_hosts: tuple[str, ...],
+    proxy_header: tuple[str, ...] | None,
+) -> tuple[str, str, int] | None:
     """The origin of our own pages on the host this socket asked for: the Host header (one of
     ALLOWED_HOSTS, port included) and the scheme, which behind nginx comes from the header
-    named by SECURE_PROXY_SSL_HEADER, as for HTTP requests; daphne's sockets carry no scheme."""
-    host = headers.get(b"host", b"").decode("latin1")
+    named by SECURE_PROXY_SSL_HEADER (``forwarded``: its value), as for HTTP requests; daphne's
+    sockets carry no scheme."""
     domain, _ = split_domain_port(host)
-    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+    if not domain or not validate_host(domain, allowed_hosts):
         return None
     scheme = "http"
-    if settings.SECURE_PROXY_SSL_HEADER:
-        name, value = settings.SECURE_PROXY_SSL_HEADER
-        header = name.removeprefix("HTTP_").lower().replace("_", "-").encode("latin1")
-        if headers.get(header, b"").decode("latin1").split(",")[0].strip() == value:
-            scheme = "https"
+    if proxy_header and (forwarded or "").split(",")[0].strip() == proxy_header[1]:
+        scheme = "https"
     return _origin(scheme, host)
 
 
-def _trusted(origin: tuple[str, str, int]) -> bool:
+def _trusted(origin: tuple[str, str, int], trusted_origins: tuple[str, ...]) -> bool:
     """Whether CSRF_TRUSTED_ORIGINS lists the origin (``https://*.example.com`` as Django reads
     it: any subdomain, same scheme and port)."""
     scheme, host, port = origin
-    for entry in settings.CSRF_TRUSTED_ORIGINS:
+    for entry in trusted_origins:
         entry_scheme, _, netloc = entry.partition("://")
         wildcard = netloc.startswith("*.")
         trusted = _origin(entry_scheme.lower(), netloc[1:] if wildcard else netloc)
@@ -147,11 +150,53 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     raw = headers.get(b"origin")
     if raw is None:
         return False
+    proxy_header: tuple[str, ...] | None = None
+    forwarded = None
+    if settings.SECURE_PROXY_SSL_HEADER:
+        proxy_header = tuple(settings.SECURE_PROXY_SSL_HEADER)
+        forwarded = headers.get(_header_name(proxy_header[0]))
+    return _origin_is_ours(
+        raw,
+        headers.get(b"host", b""),
+        forwarded,
+        tuple(settings.ALLOWED_HOSTS),
+        tuple(settings.CSRF_TRUSTED_ORIGINS),
+        proxy_header,
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _origin_is_ours(
+    raw: bytes,
+    host: bytes,
+    forwarded: bytes | None,
+    allowed_hosts: tuple[str, ...],
+    trusted_origins: tuple[str, ...],
+    proxy_header: tuple[str, ...] | None,
+) -> bool:
+    """``origin_allowed``'s answer for these headers and settings. Every browser socket of a
+    site asks it with the same few values (the site's Origin and Host), and parsing them took
+    about 9 µs a socket (docs/BENCHMARKS.md, change 46): remembered, for the last 512
+    combinations, so that made-up headers cannot grow it. The settings it reads are part of
+    what it remembers by, so a changed setting is asked afresh."""
     scheme, _, netloc = raw.decode("latin1").partition("://")
     origin = _origin(scheme.lower(), netloc)
     if origin is None or "/" in netloc:
         return False
-    return origin == _page_origin(headers) or _trusted(origin)
+    page = _page_origin(
+        host.decode("latin1"),
+        None if forwarded is None else forwarded.decode("latin1"),
+        allowed_hosts,
+        proxy_header,
+    )
+    return origin == page or _trusted(origin, trusted_origins)
+
+
+@functools.lru_cache(maxsize=8)
+def _header_name(meta_name: str) -> bytes:
+    """The header a request.META name (SECURE_PROXY_SSL_HEADER's ``HTTP_X_FORWARDED_PROTO``)
+    stands for, as daphne's scope spells it (``x-forwarded-proto``)."""
+    return meta_name.removeprefix("HTTP_").lower().replace("_", "-").encode("latin1")
 
 
 def user_and_role(
@@ -178,13 +223,27 @@ def user_and_role(
 def _session_hash_matches(pk: int, password: str, session_hash: str) -> bool:
     """Django's check of a session's login against the user's password (``get_user``), the
     hashes made by the user model's own methods, SECRET_KEY_FALLBACKS included."""
-    user = get_user_model()(pk=pk, password=password)
+    user = _login_user(pk, password)
     if constant_time_compare(session_hash, user.get_session_auth_hash()):
         return True
     return any(
         constant_time_compare(session_hash, fallback)
         for fallback in user.get_session_auth_fallback_hash()
     )
+
+
+def _login_user(pk: int, password: str) -> Any:
+    """An instance of the user model holding only ``pk`` and ``password``, for the model's own
+    session hash methods: one per check thread, given each check's values. A model's
+    ``__init__`` (every field's default) took about 9 µs a socket, more than the hash itself
+    (docs/BENCHMARKS.md, change 46)."""
+    model = get_user_model()
+    user = getattr(_trip, "login_user", None)
+    if type(user) is not model:
+        user = _trip.login_user = model()
+    user.pk = pk
+    user.password = password
+    return user
 
 
 def _logged_in(session: Any) -> tuple[int | None, str]:
@@ -463,7 +522,8 @@ def _read_ticket(token: str) -> tickets.Ticket:
 
 
 # This thread's current trip of socket checks: its sessions' data, decoded (``_decoded``),
-# and its tickets, read (``_read_ticket``).
+# its tickets, read (``_read_ticket``), and its sockets' claims (``_claimed_once``); and the
+# thread's user instance for session hashes (``_login_user``).
 _trip = threading.local()
 
 
@@ -471,15 +531,17 @@ _trip = threading.local()
 def _reading_once() -> Iterator[None]:
     _trip.decoded = {}
     _trip.tickets = {}
+    _trip.claims = {}
     try:
         yield
     finally:
         _trip.decoded = None
         _trip.tickets = None
+        _trip.claims = None
 
 
 def _authorize(scope: dict[str, Any], document_id: str) -> Access:
-    user_id, session_hash, via, session = _claimed(scope, document_id)
+    user_id, session_hash, via, session = _claimed_once(scope, document_id)
     if user_id is None:
         return _guest(scope, session, document_id)
     if via == "session" and not origin_allowed(scope):
@@ -522,6 +584,21 @@ def _claimed(scope: dict[str, Any], document_id: str) -> tuple[int | None, str |
         )
     user_id, session_hash = _logged_in(session)
     return user_id, session_hash or None, "session", session
+
+
+def _claimed_once(scope: dict[str, Any], document_id: str) -> tuple[Any, ...]:
+    """``_claimed``, once per socket in a trip of socket checks: the trip's read-ahead asks it
+    for every socket, then each check did again, reading the ticket, or the session and who it
+    logged in, twice (docs/BENCHMARKS.md, change 46). A claim that failed is asked again, and
+    fails again with its own reason. Outside a trip, asked each time."""
+    claims = getattr(_trip, "claims", None)
+    if claims is None:
+        return _claimed(scope, document_id)
+    key = (id(scope), document_id)
+    claim = claims.get(key)
+    if claim is None:
+        claim = claims[key] = (scope, _claimed(scope, document_id))
+    return claim[1]
 
 
 def _ticket_of(scope: dict[str, Any]) -> str | None:
@@ -583,7 +660,7 @@ def _read_ahead_checks(calls: list[tuple[Any, ...]]) -> None:
     asked = []
     for scope, document_id in calls:
         try:
-            user_id = _claimed(scope, document_id)[0]
+            user_id = _claimed_once(scope, document_id)[0]
         except Exception:  # its own check will meet this again, and answer it
             continue
         if user_id is not None:

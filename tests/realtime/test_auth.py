@@ -299,6 +299,36 @@ async def test_a_trip_reads_each_ticket_once(document, owner, viewer, monkeypatc
     assert len(read) == 4  # the next trip reads its ticket again (it may have expired since)
 
 
+async def test_a_trip_reads_who_each_socket_claims_to_be_once(document, owner, viewer, monkeypatch):
+    doc = str(document.pk)
+    keys = [await sync_to_async(logged_in)(user) for user in (owner, viewer)]
+    scopes = [cookie_scope(key) for key in keys] + [
+        ticket_scope(owner.pk, doc),
+        ticket_scope(viewer.pk, doc),
+        {"query_string": b"ticket=forged", "headers": []},
+    ]
+    claimed = []
+    claim = auth._claimed
+    monkeypatch.setattr(
+        auth, "_claimed", lambda scope, document_id: claimed.append(1) or claim(scope, document_id)
+    )
+
+    outcomes = await asyncio.gather(
+        *(authorize(scope, doc) for scope in scopes), return_exceptions=True
+    )
+
+    assert [(o.user.pk, o.role, o.via) for o in outcomes[:4]] == [
+        (owner.pk, "owner", "session"),
+        (viewer.pk, "viewer", "session"),
+        (owner.pk, "owner", "ticket"),
+        (viewer.pk, "viewer", "ticket"),
+    ]
+    assert (outcomes[4].code, outcomes[4].reason) == (4401, "ticket signature invalid")
+    # The read-ahead and then each check claimed every socket (10 claims); a claim that
+    # failed is asked once more by its own check, which gives its reason.
+    assert len(claimed) == 6
+
+
 async def test_checks_are_answered_one_by_one_when_reading_ahead_fails(
     document, owner, viewer, stranger, monkeypatch, caplog
 ):

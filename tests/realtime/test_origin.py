@@ -3,6 +3,7 @@ must be one of our own origins, scheme, host and port alike."""
 
 import pytest
 
+from editor.realtime import auth
 from editor.realtime.auth import origin_allowed
 
 
@@ -105,3 +106,35 @@ def test_it_reads_wildcards_in_csrf_trusted_origins_as_django_does(settings):
     assert not origin_allowed(scope("https://example.com.evil.test", "internal:8000"))
     assert not origin_allowed(scope("https://notexample.com", "internal:8000"))
     assert not origin_allowed(scope("http://docs.example.com", "internal:8000"))
+
+
+def test_a_changed_setting_is_read_afresh_after_an_answer(settings):
+    # The answers are remembered for each site's few Origin and Host values (change 46):
+    # the settings they came from are part of what they are remembered by.
+    page = scope("https://docs.example.com", "internal:8000")
+    settings.CSRF_TRUSTED_ORIGINS = ["https://docs.example.com"]
+    assert origin_allowed(page)
+
+    settings.CSRF_TRUSTED_ORIGINS = []
+    assert not origin_allowed(page)
+
+    own = scope("http://docs.example.com:8000", "docs.example.com:8000")
+    settings.ALLOWED_HOSTS = ["docs.example.com"]
+    assert origin_allowed(own)
+    settings.ALLOWED_HOSTS = ["other.example.com"]
+    assert not origin_allowed(own)
+
+    settings.ALLOWED_HOSTS = ["localhost"]
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    behind_tls = scope("https://localhost", "localhost", x_forwarded_proto="https")
+    assert origin_allowed(behind_tls)
+    settings.SECURE_PROXY_SSL_HEADER = None
+    assert not origin_allowed(behind_tls)
+
+
+def test_made_up_origins_cannot_grow_what_is_remembered():
+    for n in range(2_000):
+        assert not origin_allowed(scope(f"http://made-up-{n}.example", "localhost:8000"))
+
+    assert auth._origin_is_ours.cache_info().currsize <= 512
+    assert origin_allowed(scope("http://localhost:8000", "localhost:8000"))
