@@ -143,6 +143,21 @@ def test_it_sends_a_documents_clients_to_one_process():
     assert picks == set(ring.urls)  # all processes get documents
 
 
+def test_the_flood_finds_two_documents_on_one_process_when_the_first_is_alone():
+    target = loadtest.Target(["ws://127.0.0.1:1/ws/documents", "ws://127.0.0.1:2/ws/documents"])
+    ring = target.ring
+    names = [f"doc-{n}" for n in range(200)]
+    alone = names[0]
+    others = [n for n in names[1:] if ring.pick(f"/{n}") != ring.pick(f"/{alone}")][:7]
+    documents = [alone, *others]  # no other document shares the first one's process
+
+    pair = loadtest.same_process_pair(target, documents)
+
+    assert pair is not None and pair[0] != pair[1]
+    assert ring.pick(f"/{pair[0]}") == ring.pick(f"/{pair[1]}")
+    assert loadtest.same_process_pair(target, [alone, others[0]]) is None
+
+
 def test_it_reports_percentiles_by_nearest_rank():
     stats = loadtest.percentiles([n * 1_000_000 for n in range(1, 101)])
 
