@@ -452,6 +452,7 @@ class ServeOptions(TypedDict):
     LEAN_SOCKETS: bool
     SPREAD_CHECKS: bool
     DIRECT_UPGRADES: bool
+    DIRECT_FRAMES: bool
     GC_THRESHOLDS: tuple[int, int, int] | None
     HEADER_TIMEOUT: float
     EVENT_LOOP: str
@@ -490,6 +491,9 @@ SERVE: ServeOptions = {
     "SPREAD_CHECKS": env_bool("WS_SPREAD_CHECKS", True),
     # A WebSocket upgrade request goes straight to autobahn, parsed once (collab/upgrade.py).
     "DIRECT_UPGRADES": env_bool("WS_DIRECT_UPGRADES", True),
+    # An open socket's frames go to its connection as the server hands them over, not a turn
+    # of the event loop later through the consumer's queue (editor/realtime/consumer.py).
+    "DIRECT_FRAMES": env_bool("WS_DIRECT_FRAMES", True),
     # The collector's thresholds (gc.set_threshold), set at load (collab/asgi.py); "python":
     # Python's own 700,10,10.
     "GC_THRESHOLDS": env_gc_thresholds("GC_THRESHOLDS", (10_000, 1, 230)),

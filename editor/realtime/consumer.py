@@ -19,10 +19,11 @@ from typing import Any
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from editor import metrics
 from editor.realtime import auth, protocol
-from editor.realtime.codes import CLOSE_NOT_FOUND
+from editor.realtime.codes import CLOSE_INTERNAL, CLOSE_NOT_FOUND
 from editor.realtime.connection import Connection
 from editor.realtime.sockets import socket_of
 
@@ -41,6 +42,11 @@ class DocumentConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "none: rooms hold the group membership"
 
     connection: Connection | None = None
+    # The server's queue of messages for this consumer (None: ``receive`` is not an asyncio
+    # queue's), from which frames may be taken as they are put (``_take_frames_directly``);
+    # and whether a message taken the ordinary way is being handled.
+    _inbox: asyncio.Queue[Any] | None = None
+    _dispatching = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Channels' ``AsyncConsumer.__call__`` for a consumer without a layer channel, reading
@@ -51,14 +57,58 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
+        if getattr(receive, "__func__", None) is asyncio.Queue.get:
+            self._inbox = receive.__self__  # daphne's, or Channels' test communicator's
         try:
             while True:
-                await self.dispatch(await receive())
+                message = await receive()
+                self._dispatching = True
+                try:
+                    await self.dispatch(message)
+                finally:
+                    self._dispatching = False
         except StopConsumer:
             pass
         finally:
+            if self._inbox is not None:
+                # The queue's own put_nowait again: no cycle left through this consumer.
+                vars(self._inbox).pop("put_nowait", None)
             if self.connection is not None:
                 self.connection.abandon()  # nothing to do after a clean finish()
+
+    def _take_frames_directly(self) -> None:
+        """From now on, a frame the server puts in this consumer's queue goes to the connection
+        there and then, when nothing is queued before it and no message is being handled:
+        the ordinary way, the frame waited for the consumer's task to be woken on the event
+        loop's next turn, after every other socket's work of that turn. While thousands of
+        sockets connect a turn takes tens of milliseconds, and a message on an open socket
+        took three of them to be answered (docs/BENCHMARKS.md, change 47). Anything else (the
+        disconnect, a frame from ``PARSE_ON_A_LATER_TURN`` up, a frame behind another) takes
+        the queue as before. Only where ``receive`` is an asyncio queue's ``get``, as daphne's
+        and Channels' test communicator's are."""
+        if settings.SERVE["DIRECT_FRAMES"] and type(self._inbox) is asyncio.Queue:
+            self._inbox.put_nowait = self._put_nowait  # type: ignore[method-assign,assignment]
+
+    def _put_nowait(self, message: dict[str, Any]) -> None:
+        inbox, connection = self._inbox, self.connection
+        assert inbox is not None
+        if (
+            connection is not None
+            and not self._dispatching
+            and not inbox.qsize()
+            and message.get("type") == "websocket.receive"
+        ):
+            frame = message.get("bytes")
+            if frame is None or len(frame) < PARSE_ON_A_LATER_TURN:
+                try:
+                    connection.receive(frame)
+                except Exception:
+                    # As the ordinary way would, had the consumer's task met it: the socket is
+                    # closed, the others go on.
+                    logger.exception("ws frame could not be taken")
+                    connection.stop(CLOSE_INTERNAL, "internal error")
+                return
+        asyncio.Queue.put_nowait(inbox, message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch first hops to the database thread to close stale connections
@@ -104,6 +154,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         connection = Connection(access, socket_of(self), client=_client(self.scope))
         self.connection = connection
         await connection.open(upgraded)
+        self._take_frames_directly()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame; a text frame comes as ``bytes_data=None``. A frame from

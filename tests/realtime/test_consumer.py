@@ -12,6 +12,7 @@ from django.contrib.auth.models import AnonymousUser
 from pycrdt import Doc, Text
 
 from editor.realtime import auth, protocol, store, tickets
+from editor.realtime import consumer as consumer_module
 from editor.realtime.auth import Refused, authorize
 from editor.realtime.consumer import DocumentConsumer
 from editor.realtime.room import get_rooms
@@ -584,3 +585,51 @@ async def test_a_big_frame_is_handed_over_a_turn_after_it_came(size, order):
         "on a later turn": ["other work", "handed over"],
     }
     assert events == expected[order]
+
+
+async def test_a_frame_on_an_open_socket_goes_to_its_connection_as_it_comes(
+    peer_for, document, owner
+):
+    """Not a turn of the event loop later through the consumer's queue: while thousands of
+    sockets connect, each turn takes tens of milliseconds (docs/BENCHMARKS.md, change 47)."""
+    peer = await connected(peer_for, owner, document)
+
+    await peer.send(protocol.sync_update(peer.type("at once")))
+
+    assert peer.ws.input_queue.qsize() == 0  # the connection has it; nothing waits
+    await peer.settle()
+    assert await stored_text(document.id) == "at once"
+
+
+async def test_frames_take_the_queue_when_direct_frames_are_off(
+    peer_for, document, owner, settings
+):
+    settings.SERVE = {**settings.SERVE, "DIRECT_FRAMES": False}
+    peer = await connected(peer_for, owner, document)
+
+    await peer.send(protocol.sync_update(peer.type("a turn later")))
+
+    assert peer.ws.input_queue.qsize() == 1
+    await peer.settle()
+    assert await stored_text(document.id) == "a turn later"
+
+
+async def test_a_question_after_a_big_update_is_answered_with_it(
+    peer_for, document, owner, monkeypatch
+):
+    """A frame held for a later turn (``PARSE_ON_A_LATER_TURN``) keeps its place: what comes
+    after it waits in the queue behind it, never overtakes it."""
+    monkeypatch.setattr(consumer_module, "PARSE_ON_A_LATER_TURN", 64)
+    writer = await connected(peer_for, owner, document)
+    big = writer.type("a paste of more than sixty-four bytes, held for a later turn " * 2)
+
+    await writer.send(protocol.sync_update(big))
+    for _ in range(3):  # the consumer has taken the big frame and waits out its turn
+        await asyncio.sleep(0)
+    await writer.send(protocol.sync_step1(Doc()))  # asks for everything
+
+    while not isinstance(reply := await writer.recv(), protocol.SyncStep2):
+        pass
+    fresh = Doc()
+    fresh.apply_update(reply.update)
+    assert str(fresh.get("codemirror", type=Text)) == str(writer.text)
