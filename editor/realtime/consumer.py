@@ -78,11 +78,11 @@ class DocumentConsumer(AsyncWebsocketConsumer):
 
     def _take_frames_directly(self) -> None:
         """From now on, a frame the server puts in this consumer's queue goes to the connection
-        there and then, when nothing is queued before it and no message is being handled:
-        the ordinary way, the frame waited for the consumer's task to be woken on the event
-        loop's next turn, after every other socket's work of that turn. While thousands of
-        sockets connect a turn takes tens of milliseconds, and a message on an open socket
-        took three of them to be answered (docs/BENCHMARKS.md, change 47). Anything else (the
+        there and then, when nothing is queued before it and no message is being handled.
+        The ordinary way, the frame waited in the queue for the consumer's task, woken on the
+        event loop's next turn after every other socket's work of that turn (tens of
+        milliseconds while thousands of sockets connect), and each wake-up cost the task's
+        step and the queue's future (docs/BENCHMARKS.md, change 47). Anything else (the
         disconnect, a frame from ``PARSE_ON_A_LATER_TURN`` up, a frame behind another) takes
         the queue as before. Only where ``receive`` is an asyncio queue's ``get``, as daphne's
         and Channels' test communicator's are."""
