@@ -11,8 +11,10 @@ the reason, then close with a 44xx code (docs/protocol.md).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
+import typing
 import uuid
 from typing import Any
 
@@ -42,73 +44,35 @@ class DocumentConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "none: rooms hold the group membership"
 
     connection: Connection | None = None
-    # The server's queue of messages for this consumer (None: ``receive`` is not an asyncio
-    # queue's), from which frames may be taken as they are put (``_take_frames_directly``);
-    # and whether a message taken the ordinary way is being handled.
-    _inbox: asyncio.Queue[Any] | None = None
-    _dispatching = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Channels' ``AsyncConsumer.__call__`` for a consumer without a layer channel, reading
         with a plain loop: Channels' ``await_many_dispatch`` makes a task per message, so a
         backlog is read one message per turn of the event loop; this reads everything queued
-        at once, and the connection gets it as one batch. However the socket ends (close,
+        at once, and the connection gets it as one batch. Once the connection is open, frames
+        may reach it without the queue (``_DirectInbox``). However the socket ends (close,
         abort, daphne's kill, shutdown) its connection leaves the room and the presence."""
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
-        if getattr(receive, "__func__", None) is asyncio.Queue.get:
-            self._inbox = receive.__self__  # daphne's, or Channels' test communicator's
+        # daphne's queue (or Channels' test communicator's) when ``receive`` is its ``get``.
+        queue = (
+            receive.__self__ if getattr(receive, "__func__", None) is asyncio.Queue.get else None
+        )
+        direct = None
         try:
             while True:
-                message = await receive()
-                self._dispatching = True
-                try:
-                    await self.dispatch(message)
-                finally:
-                    self._dispatching = False
+                await self.dispatch(await receive())
+                if queue is not None and self.connection is not None:
+                    direct = _DirectInbox.take_over(queue, self)
+                    queue = None
         except StopConsumer:
             pass
         finally:
-            if self._inbox is not None:
-                # The queue's own put_nowait again: no cycle left through this consumer.
-                vars(self._inbox).pop("put_nowait", None)
+            if direct is not None:
+                direct.give_back()
             if self.connection is not None:
                 self.connection.abandon()  # nothing to do after a clean finish()
-
-    def _take_frames_directly(self) -> None:
-        """From now on, a frame the server puts in this consumer's queue goes to the connection
-        there and then, when nothing is queued before it and no message is being handled.
-        The ordinary way, the frame waited in the queue for the consumer's task, woken on the
-        event loop's next turn after every other socket's work of that turn (tens of
-        milliseconds while thousands of sockets connect), and each wake-up cost the task's
-        step and the queue's future (docs/BENCHMARKS.md, change 47). Anything else (the
-        disconnect, a frame from ``PARSE_ON_A_LATER_TURN`` up, a frame behind another) takes
-        the queue as before. Only where ``receive`` is an asyncio queue's ``get``, as daphne's
-        and Channels' test communicator's are."""
-        if settings.SERVE["DIRECT_FRAMES"] and type(self._inbox) is asyncio.Queue:
-            self._inbox.put_nowait = self._put_nowait  # type: ignore[method-assign,assignment]
-
-    def _put_nowait(self, message: dict[str, Any]) -> None:
-        inbox, connection = self._inbox, self.connection
-        assert inbox is not None
-        if (
-            connection is not None
-            and not self._dispatching
-            and not inbox.qsize()
-            and message.get("type") == "websocket.receive"
-        ):
-            frame = message.get("bytes")
-            if frame is None or len(frame) < PARSE_ON_A_LATER_TURN:
-                try:
-                    connection.receive(frame)
-                except Exception:
-                    # As the ordinary way would, had the consumer's task met it: the socket is
-                    # closed, the others go on.
-                    logger.exception("ws frame could not be taken")
-                    connection.stop(CLOSE_INTERNAL, "internal error")
-                return
-        asyncio.Queue.put_nowait(inbox, message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch first hops to the database thread to close stale connections
@@ -154,7 +118,6 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         connection = Connection(access, socket_of(self), client=_client(self.scope))
         self.connection = connection
         await connection.open(upgraded)
-        self._take_frames_directly()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame; a text frame comes as ``bytes_data=None``. A frame from
@@ -186,6 +149,63 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         """Called after ``websocket_disconnect``: the connection finishes its work and leaves."""
         if self.connection is not None:
             await self.connection.finish(code)
+
+
+class _DirectInbox(asyncio.Queue[Any]):
+    """A consumer's queue of messages from the server, once its connection is open
+    (``WS_DIRECT_FRAMES``): a frame put in it goes to the connection there and then, when the
+    consumer's task is waiting for its next message and nothing is queued before the frame.
+    The ordinary way, the frame waited in the queue for the consumer's task, woken on the
+    event loop's next turn after every other socket's work of that turn (tens of milliseconds
+    while thousands of sockets connect), and each wake-up cost the task's step and the queue's
+    future (docs/BENCHMARKS.md, change 47). Anything else (the disconnect, a frame from
+    ``PARSE_ON_A_LATER_TURN`` up, a frame while a message is being handled or behind another)
+    is queued as before, so the connection gets every frame in order.
+
+    The queue becomes one of these (its class changed; nothing else of it) and holds its
+    consumer, the one attribute it gains: a flag or a method bound on the consumer cost about
+    0.3 KB a socket. It reads two attributes of asyncio's queue (``_getters``, ``_queue``),
+    looked for when it takes a queue over; without them, or with the switch off, the queue
+    stays as it is."""
+
+    __slots__ = ()
+    _collab_consumer: DocumentConsumer
+
+    @classmethod
+    def take_over(
+        cls, queue: asyncio.Queue[Any], consumer: DocumentConsumer
+    ) -> _DirectInbox | None:
+        if not settings.SERVE["DIRECT_FRAMES"] or type(queue) is not asyncio.Queue:
+            return None
+        if not isinstance(getattr(queue, "_getters", None), collections.deque) or not isinstance(
+            getattr(queue, "_queue", None), collections.deque
+        ):
+            return None
+        queue.__class__ = cls
+        direct = typing.cast(_DirectInbox, queue)
+        direct._collab_consumer = consumer
+        return direct
+
+    def give_back(self) -> None:
+        """The queue as it was, with no reference to the consumer left."""
+        self.__class__ = asyncio.Queue  # type: ignore[assignment]
+        vars(self).pop("_collab_consumer", None)
+
+    def put_nowait(self, item: Any) -> None:
+        getters = self._getters  # type: ignore[attr-defined]
+        if getters and not self._queue and item.get("type") == "websocket.receive":  # type: ignore[attr-defined]
+            frame = item.get("bytes")
+            connection = self._collab_consumer.connection
+            if connection is not None and (frame is None or len(frame) < PARSE_ON_A_LATER_TURN):
+                try:
+                    connection.receive(frame)
+                except Exception:
+                    # As the ordinary way would, had the consumer's task met it: the socket is
+                    # closed, the others go on.
+                    logger.exception("ws frame could not be taken")
+                    connection.stop(CLOSE_INTERNAL, "internal error")
+                return
+        super().put_nowait(item)
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):
