@@ -39,6 +39,8 @@ if settings.SERVE["SPREAD_CHECKS"]:
     transport.spread_checks()
 if settings.SERVE["DIRECT_UPGRADES"]:
     transport.direct_upgrades()
+if settings.SERVE["DIRECT_FRAMES"]:
+    transport.available(transport.DIRECT_FRAMES)  # the consumer asks again per socket
 if settings.SERVE["HEADER_TIMEOUT"]:
     transport.limit_request_heads(settings.SERVE["HEADER_TIMEOUT"])
 if settings.LOG_FORMAT == "json":

@@ -33,6 +33,9 @@ all connections, which also sends the pings that are due, runs a slice at a time
 **Direct upgrades** (``direct_upgrades``, collab/upgrade.py): a WebSocket upgrade request goes
 straight to autobahn, parsed once instead of twice.
 
+**Direct frames** (``direct_frames``, editor/realtime/consumer.py): an open socket's frames go
+to its connection as daphne puts them in the consumer's queue.
+
 **Every consumer cancelled at shutdown** (``cancel_on_shutdown``): a fix for daphne's shutdown
 trigger, which gave up on the first connection it did not expect (see there).
 
@@ -40,7 +43,7 @@ trigger, which gave up on the first connection it did not expect (see there).
 pyproject.toml pins Twisted and autobahn to the release lines it was tested with, but names may
 still move, so each tuning (``EAGER_WRITES``, ``SHARED_PROTOCOL_OPTIONS``, ``RAW_FRAMES``,
 ``QUEUED_BYTES``, ``HEADER_DEADLINE``, ``ACCESS_LOG``, ``QUIET_HANDSHAKE``, ``LEAN_SOCKETS``,
-``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``, ``DIRECT_UPGRADES``)
+``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``, ``DIRECT_UPGRADES``, ``DIRECT_FRAMES``)
 first checks, once per process, that what it relies on is there (``available(tuning)``;
 ``check()`` asks for all of them): the functions it replaces or calls take the arguments it
 passes (``inspect.signature``); throw-away objects built off the live server (a Twisted
@@ -57,12 +60,14 @@ path. collab/asgi.py asks at start-up, so the warning comes at load, not on the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import inspect
 import logging
 import pprint
 import socket
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
 from typing import Any, NamedTuple
@@ -82,6 +87,7 @@ LEAN_SOCKETS = "lean_sockets"
 SHUTDOWN_CANCEL = "shutdown_cancel"
 SPREAD_CHECKS = "spread_checks"
 DIRECT_UPGRADES = "direct_upgrades"
+DIRECT_FRAMES = "direct_frames"
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections); what
 # eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
@@ -751,7 +757,7 @@ _checked: dict[str, bool] = {}
 
 def available(tuning: str) -> bool:
     """Whether ``tuning`` (one of the names at the top of this module, EAGER_WRITES to
-    DIRECT_UPGRADES) finds what it relies on in the installed Twisted, autobahn,
+    DIRECT_FRAMES) finds what it relies on in the installed Twisted, autobahn,
     daphne and Channels. Checked on the first ask, once per process; a failed check logs one
     warning, and the tuning stays off."""
     try:
@@ -888,6 +894,48 @@ def _socket_lookup_missing() -> list[str]:
     return missing
 
 
+def _direct_frames_missing() -> list[str]:
+    """What the consumer's direct frames (editor/realtime/consumer.py, ``_DirectInbox``) rely
+    on: daphne hands each application its input queue's ``get`` as ``receive``, an asyncio
+    queue, and puts a socket's frames in it with ``put_nowait``; asyncio's queue keeps its
+    waiting getters and its items in the deques ``_getters`` and ``_queue``."""
+    from daphne.server import Server
+
+    def application(scope: dict, receive: object, send: object) -> None:
+        raise _Sent(receive)
+
+    server = Server(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    server.connections = {}  # what Server.run() starts with
+    probe = object()
+    server.protocol_connected(probe)
+    try:
+        server.create_application(probe, {"type": "websocket"})
+    except _Sent as sent:
+        receive = sent.args[0]
+    else:
+        return ["daphne's Server.create_application does not call the application"]
+    finally:
+        server.protocol_disconnected(probe)
+    missing = []
+    if type(getattr(receive, "__self__", None)) is not asyncio.Queue or (
+        getattr(receive, "__func__", None) is not asyncio.Queue.get
+    ):
+        missing.append("daphne's receive is not an asyncio.Queue's get")
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for name in ("_getters", "_queue"):
+        if not isinstance(getattr(queue, name, None), collections.deque):
+            missing.append(f"asyncio.Queue has no {name} deque")
+    protocol = _throwaway_websocket()
+    put: list[Any] = []
+    protocol.application_queue = types.SimpleNamespace(put_nowait=put.append)
+    protocol.muted = False  # what daphne's onConnect sets, with the client's address
+    protocol.client_addr = None
+    protocol.onMessage(b"\x00", True)
+    if put != [{"type": "websocket.receive", "bytes": b"\x00"}]:
+        missing.append("daphne's WebSocketProtocol.onMessage does not put_nowait a frame")
+    return missing
+
+
 def _eager_writes_missing() -> list[str]:
     write = _buffered_write if installed() else tcp.Server.write
     missing = _takes_only(write, 2, "twisted.internet.tcp.Server.write")
@@ -997,5 +1045,9 @@ _TUNINGS: dict[str, _Tuning] = {
     DIRECT_UPGRADES: _Tuning(
         _direct_upgrades_missing,
         "Upgrade requests take Twisted's HTTP parsing and daphne's hand-over, as before",
+    ),
+    DIRECT_FRAMES: _Tuning(
+        _direct_frames_missing,
+        "Every frame waits in the consumer's queue for the consumer's task, as before",
     ),
 }

@@ -487,6 +487,7 @@ def test_every_tuning_passes_its_check_on_the_installed_libraries(unchecked, cap
         "shutdown_cancel": True,
         "spread_checks": True,
         "direct_upgrades": True,
+        "direct_frames": True,
     }
     assert [r for r in caplog.records if r.name == "collab.transport"] == []
 
@@ -849,6 +850,7 @@ def test_loading_the_application_leaves_a_changed_twisted_alone():
         "shutdown_cancel": True,
         "spread_checks": True,
         "direct_upgrades": True,
+        "direct_frames": True,
     }
     assert result.stderr.count("transport tuning eager_writes is off") == 1
     assert result.stderr.count("transport tuning") == 1
@@ -1041,3 +1043,19 @@ def test_daphnes_own_trigger_stays_when_it_no_longer_cancels_instances(
         assert Server.kill_all_applications is kill_all_applications
     [warning] = warnings_for(caplog, "shutdown_cancel")
     assert "no longer cancels" in warning
+
+
+# -- direct frames ----------------------------------------------------------------------------
+
+
+def test_direct_frames_stay_off_when_daphne_puts_frames_differently(unchecked, monkeypatch, caplog):
+    from daphne.ws_protocol import WebSocketProtocol
+
+    def on_message(self, payload, is_binary):
+        self.application_queue.put_nowait({"type": "websocket.receive", "data": payload})
+
+    monkeypatch.setattr(WebSocketProtocol, "onMessage", on_message)
+
+    assert transport.check()["direct_frames"] is False
+    assert caplog.text.count("transport tuning direct_frames is off") == 1
+    assert "onMessage does not put_nowait a frame" in caplog.text

@@ -11,7 +11,6 @@ the reason, then close with a 44xx code (docs/protocol.md).
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 import typing
@@ -23,6 +22,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from collab import transport
 from editor import metrics
 from editor.realtime import auth, protocol
 from editor.realtime.codes import CLOSE_INTERNAL, CLOSE_NOT_FOUND
@@ -164,9 +164,10 @@ class _DirectInbox(asyncio.Queue[Any]):
 
     The queue becomes one of these (its class changed; nothing else of it) and holds its
     consumer, the one attribute it gains: a flag or a method bound on the consumer cost about
-    0.3 KB a socket. It reads two attributes of asyncio's queue (``_getters``, ``_queue``),
-    looked for when it takes a queue over; without them, or with the switch off, the queue
-    stays as it is."""
+    0.3 KB a socket. It reads two attributes of asyncio's queue (``_getters``, ``_queue``) and
+    relies on daphne putting frames with ``put_nowait``: checked once per process with the
+    transport tunings (collab/transport.py, ``DIRECT_FRAMES``, at load); where the check fails,
+    or with the switch off, the queue stays as it is."""
 
     __slots__ = ()
     _collab_consumer: DocumentConsumer
@@ -177,9 +178,7 @@ class _DirectInbox(asyncio.Queue[Any]):
     ) -> _DirectInbox | None:
         if not settings.SERVE["DIRECT_FRAMES"] or type(queue) is not asyncio.Queue:
             return None
-        if not isinstance(getattr(queue, "_getters", None), collections.deque) or not isinstance(
-            getattr(queue, "_queue", None), collections.deque
-        ):
+        if not transport.available(transport.DIRECT_FRAMES):
             return None
         queue.__class__ = cls
         direct = typing.cast(_DirectInbox, queue)

@@ -633,3 +633,18 @@ async def test_a_question_after_a_big_update_is_answered_with_it(
     fresh = Doc()
     fresh.apply_update(reply.update)
     assert str(fresh.get("codemirror", type=Text)) == str(writer.text)
+
+
+async def test_frames_take_the_queue_when_the_direct_frames_check_failed(
+    peer_for, document, owner, unchecked
+):
+    from collab import transport
+
+    transport._checked[transport.DIRECT_FRAMES] = False  # as after a failed check at load
+    peer = await connected(peer_for, owner, document)
+
+    await peer.send(protocol.sync_update(peer.type("a turn later")))
+
+    assert peer.ws.input_queue.qsize() == 1
+    await peer.settle()
+    assert await stored_text(document.id) == "a turn later"
