@@ -857,19 +857,18 @@ def _throwaway_websocket() -> Any:
 
 
 class _Sent(Exception):
-    """Carries the ``send`` daphne hands an application out of Server.create_application."""
+    """Carries what daphne hands an application (``receive``, ``send``) out of
+    Server.create_application."""
 
 
-def _socket_lookup_missing() -> list[str]:
-    """What websocket_of and write_message rely on in daphne and Channels: daphne hands each
-    application ``partial(server.handle_reply, protocol)``, Channels' session wrapper keeps it
-    as ``real_send``, and daphne marks a protocol's entry in ``server.connections``
-    ``disconnected`` when it goes."""
-    from channels.sessions import InstanceSessionWrapper
+def _daphne_hands_over() -> tuple[Any, object, Any, Any] | None:
+    """A throw-away daphne Server with one connection (a placeholder for its protocol), and
+    what its create_application hands an application for it: (server, protocol, receive,
+    send); None when it does not call the application at all."""
     from daphne.server import Server
 
     def application(scope: dict, receive: object, send: object) -> None:
-        raise _Sent(send)
+        raise _Sent(receive, send)
 
     server = Server(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"])
     server.connections = {}  # what Server.run() starts with
@@ -878,9 +877,22 @@ def _socket_lookup_missing() -> list[str]:
     try:
         server.create_application(probe, {"type": "websocket"})
     except _Sent as sent:
-        send = sent.args[0]
-    else:
+        return server, probe, sent.args[0], sent.args[1]
+    server.protocol_disconnected(probe)
+    return None
+
+
+def _socket_lookup_missing() -> list[str]:
+    """What websocket_of and write_message rely on in daphne and Channels: daphne hands each
+    application ``partial(server.handle_reply, protocol)``, Channels' session wrapper keeps it
+    as ``real_send``, and daphne marks a protocol's entry in ``server.connections``
+    ``disconnected`` when it goes."""
+    from channels.sessions import InstanceSessionWrapper
+
+    handed = _daphne_hands_over()
+    if handed is None:
         return ["daphne's Server.create_application does not call the application"]
+    server, probe, _, send = handed
     missing = []
     wrapper = InstanceSessionWrapper({"type": "websocket", "cookies": {}}, send)
     if _protocol_behind(send) is not probe:
@@ -899,23 +911,11 @@ def _direct_frames_missing() -> list[str]:
     on: daphne hands each application its input queue's ``get`` as ``receive``, an asyncio
     queue, and puts a socket's frames in it with ``put_nowait``; asyncio's queue keeps its
     waiting getters and its items in the deques ``_getters`` and ``_queue``."""
-    from daphne.server import Server
-
-    def application(scope: dict, receive: object, send: object) -> None:
-        raise _Sent(receive)
-
-    server = Server(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"])
-    server.connections = {}  # what Server.run() starts with
-    probe = object()
-    server.protocol_connected(probe)
-    try:
-        server.create_application(probe, {"type": "websocket"})
-    except _Sent as sent:
-        receive = sent.args[0]
-    else:
+    handed = _daphne_hands_over()
+    if handed is None:
         return ["daphne's Server.create_application does not call the application"]
-    finally:
-        server.protocol_disconnected(probe)
+    server, probe, receive, _ = handed
+    server.protocol_disconnected(probe)
     missing = []
     if type(getattr(receive, "__self__", None)) is not asyncio.Queue or (
         getattr(receive, "__func__", None) is not asyncio.Queue.get
