@@ -517,6 +517,7 @@ class CollabOptions(TypedDict):
     COMPACT_THRESHOLD: int
     ROOM_GRACE: float
     CATCHUP_INTERVAL: float
+    LAYER_ONLY_WHEN_SHARED: bool
     TICKET_TTL: int
     PRESENCE_TTL: float
     PRESENCE_FLUSH_INTERVAL: float
@@ -555,6 +556,12 @@ COLLAB: CollabOptions = {
     # Every this often each process re-reads recent log rows of its rooms, to recover group
     # messages the channel layer lost (Redis blips; channels_redis#406).
     "CATCHUP_INTERVAL": env_float("CATCHUP_INTERVAL", 5.0),
+    # A room publishes its updates and awareness to the other processes only while another
+    # process has the document open too (rooms tell each other when they open and close:
+    # editor/realtime/room.py). Behind nginx's routing by document that is seldom: every
+    # keystroke was a Redis PUBLISH that came back only to its sender (docs/BENCHMARKS.md,
+    # change 48). Off: every room publishes everything, as before.
+    "LAYER_ONLY_WHEN_SHARED": env_bool("LAYER_ONLY_WHEN_SHARED", True),
     # Lifetime of a WebSocket ticket from POST /api/documents/<id>/ticket/.
     "TICKET_TTL": env_int("WS_TICKET_TTL", 300),
     # Presence (editor/realtime/presence.py): a client's awareness state counts as present for

@@ -14,6 +14,7 @@ the ones it never saw, and clients re-sync with the Yjs handshake when they reco
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hashlib
 import logging
@@ -134,6 +135,19 @@ HOLD_FROM = 256 * 1024
 # (the database is down or slow: the other processes' clients must get it all the same).
 LOG_WAIT = 5.0
 
+# A room alone publishes nothing (``COLLAB["LAYER_ONLY_WHEN_SHARED"]``): the rooms of one
+# document in different processes know of each other (``Room._others``). A room says
+# ``doc.hello`` to its document's group when it opens, the others answer ``doc.here``, and it
+# says ``doc.bye`` when it closes; any message a room sends makes it known too. For
+# HELLO_WINDOW seconds after its hello a room publishes everything, while the answers come.
+HELLO_WINDOW = 2.0
+# What a room alone did not publish in its last UNPUBLISHED_KEEP seconds (at most
+# UNPUBLISHED_KEEP_BYTES of it) is published when a hello comes: the newcomer joined the group
+# before it said hello, and what came in between may not be in the log it loads either (writes
+# are batched). Anything older is in the log by then.
+UNPUBLISHED_KEEP = 2.0
+UNPUBLISHED_KEEP_BYTES = 1 << 20
+
 
 async def _digest_off_loop(update: bytes) -> bytes:
     if len(update) < DIGEST_OFF_LOOP:
@@ -181,6 +195,14 @@ class Room:
         # (``sync_step2``); emptied when the doc changes, and soon after anyway.
         self._step2: dict[bytes, bytes] = {}
         self._step2_state = b""
+        # The document's rooms in other processes, by layer channel (``shared``).
+        self._others: set[str] = set()
+        # Until when (``time.monotonic()``) this room publishes everything: it said hello.
+        self._hello_until = 0.0
+        # What it did not publish lately, being alone: (when, the update, or None for a big
+        # update's notice), and the updates' bytes.
+        self._unpublished: collections.deque[tuple[float, bytes | None]] = collections.deque()
+        self._unpublished_bytes = 0
 
     def sync_step2(self, state_vector: bytes) -> bytes:
         """The sync step 2 frame answering a client's state vector. Clients that join together
@@ -210,6 +232,7 @@ class Room:
         self.channel = await layer.new_channel("room.")
         await layer.group_add(self.group, self.channel)
         self._listener = asyncio.ensure_future(self._listen())
+        await self.say_hello()
         updates, _ = await database_sync_to_async(store.load)(self.document_id)
         for update in updates:
             self.doc.apply_update(update)
@@ -221,6 +244,8 @@ class Room:
             self._listener.cancel()
         layer = get_channel_layer()
         if self.channel is not None:
+            if self._others or time.monotonic() < self._hello_until:
+                await self._say("doc.bye")
             try:
                 await layer.group_discard(self.group, self.channel)
             except Exception:  # Redis down: the subscription dies with the connection anyway
@@ -305,6 +330,9 @@ class Room:
         message = transport.framed_message(protocol.sync_update_parts(update))
         await self._send_local(message, exclude=origin)
         metrics.FANOUT_CLIENT.observe(time.perf_counter() - started)
+        if not self.shared():
+            self._keep_unpublished(None if len(update) >= THROUGH_THE_LOG else update)
+            return
         if len(update) >= THROUGH_THE_LOG:
             # Not awaited: the sender's next messages do not wait for the log.
             announcing = asyncio.ensure_future(self._announce_when_logged(update))
@@ -395,6 +423,10 @@ class Room:
             logger.warning(
                 "room %s: recovered %d missed updates from the log", self.document_id, missed
             )
+            if time.monotonic() >= self._hello_until:
+                # Perhaps a room that thinks itself alone (it missed this one's hello): it
+                # learns of this one now, and publishes again.
+                await self.say_hello()
         return parked
 
     async def _integrate_parked(self, rows: list[bytes]) -> list[bytes]:
@@ -465,13 +497,68 @@ class Room:
         """Sends awareness to everyone, the sender included: the stock client reconnects after
         30 s of silence, and this echo of its own renewals is what it hears."""
         await self._send_local(protocol.awareness(payload))
-        await self._publish({"type": "doc.awareness", "payload": payload})
+        if self.shared():
+            await self._publish({"type": "doc.awareness", "payload": payload})
 
     async def announce_removal(self, clocks: dict[int, int]) -> None:
         """Tells everyone these clients left (state null, clock bumped as y-protocols does)."""
         if not clocks:
             return
         await self.relay_awareness(removal_payload(clocks))
+
+    # -- the document's rooms in other processes ------------------------------------------
+
+    def shared(self) -> bool:
+        """Whether what this room passes on goes to the channel layer: another process has
+        the document open, or may have (this room said hello lately), or the switch is off."""
+        return (
+            bool(self._others)
+            or time.monotonic() < self._hello_until
+            or not settings.COLLAB["LAYER_ONLY_WHEN_SHARED"]
+        )
+
+    async def say_hello(self) -> None:
+        """Asks the document's rooms in other processes to make themselves known; publishes
+        everything until their answers have had time to come (``HELLO_WINDOW``)."""
+        self._hello_until = time.monotonic() + HELLO_WINDOW
+        await self._say("doc.hello")
+
+    async def _say(self, kind: str) -> None:
+        try:
+            await get_channel_layer().group_send(self.group, {"type": kind, "origin": self.channel})
+        except Exception as exc:
+            metrics.REDIS["group_send"].inc()
+            logger.warning("room %s: could not say %s: %r", self.document_id, kind, exc)
+            if self._on_layer_error is not None and kind != "doc.bye":
+                self._on_layer_error()
+
+    def _keep_unpublished(self, update: bytes | None) -> None:
+        now = time.monotonic()
+        self._unpublished.append((now, update))
+        self._unpublished_bytes += len(update or b"")
+        self._forget_unpublished(now)
+
+    def _forget_unpublished(self, now: float) -> None:
+        kept = self._unpublished
+        while kept and (
+            kept[0][0] < now - UNPUBLISHED_KEEP or self._unpublished_bytes > UNPUBLISHED_KEEP_BYTES
+        ):
+            self._unpublished_bytes -= len(kept.popleft()[1] or b"")
+
+    async def _welcome(self) -> None:
+        """A room of the document opened in another process: answers it, and publishes what
+        this room did not while it was alone (``UNPUBLISHED_KEEP``)."""
+        await self._say("doc.here")
+        self._forget_unpublished(time.monotonic())
+        updates = [update for _, update in self._unpublished if update is not None]
+        big = len(updates) < len(self._unpublished)
+        self._unpublished.clear()
+        self._unpublished_bytes = 0
+        if updates:
+            merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
+            await self._publish({"type": "doc.update", "update": merged})
+        if big:
+            await self._publish({"type": "doc.logged"})
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -539,7 +626,15 @@ class Room:
                 )
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
-        if message["type"] == "doc.update":
+        kind, origin = message["type"], message.get("origin")
+        if kind == "doc.bye":
+            self._others.discard(origin)
+            return
+        if origin is not None:  # a room of another process (not a view, not the sweep)
+            self._others.add(origin)
+        if kind == "doc.hello":
+            await self._welcome()
+        elif message["type"] == "doc.update":
             started = time.perf_counter()
             update = message["update"]
             if self._apply_remote(update, await _digest_off_loop(update)):
@@ -563,7 +658,8 @@ class Room:
                         await connection.recheck_access()
                     except Exception:
                         logger.exception("room %s: an access re-check failed", self.document_id)
-        # Anything else ("doc.ping": Rooms probing Redis during an outage) is ignored.
+        # Anything else ("doc.here": an answer to this room's hello, known by its origin now;
+        # "doc.ping": Rooms probing Redis during an outage) is ignored.
 
 
 # Seconds after a room loads at which it re-reads the log once, for updates published just
@@ -759,6 +855,9 @@ class Rooms:
         logger.warning("Redis answers again after %.1f s; catching up", back - started)
         for delay in _CATCHUP_AFTER_RETURN:
             await asyncio.sleep(max(0.0, back + delay - loop.time()))
+            # Rooms opened during the outage could not say hello; the others' subscriptions
+            # come back within the first second or so.
+            await asyncio.gather(*(room.say_hello() for room in list(self._rooms.values())))
             await self._catch_up_logged()
 
     async def _catch_up_logged(self) -> None:

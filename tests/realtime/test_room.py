@@ -5,12 +5,14 @@ layer channel in the document group, exactly as in two daphne processes sharing 
 """
 
 import asyncio
+import contextlib
 import threading
 import time
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from pycrdt import Doc, Text
 
 from editor.models import DocumentUpdate
@@ -579,5 +581,130 @@ async def test_a_big_update_the_log_cannot_take_goes_through_the_layer_after_all
         DocumentUpdate.objects.filter(document_id=document.id, data=big).exists
     )()
     assert stored
+    await room.close()
+    await remote.close()
+
+
+# -- a room alone publishes nothing (LAYER_ONLY_WHEN_SHARED) ------------------------------------
+
+
+async def listening_in(room) -> tuple[object, str]:
+    """A channel in the room's document group that is no room: it hears what the room
+    publishes and never says hello."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel("listener.")
+    await layer.group_add(room.group, channel)
+    return layer, channel
+
+
+async def heard(layer, channel: str, timeout: float = 0.5) -> list[str]:
+    """What the listener heard of updates and awareness (the room's hello may come first)."""
+    kinds = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            kinds.append((await asyncio.wait_for(layer.receive(channel), timeout))["type"])
+    return [kind for kind in kinds if kind != "doc.hello"]
+
+
+async def test_a_room_no_other_process_has_open_publishes_nothing(document, owner, monkeypatch):
+    """Behind nginx's routing by document, a document's sockets are all on one process: every
+    keystroke and cursor move was a Redis PUBLISH that only its sender heard."""
+    monkeypatch.setattr(room_module, "HELLO_WINDOW", 0.0)
+    rooms = Rooms()
+    sender, neighbour = Sink(), Sink()
+    room = await rooms.join(document.id, sender)
+    await rooms.join(document.id, neighbour)
+    layer, channel = await listening_in(room)
+
+    update = edit("alone")
+    await room.apply_client_updates([update], origin=sender, author_id=owner.pk)
+    await room.relay_awareness(
+        protocol.encode_awareness([protocol.AwarenessEntry(5, 1, {"user": {"name": "olive"}})])
+    )
+
+    assert await neighbour.next() == protocol.SyncUpdate(update)  # its own sockets get all
+    assert isinstance(await neighbour.next(), protocol.Awareness)
+    assert await heard(layer, channel) == []
+    await store.get_writer().flush()
+    assert await sync_to_async(DocumentUpdate.objects.count)() == 1  # and the log has it
+    await room.close()
+
+
+async def test_with_the_switch_off_a_room_alone_publishes_as_before(
+    document, owner, monkeypatch, settings
+):
+    settings.COLLAB = {**settings.COLLAB, "LAYER_ONLY_WHEN_SHARED": False}
+    monkeypatch.setattr(room_module, "HELLO_WINDOW", 0.0)
+    rooms = Rooms()
+    sender = Sink()
+    room = await rooms.join(document.id, sender)
+    layer, channel = await listening_in(room)
+
+    await room.apply_client_updates([edit("alone")], origin=sender, author_id=owner.pk)
+
+    assert await heard(layer, channel) == ["doc.update"]
+    await room.close()
+
+
+async def test_rooms_of_a_document_in_two_processes_find_each_other(
+    document, owner, monkeypatch, settings
+):
+    """The first room, alone, publishes nothing; the second says hello when it opens and gets,
+    in answer, what the first did not publish lately, though the log does not have it yet.
+    From then on both publish, until one says goodbye."""
+    monkeypatch.setattr(room_module, "HELLO_WINDOW", 0.0)
+    monkeypatch.setattr(room_module, "_CATCHUP_AFTER_LOAD", ())
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60.0}  # not in the log
+    here, there = Rooms(), Rooms()
+    sender, far = Sink(), Sink()
+    room = await here.join(document.id, sender)
+    first = edit("before")
+    await room.apply_client_updates([first], origin=sender, author_id=owner.pk)
+    assert not room.shared()
+
+    remote = await there.join(document.id, far)
+    assert await far.next() == protocol.SyncUpdate(first)  # the answer to its hello
+    later = edit("after")
+    await room.apply_client_updates([later], origin=sender, author_id=owner.pk)
+    assert await far.next() == protocol.SyncUpdate(later)
+    reply = edit("reply")
+    await remote.apply_client_updates([reply], origin=far, author_id=owner.pk)
+    assert await sender.next() == protocol.SyncUpdate(reply)
+    assert text_of(remote) == text_of(room)
+
+    await remote.close()
+    for _ in range(50):  # the goodbye's way through Redis
+        if not room.shared():
+            break
+        await asyncio.sleep(0.02)
+    assert not room.shared()
+    await store.get_writer().flush()
+    await room.close()
+
+
+async def test_a_room_that_missed_a_hello_is_found_by_the_other_rooms_catch_up(
+    document, owner, monkeypatch
+):
+    """A lost hello (a Redis blip) leaves a room thinking itself alone: the other room's
+    catch-up finds in the log what it did not hear, and says hello again."""
+    monkeypatch.setattr(room_module, "HELLO_WINDOW", 0.0)
+    monkeypatch.setattr(room_module, "_CATCHUP_AFTER_LOAD", ())
+    here, there = Rooms(), Rooms()
+    sender, far = Sink(), Sink()
+    room = await here.join(document.id, sender)
+    remote = await there.join(document.id, far)
+    await asyncio.sleep(0.2)  # the hello and its answer
+    room._others.clear()  # as if the hello had not come
+    unheard = edit("unheard")
+    await room.apply_client_updates([unheard], origin=sender, author_id=owner.pk)
+    await store.get_writer().flush()
+    assert far.frames.empty()
+
+    await there.catch_up_once()
+    assert await far.next() == protocol.SyncUpdate(unheard)
+    await asyncio.sleep(0.2)  # the new hello
+    later = edit("heard")
+    await room.apply_client_updates([later], origin=sender, author_id=owner.pk)
+    assert await far.next() == protocol.SyncUpdate(later)
     await room.close()
     await remote.close()
