@@ -628,7 +628,7 @@ class Room:
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind, origin = message["type"], message.get("origin")
         if kind == "doc.bye":
-            self._others.discard(origin)
+            self._others.discard(str(origin))
             return
         if origin is not None:  # a room of another process (not a view, not the sweep)
             self._others.add(origin)
