@@ -54,6 +54,48 @@ def test_clients_on_different_processes_converge(
     assert live.wait_stored(document.pk, markers) == a.text()
 
 
+def test_a_document_one_process_had_alone_reaches_a_second_process_at_once(
+    start_servers, node, document, owner, editor_user
+):
+    """A room no other process has open publishes nothing to Redis (LAYER_ONLY_WHEN_SHARED).
+    Once a second process opens the document the two rooms find each other (the newcomer's
+    hello and its answer, or the first message either publishes: the stock client's awareness),
+    and edits cross both ways through the channel layer: with catch-ups once a minute, nothing
+    else could bring them within the scenario's 30 s."""
+    servers = start_servers(2, CATCHUP_INTERVAL=60)
+    alone = node.start(
+        live.scenario(
+            live.connect(servers.ws(0), document.pk, live.ticket_for(owner, document)),
+            {"do": "synced"},
+            {"do": "insert", "text": "<A alone>"},
+            {"do": "wait_line"},
+            {"do": "insert", "text": "<A after B>"},
+            {"do": "wait_text", "contains": ["<B>"]},
+            {"do": "print"},
+        ),
+        "A on process 0",
+    )
+    alone.wait_for("waiting")
+    time.sleep(3)  # past the room's hello window: it publishes nothing now
+    second = node.start(
+        live.scenario(
+            live.connect(servers.ws(1), document.pk, live.ticket_for(editor_user, document)),
+            {"do": "synced"},
+            {"do": "wait_text", "contains": ["<A alone>"]},
+            {"do": "wait_text", "contains": ["<A after B>"]},  # A's room knows B's
+            {"do": "insert", "text": "<B>"},  # and B's knows A's
+            {"do": "print"},
+        ),
+        "B on process 1",
+    )
+    second.wait_for("synced")
+    time.sleep(3)  # past the second room's catch-ups after its load and its hello window
+    alone.send()
+    alone.finish()
+    second.finish()
+    assert alone.text() == second.text()
+
+
 def test_a_paste_of_megabytes_reaches_a_reader_on_another_process(
     start_servers, node, document, owner, viewer
 ):
