@@ -4,7 +4,9 @@ One pycrdt ``Doc`` per document per process, shared by every local connection (n
 connection). The room, not each consumer, is the process's member of the document's channel
 group, through a layer channel of its own: an update fans out to local connections directly and
 crosses to other processes as ONE group message, which each other process's room applies once
-and fans out locally (docs/architecture.md has the measurements behind this).
+and fans out locally (docs/architecture.md has the measurements behind this). A room that no
+other process has open sends nothing to the group: rooms of a document tell each other when
+they open and close (``Room.shared``).
 
 The channel layer is lossy (channels_redis#406, capacity drops), so correctness does not rest
 on it: every room re-reads its document's recent log rows every CATCHUP_INTERVAL and applies
@@ -141,12 +143,14 @@ LOG_WAIT = 5.0
 # says ``doc.bye`` when it closes; any message a room sends makes it known too. For
 # HELLO_WINDOW seconds after its hello a room publishes everything, while the answers come.
 HELLO_WINDOW = 2.0
-# What a room alone did not publish in its last UNPUBLISHED_KEEP seconds (at most
-# UNPUBLISHED_KEEP_BYTES of it) is published when a hello comes: the newcomer joined the group
-# before it said hello, and what came in between may not be in the log it loads either (writes
-# are batched). Anything older is in the log by then.
+# What a room alone did not publish in its last UNPUBLISHED_KEEP seconds is published when a
+# hello comes: the newcomer joined the group before it said hello, and what came in between may
+# not be in the log it loads either (writes are batched). Anything older is in the log by then.
+# Updates from HOLD_FROM are not kept, only that one came: the hello is answered with a notice
+# (``doc.logged``) and the newcomer reads the log, as for a big update. At most
+# UNPUBLISHED_KEEP_BYTES are kept; the newcomer's catch-ups after its load read the rest.
 UNPUBLISHED_KEEP = 2.0
-UNPUBLISHED_KEEP_BYTES = 1 << 20
+UNPUBLISHED_KEEP_BYTES = 256 * 1024
 
 
 async def _digest_off_loop(update: bytes) -> bytes:
@@ -331,7 +335,7 @@ class Room:
         await self._send_local(message, exclude=origin)
         metrics.FANOUT_CLIENT.observe(time.perf_counter() - started)
         if not self.shared():
-            self._keep_unpublished(None if len(update) >= THROUGH_THE_LOG else update)
+            self._keep_unpublished(None if len(update) >= HOLD_FROM else update)
             return
         if len(update) >= THROUGH_THE_LOG:
             # Not awaited: the sender's next messages do not wait for the log.

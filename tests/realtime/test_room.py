@@ -708,3 +708,27 @@ async def test_a_room_that_missed_a_hello_is_found_by_the_other_rooms_catch_up(
     assert await far.next() == protocol.SyncUpdate(later)
     await room.close()
     await remote.close()
+
+
+async def test_what_a_room_alone_keeps_for_a_newcomer_stays_small(document, owner, monkeypatch):
+    """Kept for a hello that may come: two seconds of small updates, at most 256 KB; a big
+    update is only noted (the newcomer is sent to the log for it)."""
+    monkeypatch.setattr(room_module, "HELLO_WINDOW", 0.0)
+    rooms = Rooms()
+    sender = Sink()
+    room = await rooms.join(document.id, sender)
+    for n in range(12):
+        await room.apply_client_updates([edit(f"{n}" * 40_000)], origin=sender, author_id=owner.pk)
+    assert 0 < room._unpublished_bytes <= room_module.UNPUBLISHED_KEEP_BYTES
+    assert room._unpublished_bytes == sum(len(update) for _, update in room._unpublished)
+
+    await room.apply_client_updates(
+        [edit("x" * room_module.HOLD_FROM)], origin=sender, author_id=owner.pk
+    )
+    assert room._unpublished[-1][1] is None  # noted, not kept
+
+    monkeypatch.setattr(room_module, "UNPUBLISHED_KEEP", 0.0)
+    await room.apply_client_updates([edit("late")], origin=sender, author_id=owner.pk)
+    assert len(room._unpublished) == 1  # older ones forgotten
+    await store.get_writer().flush()
+    await room.close()
