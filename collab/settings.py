@@ -533,6 +533,7 @@ class CollabOptions(TypedDict):
     AUTO_VERSION_QUIET: float
     AUTO_VERSION_EVERY: float
     AUTH_THREADS: int
+    AUTH_TRIP_WAIT: float
 
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.
@@ -601,6 +602,13 @@ COLLAB: CollabOptions = {
     # round trip each: that queue, not the CPU, capped connects (docs/BENCHMARKS.md, change 15).
     # Each holds a database connection while it works: keep it under DATABASE_POOL_MAX.
     "AUTH_THREADS": env_int("WS_AUTH_THREADS", 4),
+    # While a trip of socket checks is out on a check thread, the checks asked meanwhile wait
+    # for it to come back and go together on the next trip, unless it has been out this long;
+    # then they go on another thread. Fewer, fuller trips: a fifth less server CPU per connect
+    # in a connect storm (docs/BENCHMARKS.md, change 49). 0: every turn's checks go at once.
+    "AUTH_TRIP_WAIT": env_float("WS_AUTH_TRIP_WAIT_MS", 20.0) / 1000,
 }
 if COLLAB["AUTH_THREADS"] < 1:
     raise ImproperlyConfigured("WS_AUTH_THREADS must be at least 1.")
+if COLLAB["AUTH_TRIP_WAIT"] < 0:
+    raise ImproperlyConfigured("WS_AUTH_TRIP_WAIT_MS must be 0 or more.")

@@ -695,6 +695,13 @@ class _Together:
     hop: the hand-over of the GIL to the thread and back, the wake-up of the loop, the pooled
     connection's checkout and return (docs/BENCHMARKS.md, change 25).
 
+    While a trip is out, the calls asked meanwhile wait for it to come back and then go
+    together, unless it has been out ``COLLAB["AUTH_TRIP_WAIT"]`` (20 ms); then they go on
+    another thread, so a slow query holds the others that long at most. In a connect storm the
+    trips were otherwise a few sockets each, one per turn of the event loop, and each thread
+    that woke for one fought the loop for the GIL: the checks' part of a connect's server CPU
+    went from about a third to about a fifth (docs/BENCHMARKS.md, change 49).
+
     Each call gets its own answer or its own exception: one that fails (a bad ticket, a
     dropped database connection) leaves the others of its trip as they would have been, and a
     caller that stops waiting leaves the rest to be answered."""
@@ -720,11 +727,34 @@ class _Together:
         return await answer
 
     def _send(self, asked: _Asked) -> None:
+        if not asked.calls:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        wait = settings.COLLAB["AUTH_TRIP_WAIT"]
+        if asked.trips and now < asked.sent_at + wait:
+            # Sent when the trip comes back (``_back``), or when it has been out too long.
+            if asked.timer is None:
+                asked.timer = loop.call_at(asked.sent_at + wait, self._waited, asked)
+            return
+        if asked.timer is not None:
+            asked.timer.cancel()
+            asked.timer = None
+        asked.sent_at = now
         calls, asked.calls = asked.calls, []
         for start in range(0, len(calls), TRIP_SIZE):
             trip = asyncio.ensure_future(self._deliver(calls[start : start + TRIP_SIZE]))
             asked.trips.add(trip)  # held until done: the loop keeps only weak references
-            trip.add_done_callback(asked.trips.discard)
+            trip.add_done_callback(functools.partial(self._back, asked))
+
+    def _waited(self, asked: _Asked) -> None:
+        asked.timer = None
+        self._send(asked)
+
+    def _back(self, asked: _Asked, trip: asyncio.Future[None]) -> None:
+        asked.trips.discard(trip)
+        if not asked.trips:
+            self._send(asked)
 
     async def _deliver(self, calls: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
         try:
@@ -769,13 +799,16 @@ class _Together:
 
 
 class _Asked:
-    """One event loop's calls waiting to be sent, and its trips under way."""
+    """One event loop's calls waiting to be sent, its trips under way, when it last sent one,
+    and the timer that sends the waiting calls if the trips out take too long."""
 
-    __slots__ = ("calls", "trips")
+    __slots__ = ("calls", "sent_at", "timer", "trips")
 
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self.trips: set[asyncio.Future[None]] = set()
+        self.sent_at = 0.0
+        self.timer: asyncio.TimerHandle | None = None
 
 
 _checks_together = _Together(_authorize, _read_ahead_checks)

@@ -5,6 +5,7 @@ database."""
 
 import asyncio
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
@@ -378,3 +379,75 @@ async def test_nothing_read_ahead_outlives_its_trip(document, viewer):
     refused = await asyncio.gather(*(authorize(s, doc) for s in scopes), return_exceptions=True)
 
     assert {(r.code, r.reason) for r in refused} == {(4403, "no access to this document")}
+
+
+@pytest.fixture
+def trip_wait(settings):
+    """Sets how long checks asked while a trip is out wait for it (seconds)."""
+
+    def set_to(seconds: float) -> None:
+        settings.COLLAB = {**settings.COLLAB, "AUTH_TRIP_WAIT": seconds}
+
+    return set_to
+
+
+async def held_trip(together, release: threading.Event) -> asyncio.Future:
+    """A trip of ``together`` that stays out, on its check thread, until ``release`` is set."""
+    out = threading.Event()
+
+    def stay_out():
+        out.set()
+        release.wait(10)
+        return "first"
+
+    first = asyncio.ensure_future(together.ask(stay_out))
+    while not out.is_set():
+        await asyncio.sleep(0.001)
+    return first
+
+
+async def test_checks_asked_while_a_trip_is_out_wait_for_it_and_go_together(trips, trip_wait):
+    trip_wait(5.0)
+    together = auth._Together(lambda work: work())
+    release = threading.Event()
+    first = await held_trip(together, release)
+
+    later = []
+    for turn in range(3):  # asked on three different turns of the event loop
+        later.append(asyncio.ensure_future(together.ask(lambda turn=turn: f"later {turn}")))
+        await asyncio.sleep(0.01)
+    assert len(trips) == 1 and not any(answer.done() for answer in later)
+
+    release.set()
+    assert await first == "first"
+    assert await asyncio.gather(*later) == ["later 0", "later 1", "later 2"]
+    assert len(trips) == 2  # the three went together, once the first trip was back
+
+
+async def test_a_trip_out_too_long_holds_the_next_checks_only_that_long(trips, trip_wait):
+    trip_wait(0.05)
+    together = auth._Together(lambda work: work())
+    release = threading.Event()
+    first = await held_trip(together, release)
+    try:
+        # A stuck query (the first trip) does not keep the next socket out: its check goes on
+        # another thread once the first trip has been out 50 ms.
+        answer = await asyncio.wait_for(together.ask(lambda: "next"), 5)
+        assert answer == "next" and not first.done() and len(trips) == 2
+    finally:
+        release.set()
+    assert await first == "first"
+
+
+async def test_with_no_trip_wait_each_turns_checks_go_at_once(trips, trip_wait):
+    trip_wait(0)
+    together = auth._Together(lambda work: work())
+    release = threading.Event()
+    first = await held_trip(together, release)
+    try:
+        for turn in range(2):
+            assert await asyncio.wait_for(together.ask(lambda turn=turn: turn), 5) == turn
+        assert len(trips) == 3
+    finally:
+        release.set()
+    await first
