@@ -24,7 +24,15 @@ import tempfile
 from pathlib import Path
 
 from bench.loadtest import raise_nofile_limit
-from bench.run import ROOT, Servers, free_port, install_reference, say, wait_port
+from bench.run import (
+    ROOT,
+    Servers,
+    free_port,
+    install_reference,
+    say,
+    start_reference,
+    wait_port,
+)
 
 LEVELS = {
     "daphne": ["-m", "daphne"],
@@ -47,16 +55,9 @@ def measure(level: str, server_js: Path | None, args: argparse.Namespace, folder
         urls, pids = [], []
         if level == "reference":
             assert server_js is not None
-            port = free_port()
-            node = servers.spawn(
-                "reference",
-                ["node", str(server_js)],
-                {**env, "HOST": "127.0.0.1", "PORT": str(port)},
-                cwd=server_js.parent,
-            )
-            wait_port(port, node, 30, "the reference server")
-            urls.append(f"ws://127.0.0.1:{port}")
-            pids.append(node.pid)
+            url, pid = start_reference(servers, server_js, env)
+            urls.append(url)
+            pids.append(pid)
         else:
             for _ in range(args.processes):
                 port = free_port()

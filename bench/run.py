@@ -190,6 +190,20 @@ def install_reference(folder: Path) -> Path:
     return server
 
 
+def start_reference(servers: Servers, server_js: Path, env: dict) -> tuple[str, int]:
+    """Starts the reference server on a free port; its URL and pid once it listens."""
+    port = free_port()
+    node = servers.spawn(
+        "reference",
+        ["node", str(server_js)],
+        {**env, "HOST": "127.0.0.1", "PORT": str(port)},
+        cwd=server_js.parent,
+    )
+    wait_port(port, node, 30, "the reference server")
+    say(f"reference: y-websocket {REFERENCE_PACKAGE} on port {port}, pid {node.pid}")
+    return f"ws://127.0.0.1:{port}", node.pid
+
+
 def mode_arguments(mode: str, args) -> list[str]:
     common = ["--timeout", str(args.timeout), "--concurrency", str(args.concurrency)]
     if mode == "fanout":
@@ -560,22 +574,9 @@ def main(argv=None) -> int:
                     }
                 )
             if args.only != "collab":
-                port = free_port()
-                node = servers.spawn(
-                    "reference",
-                    ["node", str(server_js)],
-                    {**env, "HOST": "127.0.0.1", "PORT": str(port)},
-                    cwd=server_js.parent,
-                )
-                wait_port(port, node, 30, "the reference server")
-                say(f"reference: y-websocket {REFERENCE_PACKAGE} on port {port}, pid {node.pid}")
+                url, pid = start_reference(servers, server_js, env)
                 targets.append(
-                    {
-                        "name": "reference",
-                        "reference": True,
-                        "urls": [f"ws://127.0.0.1:{port}"],
-                        "pids": [node.pid],
-                    }
+                    {"name": "reference", "reference": True, "urls": [url], "pids": [pid]}
                 )
             return targets
 

@@ -4,6 +4,7 @@ answer, and what the trip's checks ask the database read in one query each, on a
 database."""
 
 import asyncio
+import contextlib
 import logging
 import threading
 from datetime import timedelta
@@ -391,9 +392,11 @@ def trip_wait(settings):
     return set_to
 
 
-async def held_trip(together, release: threading.Event) -> asyncio.Future:
-    """A trip of ``together`` that stays out, on its check thread, until ``release`` is set."""
-    out = threading.Event()
+@contextlib.asynccontextmanager
+async def a_trip_held_out(together):
+    """A trip of ``together`` that stays out, on its check thread, until the block ends; its
+    answer ("first") is there after the block."""
+    out, release = threading.Event(), threading.Event()
 
     def stay_out():
         out.set()
@@ -403,23 +406,24 @@ async def held_trip(together, release: threading.Event) -> asyncio.Future:
     first = asyncio.ensure_future(together.ask(stay_out))
     while not out.is_set():
         await asyncio.sleep(0.001)
-    return first
+    try:
+        yield first
+    finally:
+        release.set()
+        await first
 
 
 async def test_checks_asked_while_a_trip_is_out_wait_for_it_and_go_together(trips, trip_wait):
     trip_wait(5.0)
     together = auth._Together(lambda work: work())
-    release = threading.Event()
-    first = await held_trip(together, release)
+    async with a_trip_held_out(together) as first:
+        later = []
+        for turn in range(3):  # asked on three different turns of the event loop
+            later.append(asyncio.ensure_future(together.ask(lambda turn=turn: f"later {turn}")))
+            await asyncio.sleep(0.01)
+        assert len(trips) == 1 and not any(answer.done() for answer in later)
 
-    later = []
-    for turn in range(3):  # asked on three different turns of the event loop
-        later.append(asyncio.ensure_future(together.ask(lambda turn=turn: f"later {turn}")))
-        await asyncio.sleep(0.01)
-    assert len(trips) == 1 and not any(answer.done() for answer in later)
-
-    release.set()
-    assert await first == "first"
+    assert first.result() == "first"
     assert await asyncio.gather(*later) == ["later 0", "later 1", "later 2"]
     assert len(trips) == 2  # the three went together, once the first trip was back
 
@@ -427,27 +431,18 @@ async def test_checks_asked_while_a_trip_is_out_wait_for_it_and_go_together(trip
 async def test_a_trip_out_too_long_holds_the_next_checks_only_that_long(trips, trip_wait):
     trip_wait(0.05)
     together = auth._Together(lambda work: work())
-    release = threading.Event()
-    first = await held_trip(together, release)
-    try:
+    async with a_trip_held_out(together) as first:
         # A stuck query (the first trip) does not keep the next socket out: its check goes on
         # another thread once the first trip has been out 50 ms.
-        answer = await asyncio.wait_for(together.ask(lambda: "next"), 5)
-        assert answer == "next" and not first.done() and len(trips) == 2
-    finally:
-        release.set()
-    assert await first == "first"
+        assert await asyncio.wait_for(together.ask(lambda: "next"), 5) == "next"
+        assert not first.done() and len(trips) == 2
+    assert first.result() == "first"
 
 
 async def test_with_no_trip_wait_each_turns_checks_go_at_once(trips, trip_wait):
     trip_wait(0)
     together = auth._Together(lambda work: work())
-    release = threading.Event()
-    first = await held_trip(together, release)
-    try:
+    async with a_trip_held_out(together):
         for turn in range(2):
             assert await asyncio.wait_for(together.ask(lambda turn=turn: turn), 5) == turn
         assert len(trips) == 3
-    finally:
-        release.set()
-    await first
