@@ -604,8 +604,9 @@ COLLAB: CollabOptions = {
     "AUTH_THREADS": env_int("WS_AUTH_THREADS", 4),
     # While a trip of socket checks is out on a check thread, the checks asked meanwhile wait
     # for it to come back and go together on the next trip, unless it has been out this long;
-    # then they go on another thread. Fewer, fuller trips: a fifth less server CPU per connect
-    # in a connect storm (docs/BENCHMARKS.md, change 49). 0: every turn's checks go at once.
+    # then they go on another thread. Fewer, fuller trips: a tenth (ticket sockets) to a fifth
+    # (session cookies) less server CPU per connect in a connect storm (docs/BENCHMARKS.md,
+    # change 49). 0: every turn's checks go at once.
     "AUTH_TRIP_WAIT": env_float("WS_AUTH_TRIP_WAIT_MS", 20.0) / 1000,
 }
 if COLLAB["AUTH_THREADS"] < 1:
