@@ -1,4 +1,4 @@
-"""`python -m bench.floor`: how many sockets a second daphne opens when the application does
+"""`python -m bench.floor`: how many sockets per second daphne opens when the application does
 nothing, against the reference y-websocket server in the same run: the floor under collab's
 connects/s row (issue 16, target 2; docs/BENCHMARKS.md, "What holds the rest back").
 
