@@ -75,7 +75,10 @@ def measure(level: str, server_js: Path | None, args: argparse.Namespace, folder
         command += ["--connections", str(args.connections), "--hold", "1"]
         command += ["--concurrency", str(args.concurrency), "--json-out", str(out), "--quiet"]
         subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, timeout=300)
-        result = json.loads(out.read_text())["result"]
+        try:
+            result = json.loads(out.read_text())["result"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"{level}: the load test gave no result ({exc})") from None
         return {
             "connects_per_s": result["connects_per_s"],
             "server_cpu_ms_per_connect": result["server_cpu_ms_per_connect"],

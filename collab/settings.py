@@ -611,5 +611,5 @@ COLLAB: CollabOptions = {
 }
 if COLLAB["AUTH_THREADS"] < 1:
     raise ImproperlyConfigured("WS_AUTH_THREADS must be at least 1.")
-if COLLAB["AUTH_TRIP_WAIT"] < 0:
-    raise ImproperlyConfigured("WS_AUTH_TRIP_WAIT_MS must be 0 or more.")
+if not 0 <= COLLAB["AUTH_TRIP_WAIT"] < float("inf"):
+    raise ImproperlyConfigured("WS_AUTH_TRIP_WAIT_MS must be a number of milliseconds, 0 or more.")

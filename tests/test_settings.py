@@ -113,6 +113,14 @@ def test_it_refuses_a_debug_value_it_cannot_read(tmp_path, value):
     assert "DEBUG must be one of" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["-5", "inf", "nan", "soon"])
+def test_it_refuses_a_socket_check_wait_it_cannot_use(tmp_path, value):
+    result = load_settings(tmp_path, WS_AUTH_TRIP_WAIT_MS=value)
+
+    assert result.returncode != 0
+    assert "WS_AUTH_TRIP_WAIT_MS must be a number" in result.stderr
+
+
 def test_it_accepts_a_complete_production_configuration(tmp_path):
     import json
 
