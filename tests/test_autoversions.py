@@ -179,11 +179,12 @@ class Typist:
 
 @pytest.fixture
 def timings(settings):
-    def set_timings(quiet: float, every: float = 0) -> None:
+    def set_timings(quiet: float, every: float = 0, grace: float = 0.3) -> None:
         settings.COLLAB = {
             **settings.COLLAB,
             "AUTO_VERSION_QUIET": quiet,
             "AUTO_VERSION_EVERY": every,
+            "ROOM_GRACE": grace,
         }
 
     return set_timings
@@ -262,6 +263,32 @@ async def test_it_takes_a_version_when_the_last_connection_leaves(document, owne
     rooms.leave(typist.room, typist.connection)
 
     assert await wait_versions(document, 1) == [("Written, then left", True)]
+    await typist.room.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_client_that_drops_and_comes_back_at_once_takes_no_version(
+    document, owner, timings
+):
+    """A lone client whose connection drops and reconnects (a flaky network, or a flooder
+    closed for its rate) is no reason to version the document each time: the room's grace."""
+    timings(quiet=60, grace=1.0)
+    rooms, typist = await join(document, owner)
+    await typist.type("Typed before a reconnect")
+
+    for _ in range(3):
+        rooms.leave(typist.room, typist.connection)
+        await asyncio.sleep(0.2)
+        await rooms.join(document.id, typist.connection)
+    await asyncio.sleep(1.2)  # past the grace of the first leave
+    assert await versions(document) == []
+    assert autoversions.get_autoversions().pending == 1
+
+    rooms.leave(typist.room, typist.connection)  # and now for good
+    await asyncio.sleep(0.5)
+    assert await versions(document) == []  # within the grace
+    assert await wait_versions(document, 1) == [("Typed before a reconnect", True)]
     await typist.room.close()
 
 

@@ -729,6 +729,8 @@ class Rooms:
         if room._evict_timer is not None:
             room._evict_timer.cancel()
             room._evict_timer = None
+        if not room.connections:
+            autoversions.get_autoversions().joined(document_id)
         room.connections.add(connection)
         return room
 
