@@ -593,8 +593,8 @@ COLLAB: CollabOptions = {
     "MAX_CONNECTIONS_PER_USER": env_int("WS_MAX_CONNECTIONS_PER_USER", 200),
     # Automatic versions (editor/autoversions.py): taken once a document's text has not changed
     # for AUTO_VERSION_QUIET seconds, at least every AUTO_VERSION_EVERY seconds while it keeps
-    # changing (0: no such ceiling), and when its last editor leaves. A quiet period of 0 turns
-    # automatic versions off.
+    # changing (0: no such ceiling), and ROOM_GRACE seconds after its last editor leaves unless
+    # one comes back first. A quiet period of 0 turns automatic versions off.
     "AUTO_VERSION_QUIET": env_float("AUTO_VERSION_QUIET_SECONDS", 120.0),
     "AUTO_VERSION_EVERY": env_float("AUTO_VERSION_EVERY_SECONDS", 600.0),
     # Threads that check sockets as they connect (the session, the ticket, the role: one or two
