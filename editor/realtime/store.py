@@ -39,6 +39,7 @@ import datetime
 import itertools
 import logging
 import sys
+import threading
 import uuid
 import weakref
 from collections import deque
@@ -268,36 +269,99 @@ def _write_batch(batch: list[_Pending]) -> list[tuple[_Pending, int | None]]:
         ids = _insert(cleaned)
         batch = cleaned
     if batch:
-        _compact_crowded({p.document_id for p in batch})
+        _compact_crowded([p.document_id for p in batch])
     return list(zip(batch, ids, strict=True))
 
 
-def _compact_crowded(document_ids: set) -> None:
-    """Compacts those of these documents whose log grew past the threshold."""
+def _compact_crowded(written: Collection[uuid.UUID | str]) -> None:
+    """Compacts those of these documents (one entry per row just written) whose log grew past
+    the threshold. Counted in the database only when what this process knows of a document's
+    log (``_LOG_ROWS``) says it may have: counting every document of every batch was one of a
+    batch's three statements, and the work a thread does holds the GIL while the event loop
+    waits to send the next update (docs/BENCHMARKS.md, change 51)."""
     threshold = settings.COLLAB.get("COMPACT_THRESHOLD")
     if threshold is None:
         return
+    to_count = _LOG_ROWS.wrote(written, threshold)
+    if not to_count:
+        return
     # One aggregate query for all the documents, not one per document.
-    crowded = (
-        DocumentUpdate.objects.filter(document_id__in=document_ids)
+    counted = {
+        str(document_id): rows
+        for document_id, rows in DocumentUpdate.objects.filter(document_id__in=to_count)
         .values("document_id")
         .annotate(rows=Count("id"))
-        .filter(rows__gt=threshold)
-        .values_list("document_id", flat=True)
-    )
-    for document_id in list(crowded):
+        .values_list("document_id", "rows")
+    }
+    _LOG_ROWS.counted({document_id: counted.get(document_id, 0) for document_id in to_count})
+    for document_id, rows in counted.items():
+        if rows <= threshold:
+            continue
         try:
             result = compact(document_id)
         except Exception:
             # The updates are committed; a failed compaction only leaves the log longer.
             logger.exception("automatic compaction of document %s failed", document_id)
         else:
+            _LOG_ROWS.counted({document_id: result.kept})
             logger.info(
                 "compacted %s: folded %d updates, snapshot %d bytes",
                 document_id,
                 result.folded,
                 result.snapshot_bytes,
             )
+
+
+class _LogRows:
+    """How many rows each document's log holds at least, as this process knows it: the rows it
+    counted there last, plus those it has written since. A document's updates are written by
+    the process its room is in (one, by the documents' hash, unless they move), so this is the
+    log's length in practice; another process's writes since the count make it short by those,
+    so a log may grow past the threshold by what the other processes wrote before this one
+    counts again. A compaction elsewhere makes it long: counted sooner. Threads write it
+    (the store's, the REST API's): under a lock. The least recently written documents are
+    forgotten past ``KEPT`` (counted again when next written)."""
+
+    KEPT = 10_000
+
+    def __init__(self) -> None:
+        self._rows: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def wrote(self, written: Collection[uuid.UUID | str], threshold: int) -> list[str]:
+        """Counts the rows just written (one entry each); returns the documents to count in
+        the database: never counted (or forgotten), or possibly past the threshold."""
+        added: dict[str, int] = {}
+        for document_id in written:
+            key = str(document_id)
+            added[key] = added.get(key, 0) + 1
+        to_count = []
+        with self._lock:
+            for key, count in added.items():
+                known = self._rows.pop(key, None)  # put back last: the most recently written
+                if known is None:
+                    to_count.append(key)
+                    continue
+                self._rows[key] = known + count
+                if known + count > threshold:
+                    to_count.append(key)
+        return to_count
+
+    def counted(self, rows: dict[str, int]) -> None:
+        """What a count (or a compaction) found."""
+        with self._lock:
+            for document_id, count in rows.items():
+                self._rows.pop(str(document_id), None)
+                self._rows[str(document_id)] = count
+            while len(self._rows) > self.KEPT:
+                del self._rows[next(iter(self._rows))]
+
+    def forget(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
+
+_LOG_ROWS = _LogRows()
 
 
 def _insert(batch: list[_Pending]) -> list[int | None]:
@@ -323,7 +387,7 @@ def write(document_id: uuid.UUID | str, data: bytes, author_id: int | None) -> N
             document_id=document_id, data=bytes(data), author_id=author_id
         )
         Document.objects.filter(pk=document_id).update(updated_at=timezone.now())
-    _compact_crowded({row.document_id})
+    _compact_crowded([row.document_id])
 
 
 def _without_orphans(batch: list[_Pending]) -> list[_Pending]:

@@ -381,6 +381,56 @@ def test_it_compacts_a_document_automatically_past_the_threshold(
     assert size == 7
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_documents_log_is_counted_only_when_it_may_be_past_the_threshold(
+    document, settings, record_batches
+):
+    """One batch after another of a document being typed in: the log's length is known from
+    the rows written, so only the first batch and the one that takes it past the threshold
+    count it in the database, and that one compacts it."""
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "COMPACT_THRESHOLD": 5}
+    typist = Client()
+
+    async def type_words(words: list[str]) -> None:
+        writer = store.get_writer()
+        for word in words:
+            writer.append(document.id, typist.type(word), None)
+            await writer.flush()
+
+    asyncio.run(type_words(["a", "b", "c", "d", "e"]))
+    assert document.updates.count() == 5
+    counts = [sum("COUNT(" in sql for sql in sqls) for _, sqls in record_batches]
+    assert counts == [1, 0, 0, 0, 0]
+
+    asyncio.run(type_words(["f"]))  # the sixth row: past the threshold
+    assert [sum("COUNT(" in sql for sql in sqls) for _, sqls in record_batches[5:]] == [1]
+    assert not document.updates.exists()
+    assert stored_text(document) == "abcdef"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_another_process_wrote_are_seen_at_the_next_count(document, settings):
+    """Rows this process did not write (another process's) are not in what it knows of the
+    log: they are counted, and compacted, once its own rows take the log past the threshold
+    by its count."""
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "COMPACT_THRESHOLD": 5}
+    typist = Client()
+
+    async def type_word(word: str) -> None:
+        writer = store.get_writer()
+        writer.append(document.id, typist.type(word), None)
+        await writer.flush()
+
+    asyncio.run(type_word("a"))  # counted: one row
+    add_rows(document, [typist.type(w) for w in "bcdefgh"])  # another process's seven rows
+    for word in "ijkl":
+        asyncio.run(type_word(word))
+    assert document.updates.count() == 12  # by its count, 1 + 4 rows: not past 5
+    asyncio.run(type_word("m"))
+    assert not document.updates.exists()
+    assert stored_text(document) == "abcdefghijklm"
+
+
 # -- compaction -----------------------------------------------------------------------------
 
 
