@@ -453,6 +453,7 @@ class ServeOptions(TypedDict):
     SPREAD_CHECKS: bool
     DIRECT_UPGRADES: bool
     DIRECT_FRAMES: bool
+    EAGER_WORK: bool
     GC_THRESHOLDS: tuple[int, int, int] | None
     HEADER_TIMEOUT: float
     EVENT_LOOP: str
@@ -494,6 +495,9 @@ SERVE: ServeOptions = {
     # An open socket's frames go to its connection as the server hands them over, not a turn
     # of the event loop later through the consumer's queue (editor/realtime/consumer.py).
     "DIRECT_FRAMES": env_bool("WS_DIRECT_FRAMES", True),
+    # A frame's work (apply, pass on) runs in the turn of the event loop that read it, up to its
+    # first wait, not after every other frame of that turn (editor/realtime/connection.py).
+    "EAGER_WORK": env_bool("WS_EAGER_WORK", True),
     # The collector's thresholds (gc.set_threshold), set at load (collab/asgi.py); "python":
     # Python's own 700,10,10.
     "GC_THRESHOLDS": env_gc_thresholds("GC_THRESHOLDS", (10_000, 1, 230)),

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import dataclasses
 import functools
 import logging
 import time
+import typing
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +103,7 @@ class Connection:
         "stopping",
         "_left",
         "_worker",
+        "_eager_this_turn",
     )
 
     def __init__(self, access: Access, socket: Socket, client: str = "?") -> None:
@@ -141,6 +144,8 @@ class Connection:
         self.stopping = False
         self._left = False
         self._worker: asyncio.Future[None] | None = None
+        # This turn of the event loop already started the work at once (``_queue``).
+        self._eager_this_turn = False
 
     # -- what the room asks ---------------------------------------------------------------
 
@@ -439,7 +444,22 @@ class Connection:
             self.inbox = collections.deque()
         self.inbox.append(message)
         if self._worker is None:
-            self._worker = asyncio.ensure_future(self._work())
+            if settings.SERVE["EAGER_WORK"] and not self._eager_this_turn:
+                # Once a turn: the frames that come after it in the same turn (a backlog, a
+                # flood) wait for a task and are applied together, as before.
+                self._eager_this_turn = True
+                asyncio.get_running_loop().call_soon(self._next_turn)
+                # Set while the work's first step runs; ``_work`` sets it back to None if it
+                # finishes there.
+                self._worker = _STARTING
+                carrying_on = _Eager.start(self._work())
+                if carrying_on is not None:
+                    self._worker = carrying_on
+            else:
+                self._worker = asyncio.ensure_future(self._work())
+
+    def _next_turn(self) -> None:
+        self._eager_this_turn = False
 
     async def _work(self) -> None:
         """Handles queued messages in order until none is left. Updates that follow each other
@@ -786,6 +806,61 @@ class Connection:
 
 # Tasks started by ``in_background``: the event loop keeps only weak references to tasks.
 _background: set[asyncio.Future[Any]] = set()
+
+
+# ``Connection._worker`` while the work's first step runs (``_Eager``): never awaited, since
+# nothing else runs meanwhile.
+_STARTING: asyncio.Future[None] = typing.cast("asyncio.Future[None]", object())
+
+
+class _Eager:
+    """Runs a connection's work (``_work``) at once, in the frame's own turn of the event loop,
+    up to its first wait; a task carries on from there. As a task from the start, the work
+    of every frame read in one turn waited until the loop had read all of them: a burst of
+    updates from many sockets (writers typing at once) was applied and passed on only after
+    the last of them was read, about 2.5 ms later in the bench's throughput mode, where the
+    reference passes each one on as it reads it (docs/BENCHMARKS.md, change 52). Python
+    3.12's eager tasks do this; this runs on 3.11. Once a turn per connection (``_queue``):
+    the frames of a backlog after the first still wait for a task, and go together.
+
+    ``start`` returns the task that carries on, or None when the work did not wait. The work
+    runs in a context of its own from its first step on, as a task's does. An exception out
+    of its first step (``_work`` lets none out but a cancellation's) is raised to the caller,
+    as ``receive``'s callers already expect of a frame that cannot be taken."""
+
+    @staticmethod
+    def start(work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        context = contextvars.copy_context()
+        try:
+            waiting = context.run(work.send, None)
+        except StopIteration:
+            return None
+        loop = asyncio.get_running_loop()
+        return loop.create_task(_Eager._carry_on(work, waiting), context=context)
+
+    @staticmethod
+    async def _carry_on(work: Coroutine[Any, Any, None], waiting: Any) -> None:
+        """Drives the rest of ``work`` as a task would: waits for what it waits for, then
+        resumes it (the awaited future hands it its result or exception), and passes a
+        cancellation on to it."""
+        while True:
+            try:
+                if waiting is None:  # a bare yield: asyncio.sleep(0)
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.wait([waiting])
+            except asyncio.CancelledError as cancelled:
+                if waiting is not None:
+                    waiting.cancel()  # as a task cancels the future it waits for
+                try:
+                    waiting = work.throw(cancelled)
+                except StopIteration:
+                    return
+                continue
+            try:
+                waiting = work.send(None)
+            except StopIteration:
+                return
 
 
 def in_background(operation: Awaitable[Any]) -> None:

@@ -2,6 +2,7 @@
 ``Socket`` of the tests' own), on the real room, store, Redis and database."""
 
 import asyncio
+import contextlib
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -9,7 +10,7 @@ from pycrdt import Doc, Text
 
 from editor.realtime import protocol, store
 from editor.realtime.auth import Access, Person
-from editor.realtime.connection import Connection, sockets
+from editor.realtime.connection import Connection, _Eager, sockets
 from editor.realtime.presence import get_presence
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -155,6 +156,79 @@ async def test_an_editors_update_reaches_the_others_and_not_the_sender(
     for row in updates:
         stored.apply_update(row)
     assert text_of(stored) == "hello"
+
+
+async def test_an_update_is_passed_on_in_the_turn_its_frame_was_read(document, owner, editor_user):
+    """Many writers' frames read in one turn of the event loop were each passed on only after
+    the loop had read all of them: the work of a frame starts as the frame is read."""
+    writer, _ = await opened(owner, document, "owner")
+    reader, reader_socket = await opened(editor_user, document, "editor")
+
+    update = edit(Doc(), "at once")
+    writer.receive(protocol.sync_update(update))
+
+    assert reader_socket.messages() == [protocol.SyncUpdate(update)]  # no await in between
+    await writer.finish(1000)
+    await reader.finish(1000)
+
+
+async def test_without_eager_work_an_update_is_passed_on_a_turn_later(
+    document, owner, editor_user, settings
+):
+    settings.SERVE = {**settings.SERVE, "EAGER_WORK": False}
+    writer, _ = await opened(owner, document, "owner")
+    reader, reader_socket = await opened(editor_user, document, "editor")
+
+    update = edit(Doc(), "later")
+    writer.receive(protocol.sync_update(update))
+    assert reader_socket.frames == []
+
+    await until(lambda: reader_socket.frames)
+    assert reader_socket.messages() == [protocol.SyncUpdate(update)]
+    await writer.finish(1000)
+    await reader.finish(1000)
+
+
+async def test_eager_work_that_waits_is_carried_on_with_what_it_waited_for():
+    """What the work awaits hands it its result or its exception, and a cancellation of the
+    task that carries it on reaches it, as in a task of its own."""
+    loop = asyncio.get_running_loop()
+    seen = []
+    answer = loop.create_future()
+    failure = loop.create_future()
+    forever = loop.create_future()
+
+    async def work():
+        seen.append("started")
+        seen.append(await answer)
+        try:
+            await failure
+        except ValueError as exc:
+            seen.append(f"raised {exc}")
+        await asyncio.sleep(0)
+        try:
+            await forever
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    carrying_on = _Eager.start(work())
+    assert seen == ["started"]  # its first step ran at once
+    answer.set_result(42)
+    failure.set_exception(ValueError("no"))
+    await until(lambda: len(seen) == 3)
+    assert seen == ["started", 42, "raised no"]
+    await asyncio.sleep(0.05)
+    carrying_on.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await carrying_on
+    assert seen[-1] == "cancelled"
+
+    async def at_once():
+        seen.append("done at once")
+
+    assert _Eager.start(at_once()) is None
+    assert seen[-1] == "done at once"
 
 
 async def test_a_viewers_update_is_refused_and_changes_nothing(document, viewer):
