@@ -452,7 +452,11 @@ class Connection:
                 # Set while the work's first step runs; ``_work`` sets it back to None if it
                 # finishes there.
                 self._worker = _STARTING
-                carrying_on = _Eager.start(self._work())
+                try:
+                    carrying_on = _Eager.start(self._work())
+                except BaseException:
+                    self._worker = None  # no work under way: the next frame starts its own
+                    raise
                 if carrying_on is not None:
                     self._worker = carrying_on
             else:

@@ -356,10 +356,6 @@ class _LogRows:
             while len(self._rows) > self.KEPT:
                 del self._rows[next(iter(self._rows))]
 
-    def forget(self) -> None:
-        with self._lock:
-            self._rows.clear()
-
 
 _LOG_ROWS = _LogRows()
 
