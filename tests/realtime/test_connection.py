@@ -158,9 +158,13 @@ async def test_an_editors_update_reaches_the_others_and_not_the_sender(
     assert text_of(stored) == "hello"
 
 
-async def test_an_update_is_passed_on_in_the_turn_its_frame_was_read(document, owner, editor_user):
+async def test_an_update_is_passed_on_in_the_turn_its_frame_was_read(
+    document, owner, editor_user, settings
+):
     """Many writers' frames read in one turn of the event loop were each passed on only after
-    the loop had read all of them: the work of a frame starts as the frame is read."""
+    the loop had read all of them: with WS_EAGER_WORK, the work of a frame starts as the frame
+    is read."""
+    settings.SERVE = {**settings.SERVE, "EAGER_WORK": True}
     writer, _ = await opened(owner, document, "owner")
     reader, reader_socket = await opened(editor_user, document, "editor")
 
@@ -172,10 +176,8 @@ async def test_an_update_is_passed_on_in_the_turn_its_frame_was_read(document, o
     await reader.finish(1000)
 
 
-async def test_without_eager_work_an_update_is_passed_on_a_turn_later(
-    document, owner, editor_user, settings
-):
-    settings.SERVE = {**settings.SERVE, "EAGER_WORK": False}
+async def test_without_eager_work_an_update_is_passed_on_a_turn_later(document, owner, editor_user):
+    """The default."""
     writer, _ = await opened(owner, document, "owner")
     reader, reader_socket = await opened(editor_user, document, "editor")
 
