@@ -844,20 +844,22 @@ class _Eager:
 
     @staticmethod
     async def _carry_on(work: Coroutine[Any, Any, None], waiting: Any) -> None:
-        """Drives the rest of ``work`` as a task would: waits for what it waits for, then
-        resumes it (the awaited future hands it its result or exception), and passes a
-        cancellation on to it."""
+        """Drives the rest of ``work`` as a task would: awaits the future it waits for (so
+        this task wakes in the turn after it is done, as the work's own task would), then
+        resumes the work, throwing into it what the wait raised: the future's exception,
+        or a cancellation (cancelling this task cancels the future awaited, as for a task)."""
         while True:
             try:
                 if waiting is None:  # a bare yield: asyncio.sleep(0)
                     await asyncio.sleep(0)
                 else:
-                    await asyncio.wait([waiting])
-            except asyncio.CancelledError as cancelled:
-                if waiting is not None:
-                    waiting.cancel()  # as a task cancels the future it waits for
+                    # Taken, as a task takes the future its coroutine yields; still marked
+                    # as yielded, awaiting it again would raise.
+                    waiting._asyncio_future_blocking = False
+                    await waiting
+            except BaseException as exc:
                 try:
-                    waiting = work.throw(cancelled)
+                    waiting = work.throw(exc)
                 except StopIteration:
                     return
                 continue

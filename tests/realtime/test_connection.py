@@ -233,6 +233,31 @@ async def test_eager_work_that_waits_is_carried_on_with_what_it_waited_for():
     assert seen[-1] == "done at once"
 
 
+async def test_eager_work_resumes_in_the_same_turn_as_a_task_would():
+    """Carried on through a wait of its own, the work woke a turn after a task would have:
+    each of its waits cost every frame a turn of the event loop."""
+    loop = asyncio.get_running_loop()
+    turn = 0
+    resumed = {}
+
+    async def work(name, future):
+        await future
+        resumed[name] = turn
+
+    eager_future, task_future = loop.create_future(), loop.create_future()
+    carrying_on = _Eager.start(work("eager", eager_future))
+    task = asyncio.ensure_future(work("task", task_future))
+    await asyncio.sleep(0)  # both are waiting now
+    eager_future.set_result(None)
+    task_future.set_result(None)
+    while len(resumed) < 2 and turn < 10:
+        await asyncio.sleep(0)
+        turn += 1
+
+    assert resumed == {"eager": resumed["task"], "task": resumed["task"]}
+    await asyncio.gather(carrying_on, task)
+
+
 async def test_a_viewers_update_is_refused_and_changes_nothing(document, viewer):
     connection, socket = await opened(viewer, document, "viewer")
 
