@@ -496,10 +496,10 @@ SERVE: ServeOptions = {
     # of the event loop later through the consumer's queue (editor/realtime/consumer.py).
     "DIRECT_FRAMES": env_bool("WS_DIRECT_FRAMES", True),
     # A frame's work (apply, pass on) runs in the turn of the event loop that read it, up to its
-    # first wait, not after every other frame of that turn (editor/realtime/connection.py). Off
-    # by default: its A/B took a tenth off the throughput mode's latency, but the probe's round
-    # trip while thousands of sockets connect came out worse (docs/BENCHMARKS.md, change 52).
-    "EAGER_WORK": env_bool("WS_EAGER_WORK", False),
+    # first wait, not after every other frame of that turn (editor/realtime/connection.py): a
+    # tenth to a seventh off the throughput mode's latency p50 (docs/BENCHMARKS.md, changes 52
+    # and 53). Off, a frame's work is a task of its own, as before.
+    "EAGER_WORK": env_bool("WS_EAGER_WORK", True),
     # The collector's thresholds (gc.set_threshold), set at load (collab/asgi.py); "python":
     # Python's own 700,10,10.
     "GC_THRESHOLDS": env_gc_thresholds("GC_THRESHOLDS", (10_000, 1, 230)),

@@ -158,13 +158,10 @@ async def test_an_editors_update_reaches_the_others_and_not_the_sender(
     assert text_of(stored) == "hello"
 
 
-async def test_an_update_is_passed_on_in_the_turn_its_frame_was_read(
-    document, owner, editor_user, settings
-):
+async def test_an_update_is_passed_on_in_the_turn_its_frame_was_read(document, owner, editor_user):
     """Many writers' frames read in one turn of the event loop were each passed on only after
-    the loop had read all of them: with WS_EAGER_WORK, the work of a frame starts as the frame
-    is read."""
-    settings.SERVE = {**settings.SERVE, "EAGER_WORK": True}
+    the loop had read all of them: with WS_EAGER_WORK (the default), the work of a frame starts
+    as the frame is read."""
     writer, _ = await opened(owner, document, "owner")
     reader, reader_socket = await opened(editor_user, document, "editor")
 
@@ -176,8 +173,11 @@ async def test_an_update_is_passed_on_in_the_turn_its_frame_was_read(
     await reader.finish(1000)
 
 
-async def test_without_eager_work_an_update_is_passed_on_a_turn_later(document, owner, editor_user):
-    """The default."""
+async def test_without_eager_work_an_update_is_passed_on_a_turn_later(
+    document, owner, editor_user, settings
+):
+    """WS_EAGER_WORK=false: the work is a task of its own, as before."""
+    settings.SERVE = {**settings.SERVE, "EAGER_WORK": False}
     writer, _ = await opened(owner, document, "owner")
     reader, reader_socket = await opened(editor_user, document, "editor")
 
