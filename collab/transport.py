@@ -36,6 +36,11 @@ straight to autobahn, parsed once instead of twice.
 **Direct frames** (``direct_frames``, editor/realtime/consumer.py): an open socket's frames go
 to its connection as daphne puts them in the consumer's queue.
 
+**A lingering close** (``hang_up``): a socket the server closes without waiting for the
+client's reply (a flood, 1011, 1013) ends its own half once the close frame is out, throws away
+what the client still sends and closes when the client ends, instead of closing with unread
+input, which the kernel answers with a reset that can reach the client before the close frame.
+
 **Every consumer cancelled at shutdown** (``cancel_on_shutdown``): a fix for daphne's shutdown
 trigger, which gave up on the first connection it did not expect (see there).
 
@@ -43,7 +48,8 @@ trigger, which gave up on the first connection it did not expect (see there).
 pyproject.toml pins Twisted and autobahn to the release lines it was tested with, but names may
 still move, so each tuning (``EAGER_WRITES``, ``SHARED_PROTOCOL_OPTIONS``, ``RAW_FRAMES``,
 ``QUEUED_BYTES``, ``HEADER_DEADLINE``, ``ACCESS_LOG``, ``QUIET_HANDSHAKE``, ``LEAN_SOCKETS``,
-``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``, ``DIRECT_UPGRADES``, ``DIRECT_FRAMES``)
+``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``, ``DIRECT_UPGRADES``, ``DIRECT_FRAMES``,
+``LINGERING_CLOSE``)
 first checks, once per process, that what it relies on is there (``available(tuning)``;
 ``check()`` asks for all of them): the functions it replaces or calls take the arguments it
 passes (``inspect.signature``); throw-away objects built off the live server (a Twisted
@@ -88,6 +94,7 @@ SHUTDOWN_CANCEL = "shutdown_cancel"
 SPREAD_CHECKS = "spread_checks"
 DIRECT_UPGRADES = "direct_upgrades"
 DIRECT_FRAMES = "direct_frames"
+LINGERING_CLOSE = "lingering_close"
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections); what
 # eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
@@ -728,14 +735,69 @@ def queued_bytes(protocol: Any) -> int | None:
         return None
 
 
+# How long a hung-up socket's client gets to read its close frame and end the connection itself
+# before the server drops it: as long as autobahn gives a close handshake (closeHandshakeTimeout).
+LINGER_SECONDS = 1.0
+# What a hung-up socket's client may still send, thrown away unread, while it lingers: a client
+# cannot know it was closed before it reads the close frame. Past this, nothing more is read
+# (a flood costs no more) until the socket is dropped.
+LINGER_BYTES = 1 << 20
+
+
 def hang_up(protocol: Any) -> None:
-    """Stops reading from this socket and closes its TCP connection once what was written to
-    it (a close frame, say) is flushed: for a client that floods, so that what it goes on
-    sending is no longer read and parsed while the close handshake would run. Twisted's public
-    ``ITransport.loseConnection``; nothing when the socket is not a Twisted one."""
-    lose = getattr(getattr(protocol, "transport", None), "loseConnection", None)
+    """Ends a socket whose close frame was just written, without waiting for the client's half
+    of the close handshake (for a client that floods, whose frames must not be parsed any more).
+
+    With ``LINGERING_CLOSE``, as a web server's lingering close: once the close frame is
+    flushed the server ends its half (``loseWriteConnection``, a FIN), throws away what the
+    client still sends (up to ``LINGER_BYTES``) and closes when the client ends its own, or
+    drops it after ``LINGER_SECONDS``. Closing at once, with the client's next frames unread,
+    would make the kernel answer them with a reset, which can reach the client before it has
+    read the close frame: its next write fails, and it never learns why it was closed. Without
+    the tuning (or on a socket that is not a plain Twisted TCP one): ``loseConnection``."""
+    connection = getattr(protocol, "transport", None)
+    if connection is None:
+        return
+    if (
+        available(LINGERING_CLOSE)
+        and isinstance(connection, tcp.Server)
+        and not connection.TLS
+        and connection.protocol is protocol
+        and connection.connected
+        and not connection.disconnecting
+        and not connection._writeDisconnecting
+    ):
+        connection.protocol = _Lingering(protocol, connection)
+        connection.loseWriteConnection()
+        connection.resumeProducing()  # the client's close and its end are read, not left
+        return
+    lose = getattr(connection, "loseConnection", None)
     if lose is not None:
         lose()
+
+
+class _Lingering:
+    """Stands in for a hung-up socket's protocol on its Twisted connection: throws away what
+    the client still sends, and hands the connection's end to the protocol it replaced, which
+    tells daphne the socket is gone as any other end would."""
+
+    __slots__ = ("_left", "_protocol", "_connection", "_drop")
+
+    def __init__(self, protocol: Any, connection: tcp.Server) -> None:
+        self._protocol = protocol
+        self._connection = connection
+        self._left = LINGER_BYTES
+        self._drop = connection.reactor.callLater(LINGER_SECONDS, connection.abortConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._left -= len(data)
+        if self._left < 0:
+            self._connection.pauseProducing()  # read no more; dropped when the time is up
+
+    def connectionLost(self, reason: object) -> None:
+        if self._drop.active():
+            self._drop.cancel()
+        self._protocol.connectionLost(reason)
 
 
 def _queued(connection: Any) -> int:
@@ -757,7 +819,7 @@ _checked: dict[str, bool] = {}
 
 def available(tuning: str) -> bool:
     """Whether ``tuning`` (one of the names at the top of this module, EAGER_WRITES to
-    DIRECT_FRAMES) finds what it relies on in the installed Twisted, autobahn,
+    LINGERING_CLOSE) finds what it relies on in the installed Twisted, autobahn,
     daphne and Channels. Checked on the first ask, once per process; a failed check logs one
     warning, and the tuning stays off."""
     try:
@@ -825,20 +887,29 @@ def _callable_as(function: Callable[..., Any], args: tuple[Any, ...], what: str)
 
 
 @contextlib.contextmanager
-def _throwaway_connection() -> Iterator[tcp.Server]:
+def _throwaway_pair() -> Iterator[tuple[tcp.Server, socket.socket]]:
     """A Twisted TCP server connection on a socket pair, registered with a reactor of its own
-    that never runs: Twisted sets the write buffers' attributes in its constructor, so an
-    instance is the only place to see them."""
+    that never runs, and the socket at its other end: Twisted sets the write buffers'
+    attributes in its constructor, so an instance is the only place to see them."""
     from twisted.internet.protocol import Protocol
     from twisted.internet.testing import MemoryReactor
 
     ours, theirs = socket.socketpair()
     try:
         # (zope interfaces, which mypy does not see, make the arguments' types fit)
-        yield tcp.Server(ours, Protocol(), ("127.0.0.1", 0), None, 0, MemoryReactor())  # type: ignore[arg-type]
+        yield (
+            tcp.Server(ours, Protocol(), ("127.0.0.1", 0), None, 0, MemoryReactor()),  # type: ignore[arg-type]
+            theirs,
+        )
     finally:
         ours.close()
         theirs.close()
+
+
+@contextlib.contextmanager
+def _throwaway_connection() -> Iterator[tcp.Server]:
+    with _throwaway_pair() as (connection, _):
+        yield connection
 
 
 def _throwaway_websocket() -> Any:
@@ -933,6 +1004,51 @@ def _direct_frames_missing() -> list[str]:
     protocol.onMessage(b"\x00", True)
     if put != [{"type": "websocket.receive", "bytes": b"\x00"}]:
         missing.append("daphne's WebSocketProtocol.onMessage does not put_nowait a frame")
+    return missing
+
+
+def _lingering_close_missing() -> list[str]:
+    """What hang_up relies on in a Twisted TCP server connection: it hands what it reads, and
+    its end, to whatever its ``protocol`` is when they come (hang_up puts ``_Lingering`` there),
+    and half-closes, pauses, resumes and aborts as ITCPTransport says."""
+    from twisted.internet import main
+    from twisted.python import failure
+
+    with _throwaway_pair() as (connection, theirs):
+        missing = _lacks(
+            connection,
+            [
+                "protocol",
+                "reactor",
+                "TLS",
+                "connected",
+                "disconnecting",
+                "_writeDisconnecting",
+                "doRead",
+                "readConnectionLost",
+            ],
+            "a Twisted tcp.Server",
+        )
+        for name in ("loseWriteConnection", "resumeProducing", "pauseProducing", "abortConnection"):
+            function = getattr(connection, name, None)
+            if function is None:
+                missing.append(f"a Twisted tcp.Server has no {name}")
+            else:
+                missing += _callable_as(function, (), f"Twisted's tcp.Server.{name}")
+        if missing:
+            return missing
+        seen: list[object] = []
+        connection.protocol = types.SimpleNamespace(
+            dataReceived=seen.append, connectionLost=lambda reason: seen.append("end")
+        )
+        theirs.sendall(b"late")
+        theirs.shutdown(socket.SHUT_WR)
+        first, then = connection.doRead(), connection.doRead()  # the data, then the client's end
+        if seen != [b"late"] or first is not None or then is not main.CONNECTION_DONE:
+            missing.append("a Twisted tcp.Server does not hand what it reads to its protocol")
+        connection.readConnectionLost(failure.Failure(main.CONNECTION_DONE))
+        if seen[-1:] != ["end"]:
+            missing.append("a Twisted tcp.Server does not hand its end to its protocol")
     return missing
 
 
@@ -1049,5 +1165,10 @@ _TUNINGS: dict[str, _Tuning] = {
     DIRECT_FRAMES: _Tuning(
         _direct_frames_missing,
         "Every frame waits in the consumer's queue for the consumer's task, as before",
+    ),
+    LINGERING_CLOSE: _Tuning(
+        _lingering_close_missing,
+        "A hung-up socket is closed as soon as its close frame is flushed: a client still"
+        " sending may get a reset before it reads the close frame",
     ),
 }

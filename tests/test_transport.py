@@ -2,6 +2,7 @@
 with daphne's asyncio reactor (not installed globally, not running unless a test drives it)."""
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -488,6 +489,7 @@ def test_every_tuning_passes_its_check_on_the_installed_libraries(unchecked, cap
         "spread_checks": True,
         "direct_upgrades": True,
         "direct_frames": True,
+        "lingering_close": True,
     }
     assert [r for r in caplog.records if r.name == "collab.transport"] == []
 
@@ -851,6 +853,7 @@ def test_loading_the_application_leaves_a_changed_twisted_alone():
         "spread_checks": True,
         "direct_upgrades": True,
         "direct_frames": True,
+        "lingering_close": True,
     }
     assert result.stderr.count("transport tuning eager_writes is off") == 1
     assert result.stderr.count("transport tuning") == 1
@@ -1059,3 +1062,109 @@ def test_direct_frames_stay_off_when_daphne_puts_frames_differently(unchecked, m
     assert transport.check()["direct_frames"] is False
     assert caplog.text.count("transport tuning direct_frames is off") == 1
     assert "onMessage does not put_nowait a frame" in caplog.text
+
+
+# -- hanging up: a lingering close --------------------------------------------------------------
+
+
+class Reader(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.data = []
+
+    def dataReceived(self, data):
+        self.data.append(data)
+
+
+@pytest.fixture
+def hung_up(connection):
+    """A connection whose protocol wrote a close frame and hung up."""
+    server, client, reactor = connection
+    reader = Reader()
+    reader.makeConnection(server)
+    server.protocol = reader
+    server.write(b"close frame")
+    transport.hang_up(reader)
+    return server, client, reactor, reader
+
+
+def spin(reactor, until, timeout: float = 5) -> None:
+    """Runs the reactor's event loop until ``until()`` is true."""
+    loop = reactor._asyncioEventloop
+    deadline = loop.time() + timeout
+    while not until():
+        assert loop.time() < deadline, "the reactor did not get there in time"
+        loop.run_until_complete(asyncio.sleep(0.01))
+
+
+def read_to_end(client: socket.socket) -> bytes:
+    client.settimeout(5)
+    data = b""
+    while chunk := client.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_hung_up_socket_sends_its_close_frame_then_its_end_and_reads_on(hung_up):
+    server, client, reactor, reader = hung_up
+    spin(reactor, lambda: server._writeDisconnected)
+    # The client reads the close frame, then the end of the server's half (not a reset) ...
+    assert read_to_end(client) == b"close frame"
+    # ... while what it still sends is read and thrown away, not handed to the protocol.
+    client.sendall(b"a frame sent before the client read the close")
+    client.shutdown(socket.SHUT_WR)
+    spin(reactor, lambda: reader.lost)
+    assert reader.data == []
+    [end] = reader.lost
+    assert end.check(error.ConnectionDone)
+    assert reactor.getDelayedCalls() == []  # the drop was called off
+
+
+def test_a_client_that_goes_on_sending_is_dropped_after_the_linger(hung_up, monkeypatch):
+    server, client, reactor, reader = hung_up
+    dropping = reactor.getDelayedCalls()
+    assert [call.getTime() - reactor.seconds() for call in dropping] == [
+        pytest.approx(transport.LINGER_SECONDS, abs=0.1)
+    ]
+    client.sendall(b"x" * 1000)
+    dropping[0].reset(0.05)  # the linger, shortened
+    spin(reactor, lambda: reader.lost)
+    [end] = reader.lost
+    assert end.check(error.ConnectionAborted)
+    assert reader.data == []
+
+
+def test_a_flood_while_lingering_is_no_longer_read(hung_up, monkeypatch):
+    server, client, reactor, reader = hung_up
+    assert server in reactor.getReaders()  # lingering, it reads what comes
+    client.setblocking(False)
+    sent = 0
+    with contextlib.suppress(BlockingIOError):
+        while sent < 4 * transport.LINGER_BYTES:
+            sent += client.send(b"x" * 65536)
+    spin(reactor, lambda: server not in reactor.getReaders())
+    assert not reader.lost  # still lingering: dropped when its time is up
+
+
+def test_without_the_lingering_close_a_hang_up_closes_once_flushed(
+    unchecked, connection, monkeypatch, caplog
+):
+    with pytest.MonkeyPatch.context() as broken:
+        hide(broken, tcp.Server, "loseWriteConnection")
+        assert transport.check()["lingering_close"] is False
+    [warning] = warnings_for(caplog, "lingering_close")
+    assert "has no loseWriteConnection" in warning
+    server, client, reactor = connection
+    server.write(b"close frame")
+    transport.hang_up(server.protocol)
+    assert server.disconnecting  # Twisted's loseConnection, as before
+    assert reactor.getDelayedCalls() == []
+
+
+def test_the_lingering_close_stays_off_when_twisted_reads_past_the_protocol(
+    unchecked, monkeypatch, caplog
+):
+    monkeypatch.setattr(tcp.Connection, "_dataReceived", lambda self, data: None)
+    assert transport.check()["lingering_close"] is False
+    [warning] = warnings_for(caplog, "lingering_close")
+    assert "does not hand what it reads to its protocol" in warning

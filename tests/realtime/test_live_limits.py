@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -18,6 +20,7 @@ from editor.realtime import protocol
 from tests import live
 from tests.conftest import make_user
 from tests.realtime.test_live_protection import (
+    client_frame,
     daphne_rss,
     log_since,
     raw_socket,
@@ -87,6 +90,56 @@ def test_a_flood_from_one_socket_is_closed_with_4429_and_others_go_on(
     assert asyncio.run(scenario()) == 4429
     log = wait_for_log(server, start, r"code=4429 reason=too many messages from this socket")
     assert "code=1011" not in log
+
+
+def test_a_flooder_still_sending_gets_its_close_frame_and_a_clean_end_not_a_reset(
+    server, document, owner
+):
+    # Reproduced in CI: the server closed a flooder with 4429, but the client never saw the
+    # close frame. The server closed its socket with the flood's next frames unread, so the
+    # kernel answered them with a reset, and the client's next write failed on it before its
+    # reader got to the close frame. A client keeps sending for a moment after the server
+    # closes (it cannot know before it reads the close frame); that must end cleanly.
+    sock = raw_socket(server, document, owner)
+    frames = [
+        client_frame(protocol.sync_update(u))
+        for u in updates_for([f"[{n}]" for n in range(10_000)])
+    ]
+    failed: list[OSError] = []
+    stop = threading.Event()
+
+    def flood() -> None:
+        # About 5,000 updates a second, as a busy client might send.
+        try:
+            for batch in range(0, len(frames), 50):
+                if stop.is_set():
+                    break
+                sock.sendall(b"".join(frames[batch : batch + 50]))
+                time.sleep(0.01)
+            sock.shutdown(socket.SHUT_WR)  # done sending: the client's half of the close
+        except OSError as exc:
+            failed.append(exc)
+
+    sender = threading.Thread(target=flood)
+    sender.start()
+    try:
+        closed, code = read_until_closed(sock)
+        time.sleep(0.1)  # still sending a little while after the close frame arrived
+        stop.set()
+        sender.join(20)
+        sock.settimeout(10)
+        try:
+            rest = sock.recv(65536)
+            end = "end of stream" if rest == b"" else f"more data: {rest[:40]!r}"
+        except ConnectionResetError:
+            end = "reset"
+    finally:
+        stop.set()
+        sender.join(20)
+        sock.close()
+    assert (closed, code) == (True, 4429)
+    assert failed == []
+    assert end == "end of stream"
 
 
 @pytest.fixture
