@@ -274,6 +274,33 @@ def test_an_open_socket_gets_the_frame_directly(open_socket, eager):
     assert read_all(client, len(frame)) == frame
 
 
+def test_an_open_socket_with_nothing_queued_gets_the_frame_in_one_step(open_socket, eager):
+    ws, client, _ = open_socket
+    entry = transport.connection_entry(ws)
+    frame = transport.encode_binary_frame(b"\x00\x02hello")
+
+    assert transport.write_now(ws, entry, b"\x00\x02hello") is True
+    assert read_all(client, len(frame)) == frame
+
+
+@pytest.mark.parametrize("case", ["bytes queued in Twisted", "a message over 64 KB"])
+def test_one_step_leaves_a_queued_socket_and_a_big_message_to_the_full_path(
+    open_socket, eager, case
+):
+    ws, client, _ = open_socket
+    payload = b"\x00\x02hello"
+    if case == "bytes queued in Twisted":
+        transport._buffered_write(ws.transport, b"pending")
+    else:
+        payload = b"x" * 70_000
+
+    assert transport.write_now(ws, transport.connection_entry(ws), payload) is False
+
+    client.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        client.recv(100)
+
+
 def test_several_messages_leave_in_one_write(open_socket, eager, monkeypatch):
     ws, client, _ = open_socket
     payloads = [b"\x00\x00\x01\x00", b"\x02\x00\x0aread-write", b"\x00\x02" + b"x" * 300]
@@ -373,8 +400,12 @@ def test_a_small_broadcast_is_joined_as_before():
         "fragmenting",
     ],
 )
-def test_anything_but_a_plainly_open_socket_takes_the_ordinary_path(open_socket, eager, state):
+@pytest.mark.parametrize("one_step", [False, True], ids=["write_message", "write_now"])
+def test_anything_but_a_plainly_open_socket_takes_the_ordinary_path(
+    open_socket, eager, state, one_step
+):
     ws, client, daphne = open_socket
+    entry = transport.connection_entry(ws)  # taken when the socket opened
     payload = b"\x00\x02hello"
     if state == "connecting":
         ws.state = ws.STATE_CONNECTING
@@ -393,7 +424,10 @@ def test_anything_but_a_plainly_open_socket_takes_the_ordinary_path(open_socket,
     elif state == "fragmenting":
         ws.autoFragmentSize = 3
 
-    assert transport.write_message(ws, payload) is False
+    if one_step:
+        assert transport.write_now(ws, entry, payload) is False
+    else:
+        assert transport.write_message(ws, payload) is False
 
     client.settimeout(0.2)
     with pytest.raises(TimeoutError):

@@ -576,7 +576,7 @@ class Room:
             if connection is exclude:
                 continue
             try:
-                if await connection.send_frame(frame):
+                if connection.write_frame(frame) or await connection.send_frame(frame):
                     sent += 1
             except Exception:
                 logger.exception(
