@@ -827,7 +827,7 @@ def hang_up(protocol: Any) -> None:
         and not connection.disconnecting
         and not connection._writeDisconnecting
     ):
-        connection.protocol = _Lingering(protocol, connection)
+        connection.protocol = _Lingering(protocol, connection)  # type: ignore[assignment]
         connection.loseWriteConnection()
         connection.resumeProducing()  # the client's close and its end are read, not left
         return
@@ -1098,7 +1098,7 @@ def _lingering_close_missing() -> list[str]:
         if missing:
             return missing
         seen: list[object] = []
-        connection.protocol = types.SimpleNamespace(
+        connection.protocol = types.SimpleNamespace(  # type: ignore[assignment]
             dataReceived=seen.append, connectionLost=lambda reason: seen.append("end")
         )
         theirs.sendall(b"late")
