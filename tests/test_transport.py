@@ -283,6 +283,24 @@ def test_an_open_socket_with_nothing_queued_gets_the_frame_in_one_step(open_sock
     assert read_all(client, len(frame)) == frame
 
 
+def test_a_daphne_socket_writes_in_one_step_only_when_asked_and_able(open_socket):
+    from editor.realtime.sockets import DaphneSocket
+
+    ws, client, _ = open_socket
+    previous = tcp.Server.write
+    try:
+        tcp.Server.write = transport._buffered_write  # eager writes off: never in one step
+        assert DaphneSocket(None, ws, raw=True, direct=True).write_now(b"\x00\x02a") is False
+        transport.install()
+        assert DaphneSocket(None, ws, raw=True, direct=False).write_now(b"\x00\x02a") is False
+        assert DaphneSocket(None, ws, raw=False, direct=True).write_now(b"\x00\x02a") is False
+        assert DaphneSocket(None, ws, raw=True, direct=True).write_now(b"\x00\x02a") is True
+    finally:
+        tcp.Server.write = previous
+    frame = transport.encode_binary_frame(b"\x00\x02a")
+    assert read_all(client, len(frame)) == frame  # the one message written
+
+
 @pytest.mark.parametrize("case", ["bytes queued in Twisted", "a message over 64 KB"])
 def test_one_step_leaves_a_queued_socket_and_a_big_message_to_the_full_path(
     open_socket, eager, case
