@@ -440,12 +440,7 @@ def write_now(protocol: Any, entry: dict[str, Any], payload: bytes) -> bool:
             or protocol.send_state != protocol.SEND_STATE_GROUND
             or protocol.muted
             or protocol.send_queue
-            or protocol._perMessageCompress is not None
-            or protocol.maskServerFrames
-            or protocol.logFrames
-            or protocol.logOctets
-            or 0 < protocol.autoFragmentSize < size
-            or 0 < protocol.maxMessagePayloadSize < size
+            or _needs_more_than_a_plain_frame(protocol, size)
             or connection.dataBuffer
             or connection._tempDataLen
             or connection.disconnecting
@@ -492,15 +487,23 @@ def _takes_plain_frames(protocol: Any, largest: int) -> bool:
             not _plainly_open(protocol)
             or protocol.muted
             or protocol.send_queue
-            or protocol._perMessageCompress is not None
-            or protocol.maskServerFrames
-            or protocol.logFrames
-            or protocol.logOctets
-            or 0 < protocol.autoFragmentSize < largest
-            or 0 < protocol.maxMessagePayloadSize < largest
+            or _needs_more_than_a_plain_frame(protocol, largest)
         )
     except AttributeError:  # not a daphne/autobahn protocol after all
         return False
+
+
+def _needs_more_than_a_plain_frame(protocol: Any, size: int) -> bool:
+    """Whether a message of ``size`` bytes to this socket needs what only autobahn's own path
+    gives: compression, masking, frame logging, fragmentation or its message-size limit."""
+    return bool(
+        protocol._perMessageCompress is not None
+        or protocol.maskServerFrames
+        or protocol.logFrames
+        or protocol.logOctets
+        or 0 < protocol.autoFragmentSize < size
+        or 0 < protocol.maxMessagePayloadSize < size
+    )
 
 
 # Close codes autobahn refuses to send from a server (it allows 1000 and 3000-4999 only), though
