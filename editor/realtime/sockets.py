@@ -42,8 +42,9 @@ class Socket(Protocol):
         """Closes with ``code``; raises when the socket is already closing."""
 
     def hang_up(self) -> None:
-        """After a close: reads nothing more, and ends the connection once what was written is
-        flushed, without waiting for the client's half of the close handshake."""
+        """After a close: parses nothing more the client sends, and ends the connection once
+        what was written is flushed, without waiting for the client's half of the close
+        handshake (with daphne: a lingering close, collab/transport.py ``hang_up``)."""
 
 
 class AsgiSocket:
