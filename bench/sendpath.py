@@ -9,10 +9,7 @@ real loopback TCP connection that a plain socket on the other end keeps draining
 - ``socket.send``: the kernel's part, the floor (the same connection, written directly);
 - ``Twisted write``: daphne's TCP connection with collab's eager writes (collab/transport.py);
 - ``write_message``: collab's raw frame, framed and checked, through that write;
-- ``Connection.send_frame``: what a room called per reader before change 54 (the send-buffer
-  cap included), and still calls where the one-step write below says no;
-- ``Connection.write_frame``: what a room tries first per reader (``WS_DIRECT_WRITES``): the
-  same message and checks in one step (collab/transport.py, ``write_now``).
+- ``Connection.send_frame``: what a room calls per reader (the send-buffer cap included).
 
 Nothing is started but that connection: no server, no database, no Redis.
 """
@@ -57,7 +54,6 @@ def measure(messages: int, rounds: int, size: int) -> list[tuple[str, float]]:
     person = Person(pk=1, username="bench", full_name="Bench")
     access = Access(person, "5e171ae1-0000-4000-8000-00000000d0c5", "editor", "ticket")
     connection = Connection(access, DaphneSocket(None, ws, raw=True), client="127.0.0.1:1")
-    direct = Connection(access, DaphneSocket(None, ws, raw=True, direct=True), client="127.0.0.1:1")
 
     async def send_frames(count: int) -> None:
         for n in range(count):
@@ -92,7 +88,6 @@ def measure(messages: int, rounds: int, size: int) -> list[tuple[str, float]]:
             ("Twisted write", best(lambda: ws.transport.write(frame))),
             ("write_message", best(lambda: transport.write_message(ws, payload))),
             ("Connection.send_frame", best_frames()),
-            ("Connection.write_frame", best(lambda: direct.write_frame(payload))),
         ]
     finally:
         peer.close()

@@ -454,7 +454,6 @@ class ServeOptions(TypedDict):
     DIRECT_UPGRADES: bool
     DIRECT_FRAMES: bool
     EAGER_WORK: bool
-    DIRECT_WRITES: bool
     GC_THRESHOLDS: tuple[int, int, int] | None
     HEADER_TIMEOUT: float
     EVENT_LOOP: str
@@ -501,10 +500,6 @@ SERVE: ServeOptions = {
     # tenth to a seventh off the throughput mode's latency p50 (docs/BENCHMARKS.md, changes 52
     # and 53). Off, a frame's work is a task of its own, as before.
     "EAGER_WORK": env_bool("WS_EAGER_WORK", True),
-    # A broadcast's message is written to each reader's open, unqueued socket in one step, not
-    # through the send path's layers (collab/transport.py, write_now; docs/BENCHMARKS.md,
-    # change 54). Off, every reader takes Connection.send_frame.
-    "DIRECT_WRITES": env_bool("WS_DIRECT_WRITES", True),
     # The collector's thresholds (gc.set_threshold), set at load (collab/asgi.py); "python":
     # Python's own 700,10,10.
     "GC_THRESHOLDS": env_gc_thresholds("GC_THRESHOLDS", (10_000, 1, 230)),

@@ -410,61 +410,6 @@ def write_message(protocol: Any, payload: bytes) -> bool:
     return True
 
 
-def connection_entry(protocol: Any) -> dict[str, Any] | None:
-    """daphne's entry for ``protocol`` in its server's ``connections``, which daphne marks
-    ``disconnected`` when the socket goes (and removes only after that): what ``write_now``
-    reads instead of looking the protocol up again on every message. None when there is none."""
-    try:
-        entry = protocol.server.connections.get(protocol)
-    except AttributeError:
-        return None
-    return entry if type(entry) is dict else None
-
-
-def write_now(protocol: Any, entry: dict[str, Any], payload: bytes) -> bool:
-    """``write_message`` and the eager write beneath it in one step, for a broadcast's usual
-    case (a room calls it for every reader of every update; docs/BENCHMARKS.md, change 54): a
-    message under _CACHE_BELOW to a socket that is plainly open and has nothing queued goes
-    straight to the kernel, framed once per broadcast. The same conditions as that path,
-    read once each; in every other case it says False, having written nothing, and the caller
-    takes the full path (``Connection.send_frame``). ``entry`` is ``connection_entry``'s.
-    The caller checks once per socket that raw frames and eager writes are on."""
-    global _last
-    size = len(payload)
-    try:
-        connection = protocol.transport
-        if (
-            size >= _CACHE_BELOW
-            or "disconnected" in entry
-            or protocol.state != protocol.STATE_OPEN
-            or protocol.send_state != protocol.SEND_STATE_GROUND
-            or protocol.muted
-            or protocol.send_queue
-            or _needs_more_than_a_plain_frame(protocol, size)
-            or connection.dataBuffer
-            or connection._tempDataLen
-            or connection.disconnecting
-            or not connection.connected
-            or connection._writeDisconnected
-            or connection.TLS
-        ):
-            return False
-    except AttributeError:  # not a daphne/autobahn protocol on a Twisted connection after all
-        return False
-    cached, frame = _last
-    if cached is not payload:
-        frame = encode_binary_frame(payload)
-        _last = (payload, frame)
-    try:
-        sent = connection.socket.send(frame)
-    except OSError:  # as eager_write: Twisted's own path buffers it or notices the loss
-        _buffered_write(connection, frame)
-        return True
-    if sent < len(frame):
-        _buffered_write(connection, frame[sent:])
-    return True
-
-
 def write_messages(protocol: Any, payloads: Sequence[bytes]) -> bool:
     """Writes several binary messages straight to the socket in one write, as ``write_message``
     writes one (and says False, having written nothing, in the same cases): the server's half
@@ -487,23 +432,15 @@ def _takes_plain_frames(protocol: Any, largest: int) -> bool:
             not _plainly_open(protocol)
             or protocol.muted
             or protocol.send_queue
-            or _needs_more_than_a_plain_frame(protocol, largest)
+            or protocol._perMessageCompress is not None
+            or protocol.maskServerFrames
+            or protocol.logFrames
+            or protocol.logOctets
+            or 0 < protocol.autoFragmentSize < largest
+            or 0 < protocol.maxMessagePayloadSize < largest
         )
     except AttributeError:  # not a daphne/autobahn protocol after all
         return False
-
-
-def _needs_more_than_a_plain_frame(protocol: Any, size: int) -> bool:
-    """Whether a message of ``size`` bytes to this socket needs what only autobahn's own path
-    gives: compression, masking, frame logging, fragmentation or its message-size limit."""
-    return bool(
-        protocol._perMessageCompress is not None
-        or protocol.maskServerFrames
-        or protocol.logFrames
-        or protocol.logOctets
-        or 0 < protocol.autoFragmentSize < size
-        or 0 < protocol.maxMessagePayloadSize < size
-    )
 
 
 # Close codes autobahn refuses to send from a server (it allows 1000 and 3000-4999 only), though

@@ -151,9 +151,6 @@ def test_a_document_deleted_meanwhile_is_no_error(document, owner):
 class Sink:
     user_id = 0
 
-    def write_frame(self, frame: bytes) -> bool:
-        return False
-
     async def send_frame(self, frame: bytes) -> None:
         pass
 

@@ -274,51 +274,6 @@ def test_an_open_socket_gets_the_frame_directly(open_socket, eager):
     assert read_all(client, len(frame)) == frame
 
 
-def test_an_open_socket_with_nothing_queued_gets_the_frame_in_one_step(open_socket, eager):
-    ws, client, _ = open_socket
-    entry = transport.connection_entry(ws)
-    frame = transport.encode_binary_frame(b"\x00\x02hello")
-
-    assert transport.write_now(ws, entry, b"\x00\x02hello") is True
-    assert read_all(client, len(frame)) == frame
-
-
-def test_a_daphne_socket_writes_in_one_step_only_when_asked_and_able(open_socket):
-    from editor.realtime.sockets import DaphneSocket
-
-    ws, client, _ = open_socket
-    previous = tcp.Server.write
-    try:
-        tcp.Server.write = transport._buffered_write  # eager writes off: never in one step
-        assert DaphneSocket(None, ws, raw=True, direct=True).write_now(b"\x00\x02a") is False
-        transport.install()
-        assert DaphneSocket(None, ws, raw=True, direct=False).write_now(b"\x00\x02a") is False
-        assert DaphneSocket(None, ws, raw=False, direct=True).write_now(b"\x00\x02a") is False
-        assert DaphneSocket(None, ws, raw=True, direct=True).write_now(b"\x00\x02a") is True
-    finally:
-        tcp.Server.write = previous
-    frame = transport.encode_binary_frame(b"\x00\x02a")
-    assert read_all(client, len(frame)) == frame  # the one message written
-
-
-@pytest.mark.parametrize("case", ["bytes queued in Twisted", "a message over 64 KB"])
-def test_one_step_leaves_a_queued_socket_and_a_big_message_to_the_full_path(
-    open_socket, eager, case
-):
-    ws, client, _ = open_socket
-    payload = b"\x00\x02hello"
-    if case == "bytes queued in Twisted":
-        transport._buffered_write(ws.transport, b"pending")
-    else:
-        payload = b"x" * 70_000
-
-    assert transport.write_now(ws, transport.connection_entry(ws), payload) is False
-
-    client.settimeout(0.2)
-    with pytest.raises(TimeoutError):
-        client.recv(100)
-
-
 def test_several_messages_leave_in_one_write(open_socket, eager, monkeypatch):
     ws, client, _ = open_socket
     payloads = [b"\x00\x00\x01\x00", b"\x02\x00\x0aread-write", b"\x00\x02" + b"x" * 300]
@@ -418,12 +373,8 @@ def test_a_small_broadcast_is_joined_as_before():
         "fragmenting",
     ],
 )
-@pytest.mark.parametrize("one_step", [False, True], ids=["write_message", "write_now"])
-def test_anything_but_a_plainly_open_socket_takes_the_ordinary_path(
-    open_socket, eager, state, one_step
-):
+def test_anything_but_a_plainly_open_socket_takes_the_ordinary_path(open_socket, eager, state):
     ws, client, daphne = open_socket
-    entry = transport.connection_entry(ws)  # taken when the socket opened
     payload = b"\x00\x02hello"
     if state == "connecting":
         ws.state = ws.STATE_CONNECTING
@@ -442,10 +393,7 @@ def test_anything_but_a_plainly_open_socket_takes_the_ordinary_path(
     elif state == "fragmenting":
         ws.autoFragmentSize = 3
 
-    if one_step:
-        assert transport.write_now(ws, entry, payload) is False
-    else:
-        assert transport.write_message(ws, payload) is False
+    assert transport.write_message(ws, payload) is False
 
     client.settimeout(0.2)
     with pytest.raises(TimeoutError):
@@ -1172,7 +1120,7 @@ def test_a_hung_up_socket_sends_its_close_frame_then_its_end_and_reads_on(hung_u
     assert reactor.getDelayedCalls() == []  # the drop was called off
 
 
-def test_a_client_that_goes_on_sending_is_dropped_after_the_linger(hung_up, monkeypatch):
+def test_a_client_that_goes_on_sending_is_dropped_after_the_linger(hung_up):
     server, client, reactor, reader = hung_up
     dropping = reactor.getDelayedCalls()
     assert [call.getTime() - reactor.seconds() for call in dropping] == [
@@ -1186,7 +1134,7 @@ def test_a_client_that_goes_on_sending_is_dropped_after_the_linger(hung_up, monk
     assert reader.data == []
 
 
-def test_a_flood_while_lingering_is_no_longer_read(hung_up, monkeypatch):
+def test_a_flood_while_lingering_is_no_longer_read(hung_up):
     server, client, reactor, reader = hung_up
     assert server in reactor.getReaders()  # lingering, it reads what comes
     client.setblocking(False)
@@ -1198,9 +1146,7 @@ def test_a_flood_while_lingering_is_no_longer_read(hung_up, monkeypatch):
     assert not reader.lost  # still lingering: dropped when its time is up
 
 
-def test_without_the_lingering_close_a_hang_up_closes_once_flushed(
-    unchecked, connection, monkeypatch, caplog
-):
+def test_without_the_lingering_close_a_hang_up_closes_once_flushed(unchecked, connection, caplog):
     with pytest.MonkeyPatch.context() as broken:
         hide(broken, tcp.Server, "loseWriteConnection")
         assert transport.check()["lingering_close"] is False

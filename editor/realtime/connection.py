@@ -677,17 +677,6 @@ class Connection:
 
     # -- sending --------------------------------------------------------------------------
 
-    def write_frame(self, frame: bytes) -> bool:
-        """``send_frame``'s usual case, without a coroutine: the message written straight to
-        a socket that is open and has nothing queued for it (a room's broadcast tries this for
-        each reader first; docs/BENCHMARKS.md, change 54). False, having done nothing, leaves
-        the message to ``send_frame``."""
-        if self.gone or self.close_code is not None or not self.socket.write_now(frame):
-            return False
-        self.bytes_out += len(frame)
-        self.frames_out += 1
-        return True
-
     async def send_frame(self, frame: bytes) -> bool:
         """Sends one y-websocket message, or nothing once the socket is closing: a send never
         raises, so a socket closing under a broadcast is its own business only. Says whether

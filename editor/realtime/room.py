@@ -44,14 +44,11 @@ EMPTY_UPDATE = b"\x00\x00"
 
 
 class Connection(Protocol):
-    """What a room needs of a connection: a way to send it one frame (in one step when its
-    socket allows, else the full way), and whose it is and how to re-check its access when the
-    document's access changes."""
+    """What a room needs of a connection: a way to send it one frame, and whose it is and how
+    to re-check its access when the document's access changes."""
 
     @property
     def user_id(self) -> int | None: ...
-
-    def write_frame(self, frame: bytes) -> bool: ...
 
     async def send_frame(self, frame: bytes) -> bool: ...
 
@@ -579,7 +576,7 @@ class Room:
             if connection is exclude:
                 continue
             try:
-                if connection.write_frame(frame) or await connection.send_frame(frame):
+                if await connection.send_frame(frame):
                     sent += 1
             except Exception:
                 logger.exception(

@@ -30,11 +30,6 @@ class Socket(Protocol):
         """Writes several messages at once, in one piece, if the socket allows it; False
         (nothing written) means each must be sent on its own."""
 
-    def write_now(self, frame: bytes) -> bool:
-        """Writes one message in one step when the socket is open and has nothing queued for
-        it (a broadcast's usual case); False (nothing written) means ``queued`` and ``write``
-        or ``send`` must be used."""
-
     async def send(self, frame: bytes) -> None:
         """Sends one binary message; raises when the socket is closing."""
 
@@ -65,9 +60,6 @@ class AsgiSocket:
         """Writes several messages in one piece, or nothing (False: send them one by one)."""
         return False
 
-    def write_now(self, frame: bytes) -> bool:
-        return False
-
     async def send(self, frame: bytes) -> None:
         # A big broadcast comes as a view of its raw frame (transport.framed_message); autobahn
         # takes bytes only.
@@ -88,22 +80,12 @@ class DaphneSocket(AsgiSocket):
     """daphne's own protocol object behind the consumer: queued bytes can be read, and (with
     ``WS_RAW_FRAMES``) a message is written straight to it whenever it is plainly open."""
 
-    __slots__ = ("_entry", "_protocol", "_raw")
+    __slots__ = ("_protocol", "_raw")
 
-    def __init__(self, consumer: Any, protocol: object, raw: bool, direct: bool = False) -> None:
+    def __init__(self, consumer: Any, protocol: object, raw: bool) -> None:
         super().__init__(consumer)
         self._protocol = protocol
         self._raw = raw
-        # daphne's entry for the socket, when messages may be written in one step (``direct``,
-        # WS_DIRECT_WRITES, with raw frames and eager writes working): transport.write_now.
-        self._entry = (
-            transport.connection_entry(protocol)
-            if direct
-            and raw
-            and transport.available(transport.RAW_FRAMES)
-            and transport.installed()
-            else None
-        )
 
     def queued(self) -> int | None:
         return transport.queued_bytes(self._protocol)
@@ -113,10 +95,6 @@ class DaphneSocket(AsgiSocket):
 
     def write_together(self, frames: Sequence[bytes]) -> bool:
         return self._raw and transport.write_messages(self._protocol, frames)
-
-    def write_now(self, frame: bytes) -> bool:
-        entry = self._entry
-        return entry is not None and transport.write_now(self._protocol, entry, frame)
 
     async def close(self, code: int) -> None:
         if code in transport.SERVER_CODES_AUTOBAHN_REFUSES and transport.write_close(
@@ -134,9 +112,4 @@ def socket_of(consumer: Any) -> AsgiSocket:
     protocol = transport.websocket_of(consumer.base_send)
     if protocol is None:
         return AsgiSocket(consumer)
-    return DaphneSocket(
-        consumer,
-        protocol,
-        raw=settings.SERVE["RAW_FRAMES"],
-        direct=settings.SERVE["DIRECT_WRITES"],
-    )
+    return DaphneSocket(consumer, protocol, raw=settings.SERVE["RAW_FRAMES"])

@@ -36,9 +36,6 @@ class RecordingSocket:
     def write_together(self, frames) -> bool:
         return False
 
-    def write_now(self, frame: bytes) -> bool:
-        return False
-
     async def send(self, frame: bytes) -> None:
         if self.closing:
             raise ConnectionError("Attempt to send on a closed protocol")
@@ -65,8 +62,8 @@ def access_of(user, document, role: str) -> Access:
     return Access(user=Person.of(user), document_id=str(document.pk), role=role, via="session")
 
 
-async def opened(user, document, role: str, socket=None) -> tuple[Connection, RecordingSocket]:
-    socket = socket or RecordingSocket()
+async def opened(user, document, role: str) -> tuple[Connection, RecordingSocket]:
+    socket = RecordingSocket()
     connection = Connection(access_of(user, document, role), socket)
     assert await connection.open()
     socket.frames.clear()
@@ -159,42 +156,6 @@ async def test_an_editors_update_reaches_the_others_and_not_the_sender(
     for row in updates:
         stored.apply_update(row)
     assert text_of(stored) == "hello"
-
-
-class OneStepSocket(RecordingSocket):
-    """A socket that takes a message in one step while nothing is queued for it, as daphne's
-    does (WS_DIRECT_WRITES); the messages it took so are in ``direct``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.direct: list[bytes] = []
-
-    def write_now(self, frame: bytes) -> bool:
-        if self.backlog:
-            return False
-        self.direct.append(frame)
-        return True
-
-
-async def test_a_broadcast_is_written_in_one_step_to_a_socket_that_takes_it(
-    document, owner, editor_user, viewer
-):
-    writer, _ = await opened(owner, document, "owner")
-    reader, reader_socket = await opened(editor_user, document, "editor", OneStepSocket())
-    behind, behind_socket = await opened(viewer, document, "viewer", OneStepSocket())
-    behind_socket.backlog = 10  # bytes the peer has not read yet: the full path, not one step
-    out = reader.bytes_out, reader.frames_out
-
-    update = edit(Doc(), "one step")
-    writer.receive(protocol.sync_update(update))
-    await until(lambda: reader_socket.direct and behind_socket.frames)
-
-    frame = protocol.sync_update(update)
-    assert (reader_socket.direct, reader_socket.frames) == ([frame], [])
-    assert (reader.bytes_out, reader.frames_out) == (out[0] + len(frame), out[1] + 1)
-    assert (behind_socket.direct, behind_socket.frames) == ([], [frame])
-    for connection in (writer, reader, behind):
-        await connection.finish(1000)
 
 
 async def test_an_update_is_passed_on_in_the_turn_its_frame_was_read(document, owner, editor_user):

@@ -31,9 +31,6 @@ class Sink:
         self.frames: asyncio.Queue[bytes] = asyncio.Queue()
         self.rechecks = 0
 
-    def write_frame(self, frame: bytes) -> bool:
-        return False  # the full path (send_frame) for every message
-
     async def send_frame(self, frame: bytes) -> None:
         await self.frames.put(frame)
 

@@ -35,9 +35,6 @@ class Drain:
     def __init__(self) -> None:
         self.frames = 0
 
-    def write_frame(self, frame: bytes) -> bool:
-        return False
-
     async def send_frame(self, frame: bytes) -> None:
         self.frames += 1
 
