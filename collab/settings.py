@@ -453,6 +453,7 @@ class ServeOptions(TypedDict):
     SPREAD_CHECKS: bool
     DIRECT_UPGRADES: bool
     DIRECT_FRAMES: bool
+    FAST_FRAMES: bool
     EAGER_WORK: bool
     GC_THRESHOLDS: tuple[int, int, int] | None
     HEADER_TIMEOUT: float
@@ -495,6 +496,8 @@ SERVE: ServeOptions = {
     # An open socket's frames go to its connection as the server hands them over, not a turn
     # of the event loop later through the consumer's queue (editor/realtime/consumer.py).
     "DIRECT_FRAMES": env_bool("WS_DIRECT_FRAMES", True),
+    # A socket's small, whole binary frames skip autobahn's parser (collab/frames.py).
+    "FAST_FRAMES": env_bool("WS_FAST_FRAMES", True),
     # A frame's work (apply, pass on) runs in the turn of the event loop that read it, up to its
     # first wait, not after every other frame of that turn (editor/realtime/connection.py): a
     # tenth to a seventh off the throughput mode's latency p50 (docs/BENCHMARKS.md, changes 52

@@ -36,6 +36,9 @@ straight to autobahn, parsed once instead of twice.
 **Direct frames** (``direct_frames``, editor/realtime/consumer.py): an open socket's frames go
 to its connection as daphne puts them in the consumer's queue.
 
+**Plain frames read directly** (``fast_frames``, collab/frames.py): a socket's small, whole
+binary frames skip autobahn's parser.
+
 **A lingering close** (``hang_up``): a socket the server closes without waiting for the
 client's reply (a flood, 1011, 1013) ends its own half once the close frame is out, throws away
 what the client still sends and closes when the client ends, instead of closing with unread
@@ -49,7 +52,7 @@ pyproject.toml pins Twisted and autobahn to the release lines it was tested with
 still move, so each tuning (``EAGER_WRITES``, ``SHARED_PROTOCOL_OPTIONS``, ``RAW_FRAMES``,
 ``QUEUED_BYTES``, ``HEADER_DEADLINE``, ``ACCESS_LOG``, ``QUIET_HANDSHAKE``, ``LEAN_SOCKETS``,
 ``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``, ``DIRECT_UPGRADES``, ``DIRECT_FRAMES``,
-``LINGERING_CLOSE``)
+``LINGERING_CLOSE``, ``FAST_FRAMES``)
 first checks, once per process, that what it relies on is there (``available(tuning)``;
 ``check()`` asks for all of them): the functions it replaces or calls take the arguments it
 passes (``inspect.signature``); throw-away objects built off the live server (a Twisted
@@ -95,6 +98,7 @@ SPREAD_CHECKS = "spread_checks"
 DIRECT_UPGRADES = "direct_upgrades"
 DIRECT_FRAMES = "direct_frames"
 LINGERING_CLOSE = "lingering_close"
+FAST_FRAMES = "fast_frames"
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections); what
 # eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
@@ -605,6 +609,23 @@ def _direct_upgrades_missing() -> list[str]:
     return upgrade.missing()
 
 
+def fast_frames() -> bool:
+    """A socket's small, whole binary frames skip autobahn's parser (collab/frames.py). Says
+    whether it is installed; idempotent."""
+    if not available(FAST_FRAMES):
+        return False
+    from collab import frames
+
+    frames.install()
+    return True
+
+
+def _fast_frames_missing() -> list[str]:
+    from collab import frames
+
+    return frames.missing()
+
+
 # -- every consumer cancelled at shutdown -----------------------------------------------------
 
 
@@ -819,7 +840,7 @@ _checked: dict[str, bool] = {}
 
 def available(tuning: str) -> bool:
     """Whether ``tuning`` (one of the names at the top of this module, EAGER_WRITES to
-    LINGERING_CLOSE) finds what it relies on in the installed Twisted, autobahn,
+    FAST_FRAMES) finds what it relies on in the installed Twisted, autobahn,
     daphne and Channels. Checked on the first ask, once per process; a failed check logs one
     warning, and the tuning stays off."""
     try:
@@ -1165,6 +1186,9 @@ _TUNINGS: dict[str, _Tuning] = {
     DIRECT_FRAMES: _Tuning(
         _direct_frames_missing,
         "Every frame waits in the consumer's queue for the consumer's task, as before",
+    ),
+    FAST_FRAMES: _Tuning(
+        _fast_frames_missing, "Every frame is read by autobahn's parser, as before"
     ),
     LINGERING_CLOSE: _Tuning(
         _lingering_close_missing,
