@@ -311,3 +311,47 @@ def test_an_awareness_state_with_an_out_of_range_number_is_refused():
 
     with pytest.raises(ProtocolError, match="out of range"):
         parse_message(protocol.awareness(payload))
+
+
+# -- the quick read of sync messages (change 56) -----------------------------------------------
+
+
+def full_parse_or_refuse(frame: bytes) -> object:
+    """What ``parse_message`` gives without its quick read of sync messages: the message, or
+    the refusal's reason."""
+    quick = protocol._whole_sync_message
+    protocol._whole_sync_message = lambda frame: None
+    try:
+        return parse_message(frame)
+    except ProtocolError as exc:
+        return str(exc)
+    finally:
+        protocol._whole_sync_message = quick
+
+
+def quick_or_refuse(frame: bytes) -> object:
+    try:
+        return parse_message(frame)
+    except ProtocolError as exc:
+        return str(exc)
+
+
+@FUZZ
+@given(valid_frames, mutations)
+def test_the_quick_read_of_sync_messages_gives_what_the_full_parser_gives(frame, changes):
+    mutated = mutate_many(frame, changes)
+
+    assert quick_or_refuse(mutated) == full_parse_or_refuse(mutated)
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16_383, 16_384, 300_000])
+@pytest.mark.parametrize("kind", [SyncStep1, SyncStep2, SyncUpdate])
+def test_a_sync_message_is_read_quickly_whatever_its_length_takes(kind, size):
+    subtype = {SyncStep1: 0, SyncStep2: 1, SyncUpdate: 2}[kind]
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    frame = bytes((0, subtype)) + write_message(payload)
+
+    assert protocol._whole_sync_message(frame) == kind(payload)
+    assert protocol._whole_sync_message(frame + b"\x00") is None  # trailing bytes: refused
+    assert protocol._whole_sync_message(frame[:-1] if size else frame[:2]) is None
+    assert quick_or_refuse(frame) == full_parse_or_refuse(frame) == kind(payload)

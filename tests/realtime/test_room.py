@@ -732,3 +732,31 @@ async def test_what_a_room_alone_keeps_for_a_newcomer_stays_small(document, owne
     assert len(room._unpublished) == 1  # older ones forgotten
     await store.get_writer().flush()
     await room.close()
+
+
+class Stuck(Sink):
+    """A connection whose send never returns (a send that waits, cancelled at a shutdown)."""
+
+    async def send_frame(self, frame: bytes) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_an_update_is_logged_even_when_its_sends_are_cancelled(document, owner):
+    rooms = Rooms()
+    sender, stuck = Sink(), Stuck()
+    room = await rooms.join(document.id, sender)
+    await rooms.join(document.id, stuck)
+    update = edit("kept")
+
+    applying = asyncio.ensure_future(
+        room.apply_client_updates([update], origin=sender, author_id=owner.pk)
+    )
+    await asyncio.sleep(0.05)
+    applying.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await applying
+
+    await store.get_writer().flush()
+    rows = await sync_to_async(list)(DocumentUpdate.objects.values_list("data", flat=True))
+    assert [bytes(row) for row in rows] == [update]
+    await room.close()
