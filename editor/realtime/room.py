@@ -324,23 +324,15 @@ class Room:
         document, here and in other processes. ``started``: when the update reached the room
         (``time.perf_counter()``), to time the fan-out."""
         self._seen[await _digest_off_loop(update)] = time.monotonic()
+        # A big update's row, once committed, is left out of this room's catch-ups (``held``).
+        written = None
+        if len(update) >= HOLD_FROM:
+            written = functools.partial(self._hold_written, update)
+        store.get_writer().append(self.document_id, update, author_id, on_written=written)
+        autoversions.get_autoversions().changed(self.document_id)
         # Joined behind its WebSocket frame's header: one copy of a big paste, not two.
         message = transport.framed_message(protocol.sync_update_parts(update))
-        try:
-            await self._send_local(message, exclude=origin)
-        finally:
-            # Queued for the log after the local sends, which do not wait for it: the writer
-            # commits on its own time either way, and queueing it first (a task for the
-            # writer, the row's parts) held back every reader's copy (docs/BENCHMARKS.md,
-            # change 56). In ``finally``: a send that waits can be cancelled (a shutdown),
-            # and the update is applied here all the same.
-            # A big update's row, once committed, is left out of this room's catch-ups
-            # (``held``).
-            written = None
-            if len(update) >= HOLD_FROM:
-                written = functools.partial(self._hold_written, update)
-            store.get_writer().append(self.document_id, update, author_id, on_written=written)
-            autoversions.get_autoversions().changed(self.document_id)
+        await self._send_local(message, exclude=origin)
         metrics.FANOUT_CLIENT.observe(time.perf_counter() - started)
         if not self.shared():
             self._keep_unpublished(None if len(update) >= HOLD_FROM else update)
