@@ -250,11 +250,44 @@ def test_it_commits_what_arrives_within_one_interval_as_one_batch(
     asyncio.run(scenario())
     [(size, sql)] = record_batches
     assert size == 20
-    assert statements(sql, "INSERT", "editor_documentupdate") == 1
-    assert statements(sql, "UPDATE", "editor_document") == 1
+    writes = [s for s in sql if not s.startswith("SELECT")]
+    if connection.vendor == "postgresql":
+        # One statement writes the rows and touches their documents (change 57).
+        [write] = writes
+        assert write.startswith("WITH")
+        assert 'INSERT INTO "editor_documentupdate"' in write
+        assert 'UPDATE "editor_document"' in write
+    else:
+        assert statements(sql, "INSERT", "editor_documentupdate") == 1
+        assert statements(sql, "UPDATE", "editor_document") == 1
     assert sum(1 for s in sql if s.startswith("SELECT") and "COUNT(" in s) == 1
     assert stored_text(document) == "0123456789"
     assert stored_text(other) == "0123456789"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_gives_each_update_its_own_row_id_and_touches_its_documents(document, owner):
+    other = Document.objects.create_for(owner, "Other")
+    Document.objects.filter(pk__in=[document.pk, other.pk]).update(
+        updated_at=timezone.now() - datetime.timedelta(days=1)
+    )
+    batch = [
+        store._Pending(document.id, b"first", owner.id, 0.0),
+        store._Pending(other.id, b"second", None, 0.0),
+        store._Pending(document.id, b"third", owner.id, 0.0),
+    ]
+
+    written = store._write_batch(batch)
+
+    assert [pending for pending, _ in written] == batch
+    rows = dict(DocumentUpdate.objects.values_list("id", "data"))
+    assert [bytes(rows[row_id]) for _, row_id in written] == [b"first", b"second", b"third"]
+    authors = {
+        bytes(data): a for data, a in DocumentUpdate.objects.values_list("data", "author_id")
+    }
+    assert authors == {b"first": owner.id, b"second": None, b"third": owner.id}
+    for touched in Document.objects.filter(pk__in=[document.pk, other.pk]):
+        assert timezone.now() - touched.updated_at < datetime.timedelta(minutes=1)
 
 
 @pytest.mark.django_db(transaction=True)
