@@ -4,8 +4,9 @@ This module is the only code that touches ``DocumentUpdate`` rows and ``Document
 
 Writes (``UpdateWriter``): rooms call ``append()`` for every accepted update without waiting.
 One writer per process (per event loop) gathers what arrives within
-``COLLAB["STORE_FLUSH_INTERVAL"]`` of the first queued update and commits the lot with one
-``bulk_create`` and one ``UPDATE`` of ``updated_at``, in one transaction and one thread hop.
+``COLLAB["STORE_FLUSH_INTERVAL"]`` of the first queued update and commits the lot in one
+transaction and one thread hop: the rows and their documents' ``updated_at`` (one statement on
+PostgreSQL, ``_insert``; ``bulk_create`` and one ``UPDATE`` elsewhere).
 That is group commit: a burst of keystrokes from many sockets costs one commit instead of one per
 keystroke, and the event loop never waits on the database. The price is that an update is durable
 about one interval after it was accepted; ``flush()`` waits for that, and
