@@ -625,20 +625,26 @@ def test_the_editor_and_the_preview_scroll_together(people, document, owner):
     # To a heading (again after each frame, until the heading is the editor's top line:
     # CodeMirror measures the lines it comes to, and its estimate of where they are changes):
     # the same heading comes to the top of the preview.
-    olive.wait_for_function(
-        """(at) => {
-            const view = window.collab.view
-            const block = view.lineBlockAt(view.state.doc.toString().indexOf(at))
-            const scroller = view.scrollDOM
-            const top = scroller.getBoundingClientRect().top - view.documentTop
-            const off = block.top - top
-            const shown = view.state.doc.lineAt(view.lineBlockAtHeight(top + 2).from).text
-            if (Math.abs(off) < 1 && shown === at.trim()) return true
-            scroller.scrollTop += off
-            return false
-        }""",
-        arg="## Part 40\n",
-    )
+    # CodeMirror may measure again a frame after the heading reached the top and move it (a
+    # blank line read once, under load): lined up again then, a few times at most.
+    for _ in range(5):
+        olive.wait_for_function(
+            """(at) => {
+                const view = window.collab.view
+                const block = view.lineBlockAt(view.state.doc.toString().indexOf(at))
+                const scroller = view.scrollDOM
+                const top = scroller.getBoundingClientRect().top - view.documentTop
+                const off = block.top - top
+                const shown = view.state.doc.lineAt(view.lineBlockAtHeight(top + 2).from).text
+                if (Math.abs(off) < 1 && shown === at.trim()) return true
+                scroller.scrollTop += off
+                return false
+            }""",
+            arg="## Part 40\n",
+        )
+        olive.wait_for_timeout(100)  # a few frames: any measuring left is done
+        if olive.evaluate(EDITOR_TOP) == "## Part 40":
+            break
     assert olive.evaluate(EDITOR_TOP) == "## Part 40"
     olive.wait_for_function(f"() => ({PREVIEW_TOP})().includes('Part 40')")
 
