@@ -121,12 +121,12 @@ def install() -> None:
     data_received = WebSocketProtocol.dataReceived
 
     def dataReceived(self: Any, data: bytes) -> None:
-        if reads_directly(self):
-            taken = read(self, data)
+        # ``read`` asks ``reads_directly`` before each frame, the first one included.
+        taken = read(self, data)
+        if taken:
             if taken == len(data):
                 return
-            if taken:
-                data = data[taken:]
+            data = data[taken:]
         data_received(self, data)
 
     dataReceived.direct = True  # type: ignore[attr-defined]
