@@ -1148,6 +1148,36 @@ def test_a_flood_while_lingering_is_no_longer_read(hung_up):
     assert not reader.lost  # still lingering: dropped when its time is up
 
 
+def test_a_socket_closed_by_daphne_lingers_its_whole_time(open_socket, connection):
+    # Seen in CI: a flooder closed with 4429 was dropped 40 ms after its close frame, its next
+    # frames unread, so its next write failed on a reset. autobahn's close-handshake timeout
+    # did it: txaio's batched timer rounds the time it is due down to a whole second of the
+    # clock, so it comes anywhere from 0 to 1 s after the close.
+    from txaio._common import _BatchedTimer
+
+    ws, client, _ = open_socket
+    server, _, reactor = connection
+    server.protocol = ws  # what daphne's server connection hands its data to
+    # autobahn's timer (txaio.make_batched_timer(0.2, ...)), on this test's reactor.
+    ws.factory._batched_timer = _BatchedTimer(200, 1000, reactor.seconds, reactor.callLater)
+    ws.serverClose(code=4429)  # the consumer's close, as daphne sends it
+    transport.hang_up(ws)
+
+    # Only the linger's drop is due, a whole LINGER_SECONDS away.
+    assert [call.getTime() - reactor.seconds() for call in reactor.getDelayedCalls()] == [
+        pytest.approx(transport.LINGER_SECONDS, abs=0.1)
+    ]
+    spin(reactor, lambda: server._writeDisconnected)
+    assert read_to_end(client) == b"\x88\x02" + (4429).to_bytes(2, "big")
+    # The client, not yet aware, sends on for half the linger, then ends its half: a clean end.
+    client.setblocking(False)
+    until = reactor.seconds() + transport.LINGER_SECONDS / 2
+    spin(reactor, lambda: client.send(b"\x82\x80xxxx") and reactor.seconds() > until)
+    client.shutdown(socket.SHUT_WR)
+    spin(reactor, lambda: server.disconnected)
+    assert reactor.getDelayedCalls() == []  # ended by the client's end: the drop was called off
+
+
 def test_without_the_lingering_close_a_hang_up_closes_once_flushed(unchecked, connection, caplog):
     with pytest.MonkeyPatch.context() as broken:
         hide(broken, tcp.Server, "loseWriteConnection")
@@ -1159,6 +1189,23 @@ def test_without_the_lingering_close_a_hang_up_closes_once_flushed(unchecked, co
     transport.hang_up(server.protocol)
     assert server.disconnecting  # Twisted's loseConnection, as before
     assert reactor.getDelayedCalls() == []
+
+
+def test_the_lingering_close_stays_off_when_autobahn_keeps_its_close_timeout_elsewhere(
+    unchecked, monkeypatch, caplog
+):
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    send_close_frame = WebSocketProtocol.sendCloseFrame
+
+    def elsewhere(self, *args, **kwargs):  # a release that renamed it
+        send_close_frame(self, *args, **kwargs)
+        self.closingTimeout, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
+
+    monkeypatch.setattr(WebSocketProtocol, "sendCloseFrame", elsewhere)
+    assert transport.check()["lingering_close"] is False
+    [warning] = warnings_for(caplog, "lingering_close")
+    assert "does not keep its close-handshake timeout in closeHandshakeTimeoutCall" in warning
 
 
 def test_the_lingering_close_stays_off_when_twisted_reads_past_the_protocol(
