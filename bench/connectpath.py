@@ -18,7 +18,10 @@ held until the level ends. Levels:
 
 The figure is CPU per socket: the level's process, every thread (the check thread's work is the
 application's too), from its first connect to its last sync, after a warm-up socket per
-document; and what a collab level costs over ``bare``. A scratch database (PostgreSQL on
+document; beside it the event loop's thread alone, what a collab level costs over ``bare``, and
+the full collections in the window (each one a pause over every socket held, enough to move
+the figure). This machine's own swings move it too (docs/BENCHMARKS.md): compare levels and
+builds within one run, over several rounds. A scratch database (PostgreSQL on
 127.0.0.1:5432 when it answers, else SQLite) and a private Valkey (collab.embedded) serve it,
 as under `make bench`, whose 50 people and 50 documents it copies.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import os
 import secrets
@@ -137,8 +141,11 @@ def _run_level(level: str, args: argparse.Namespace, env: dict, folder: Path, tu
 
 
 def _print(rounds: list[dict[str, dict[str, Any]]]) -> None:
-    print("| round | level | sockets/s | CPU per socket (ms) | over bare (ms) | failed |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(
+        "| round | level | sockets/s | CPU per socket (ms) | of which the event loop's thread"
+        " (ms) | over bare (ms) | full collections | failed |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for turn, figures in enumerate(rounds, 1):
         bare = figures.get("bare", {}).get("cpu_ms_per_socket")
         for level, row in figures.items():
@@ -147,7 +154,8 @@ def _print(rounds: list[dict[str, dict[str, Any]]]) -> None:
             )
             print(
                 f"| {turn} | {level} | {row['sockets_per_s']:,.0f} | "
-                f"{row['cpu_ms_per_socket']:.3f} | {over} | {row['failed']} |"
+                f"{row['cpu_ms_per_socket']:.3f} | {row['loop_cpu_ms_per_socket']:.3f} | {over} | "
+                f"{row['full_collections']} | {row['failed']} |"
             )
 
 
@@ -242,7 +250,8 @@ async def _drive(
             await _open(application, scope, held, failed)
 
     profiler = cProfile.Profile() if profile else None
-    cpu, wall = time.process_time(), time.perf_counter()
+    full = gc.get_stats()[2]["collections"]
+    cpu, loop_cpu, wall = time.process_time(), time.thread_time(), time.perf_counter()
     if profiler is not None:
         profiler.enable()
     await asyncio.gather(*(one(scope) for scope in timed))
@@ -250,14 +259,20 @@ async def _drive(
         profiler.disable()
         Path(profile).parent.mkdir(parents=True, exist_ok=True)
         profiler.dump_stats(profile)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
+    wall = time.perf_counter() - wall
+    full = gc.get_stats()[2]["collections"] - full
     for _, queue in held:
         queue.put_nowait({"type": "websocket.disconnect", "code": 1000})
     await asyncio.wait_for(asyncio.gather(*(task for task, _ in held)), 60)
     return {
         "sockets": len(timed),
         "cpu_ms_per_socket": round(1000 * cpu / len(timed), 4),
+        # The event loop's thread alone: the rest is the check threads' (and the GC's there).
+        "loop_cpu_ms_per_socket": round(1000 * loop_cpu / len(timed), 4),
         "sockets_per_s": round(len(timed) / wall, 1),
+        # Full collections in the window: one is a pause of the whole heap, all sockets held.
+        "full_collections": full,
         "failed": len(failed),
         "first_failure": failed[0] if failed else None,
     }
