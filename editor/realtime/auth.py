@@ -15,8 +15,9 @@ import functools
 import importlib
 import logging
 import threading
+import types
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -478,7 +479,7 @@ class _StoredSession:
     def __init__(self, session_key: str) -> None:
         row = _SESSION.fetch(session_key, timezone.now())
         self.session_key: str | None = session_key if row is not None else None
-        self._data: dict[str, Any] = _decoded(row[0]) if row else {}
+        self._data: Mapping[str, Any] = _decoded(row[0]) if row else {}
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -487,18 +488,16 @@ class _StoredSession:
         return self._data.get(key, default)
 
 
-def _decoded(session_data: str) -> dict[str, Any]:
+@functools.lru_cache(maxsize=4096)
+def _decoded(session_data: str) -> Mapping[str, Any]:
     """A stored session's data decoded by Django (a signature check, a decompression, a JSON
-    parse), once per trip of socket checks: the trip's read-ahead and then each check read the
-    same socket's session (``_claimed``), and took a socket's decode twice (docs/BENCHMARKS.md,
-    change 41). Outside a trip, decoded each time. Read it, do not change it."""
-    memo = getattr(_trip, "decoded", None)
-    if memo is None:
-        return _db_sessions.SessionStore().decode(session_data)
-    decoded = memo.get(session_data)
-    if decoded is None:
-        decoded = memo[session_data] = _db_sessions.SessionStore().decode(session_data)
-    return decoded
+    parse), read-only. Decoding is a function of the data as stored alone (and of the keys the
+    process started with), so it is kept, by that data, for the next socket that brings the
+    same session: the same trip's read-ahead and check (docs/BENCHMARKS.md, change 41), a
+    browser's other tabs, a reconnect. A session that changes (a login, a logout, anything
+    written to it) is stored as other data and decoded anew; whether it still exists, and has
+    not expired, is the query's (``_SESSION``), asked every time."""
+    return types.MappingProxyType(_db_sessions.SessionStore().decode(session_data))
 
 
 def _read_ticket(token: str) -> tickets.Ticket:
@@ -521,21 +520,19 @@ def _read_ticket(token: str) -> tickets.Ticket:
     return read
 
 
-# This thread's current trip of socket checks: its sessions' data, decoded (``_decoded``),
-# its tickets, read (``_read_ticket``), and its sockets' claims (``_claimed_once``); and the
-# thread's user instance for session hashes (``_login_user``).
+# This thread's current trip of socket checks: its tickets, read (``_read_ticket``), and its
+# sockets' claims (``_claimed_once``); and the thread's user instance for session hashes
+# (``_login_user``).
 _trip = threading.local()
 
 
 @contextlib.contextmanager
 def _reading_once() -> Iterator[None]:
-    _trip.decoded = {}
     _trip.tickets = {}
     _trip.claims = {}
     try:
         yield
     finally:
-        _trip.decoded = None
         _trip.tickets = None
         _trip.claims = None
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.db import DatabaseError, connection
@@ -249,6 +250,7 @@ async def test_a_trips_cookie_sockets_read_their_sessions_in_one_query(
 async def test_a_trip_decodes_each_session_once(document, owner, viewer, monkeypatch):
     doc = str(document.pk)
     keys = [await sync_to_async(logged_in)(user) for user in (owner, viewer)]
+    auth._decoded.cache_clear()
     decoded = []
     decode = SessionStore.decode
     monkeypatch.setattr(
@@ -268,6 +270,42 @@ async def test_a_trip_decodes_each_session_once(document, owner, viewer, monkeyp
     with pytest.raises(Refused) as refused:
         await authorize(cookie_scope(keys[1]), doc)
     assert refused.value.code == 4401  # the next trip reads the session again: gone, so refused
+
+
+async def test_a_session_is_decoded_once_across_trips_until_it_changes(
+    document, owner, monkeypatch
+):
+    doc = str(document.pk)
+    key = await sync_to_async(logged_in)(owner)
+    auth._decoded.cache_clear()
+    decoded = []
+    decode = SessionStore.decode
+    monkeypatch.setattr(
+        SessionStore, "decode", lambda store, data: decoded.append(data) or decode(store, data)
+    )
+
+    # A browser reconnecting its socket: one trip after another, the same session.
+    for _ in range(3):
+        assert (await authorize(cookie_scope(key), doc)).user.pk == owner.pk
+    assert len(decoded) == 1  # once per trip before: 3
+
+    # Anything written to the session stores it as other data, decoded anew (here the login
+    # taken out of it); a session deleted (logging out) is not found, whatever was decoded.
+    def take_the_login_out():
+        store = SessionStore(session_key=key)
+        del store[SESSION_KEY]
+        store.save()
+
+    await sync_to_async(take_the_login_out)()
+    decoded.clear()  # the test's own load of it
+    with pytest.raises(Refused) as refused:
+        await authorize(cookie_scope(key), doc)
+    assert refused.value.code == 4401
+    assert len(decoded) == 1
+    await sync_to_async(Session.objects.filter(session_key=key).delete)()
+    with pytest.raises(Refused) as refused:
+        await authorize(cookie_scope(key), doc)
+    assert refused.value.code == 4401
 
 
 async def test_a_trip_reads_each_ticket_once(document, owner, viewer, monkeypatch):
