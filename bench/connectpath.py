@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.run import ROOT, Database, say
+from bench.run import ROOT, Database, migrate, say
 
 LEVELS = ("bare", "tickets", "sessions")
 PEOPLE = 50  # manage.py loadtest's CROWD
@@ -81,14 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with EmbeddedRedis() as redis_url:
             env = _environment(folder, database.url, redis_url, args.log_level)
-            say("migrating the scratch database")
-            subprocess.run(
-                [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                timeout=180,
-            )
+            migrate(env)
             for turn in range(args.rounds):
                 figures = {}
                 for level in levels:

@@ -90,6 +90,18 @@ def wait_healthy(port: int, process: subprocess.Popen, timeout: float) -> None:
     raise SystemExit(f"collab on {port} not healthy within {timeout:.0f} s")
 
 
+def migrate(env: dict) -> None:
+    """Migrates the scratch database that ``env`` names (DATABASE_URL)."""
+    say("migrating the scratch database")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=180,
+    )
+
+
 class Database:
     """A scratch database: PostgreSQL on 127.0.0.1 if it answers, else SQLite in ``folder``."""
 
@@ -536,14 +548,7 @@ def main(argv=None) -> int:
             STALL_PROBE_INTERVAL_MS="5",
         )
         env.update(dict(item.split("=", 1) for item in args.server_env))
-        say("migrating the scratch database")
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            timeout=180,
-        )
+        migrate(env)
         server_js = None if args.only == "collab" else install_reference(folder / "reference")
 
         def start_targets() -> list[dict]:
