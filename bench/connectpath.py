@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--child", choices=LEVELS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if min(args.sockets, args.concurrency, args.rounds) < 1:
+        parser.error("--sockets, --concurrency and --rounds take 1 or more")
     if args.child:
         figures = _measure(args.child, args.sockets, args.concurrency, args.profile)
         Path(args.out).write_text(json.dumps(figures) + "\n")
@@ -120,16 +122,23 @@ def _run_level(level: str, args: argparse.Namespace, env: dict, folder: Path, tu
     command += ["--sockets", str(args.sockets), "--concurrency", str(args.concurrency)]
     if args.profile:
         command += ["--profile", str(Path(args.profile).resolve() / f"{level}-{turn + 1}.prof")]
-    with open(folder / f"{level}-{turn}.log", "wb") as log:
-        subprocess.run(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,  # collab's log lines, as a server's go to its log
-            check=True,
-            timeout=900,
-        )
+    path = folder / f"{level}-{turn}.log"
+    with open(path, "wb") as log:
+        try:
+            subprocess.run(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,  # collab's log lines, as a server's go to its log
+                check=True,
+                timeout=900,
+            )
+        except subprocess.SubprocessError as exc:
+            # The scratch folder goes with the run: its last lines are shown before it does.
+            tail = path.read_text(errors="replace").splitlines()[-30:]
+            message = f"level {level} failed ({exc}); its last lines:\n" + "\n".join(tail)
+            raise SystemExit(message) from None
     return json.loads(out.read_text())
 
 

@@ -5,6 +5,8 @@ to judge."""
 
 import json
 
+import pytest
+
 from bench import connectpath
 
 
@@ -20,3 +22,11 @@ def test_each_level_opens_and_syncs_every_socket(tmp_path, capsys):
         assert row["cpu_ms_per_socket"] >= row["loop_cpu_ms_per_socket"] > 0
     printed = capsys.readouterr().out
     assert "| 1 | tickets |" in printed and "| 1 | sessions |" in printed
+
+
+def test_it_refuses_a_run_of_no_sockets_before_starting_anything(capsys):
+    with pytest.raises(SystemExit) as refused:
+        connectpath.main(["--sockets", "0"])
+
+    assert refused.value.code == 2
+    assert "--sockets, --concurrency and --rounds take 1 or more" in capsys.readouterr().err
