@@ -531,6 +531,7 @@ class CollabOptions(TypedDict):
     PRESENCE_TTL: float
     PRESENCE_FLUSH_INTERVAL: float
     PRESENCE_SWEEP_INTERVAL: float
+    PRESENCE_READ_REUSE: float
     RATE_MESSAGES: float
     RATE_MESSAGE_BURST: float
     RATE_BYTES: float
@@ -581,6 +582,12 @@ COLLAB: CollabOptions = {
     "PRESENCE_TTL": env_float("PRESENCE_TTL", 30.0),
     "PRESENCE_FLUSH_INTERVAL": env_float("PRESENCE_FLUSH_INTERVAL", 0.5),
     "PRESENCE_SWEEP_INTERVAL": env_float("PRESENCE_SWEEP_INTERVAL", 5.0),
+    # A socket that joins is sent everyone's presence as its room last read it from Redis, if
+    # that read is younger than this and no awareness has passed through the room since (a
+    # change, a renewal, a leave or an expiry: each comes through the room); otherwise Redis is
+    # read again. A join storm then reads a document's presence about once a second, not once
+    # per trip of joiners (docs/BENCHMARKS.md, change 59). 0: every joiner's own read.
+    "PRESENCE_READ_REUSE": env_float("PRESENCE_READ_REUSE", 1.0),
     # Token buckets on what one socket sends (editor/realtime/limits.py): messages and bytes
     # per second, with bursts; a user's sockets in one process share twice that. Past either,
     # the socket is closed with 4429. Typing sends 10-30 messages a second (updates and

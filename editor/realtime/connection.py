@@ -659,9 +659,11 @@ class Connection:
             await self.room.relay_awareness(protocol.encode_awareness(accepted))
 
     async def send_presence(self) -> None:
-        """Sends every live awareness state of the document, from all processes."""
+        """Sends every live awareness state of the document, from all processes (as the room
+        last read them, while that read holds: ``Room.presence``)."""
+        assert self.room is not None
         try:
-            entries = await get_presence().entries(self.document_id)
+            entries = await self.room.presence()
         except redis.RedisError as exc:
             metrics.REDIS["presence"].inc()
             logger.warning(

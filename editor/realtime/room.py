@@ -36,7 +36,7 @@ from collab import transport
 from editor import autoversions, metrics
 from editor.realtime import protocol, store
 from editor.realtime.loops import per_event_loop
-from editor.realtime.presence import get_presence
+from editor.realtime.presence import Entry, get_presence
 
 logger = logging.getLogger("collab.room")
 
@@ -207,6 +207,12 @@ class Room:
         # update's notice), and the updates' bytes.
         self._unpublished: collections.deque[tuple[float, bytes | None]] = collections.deque()
         self._unpublished_bytes = 0
+        # Everyone's presence as the room last read it (``presence``): when the read was asked
+        # (``time.monotonic()``) and its entries; dropped as soon as awareness passes through.
+        # ``_awareness_passed`` counts what passed, so that a read on its way meanwhile is not
+        # kept.
+        self._presence: tuple[float, list[Entry]] | None = None
+        self._awareness_passed = 0
 
     def sync_step2(self, state_vector: bytes) -> bytes:
         """The sync step 2 frame answering a client's state vector. Clients that join together
@@ -497,9 +503,43 @@ class Room:
     # -- awareness ------------------------------------------------------------------------
     # Presence state itself lives in Redis (presence.py); a room only moves awareness frames.
 
+    async def presence(self) -> list[Entry]:
+        """Everyone's live presence, for a socket of this room (one that joined, or a client
+        that asks), read from Redis (``Presence.entries``), or the room's last read while it
+        holds: asked less than ``PRESENCE_READ_REUSE`` ago, and no awareness has passed
+        through the room since (a change, a renewal, a leave, an expiry: each comes through
+        ``relay_awareness`` or the layer). The socket is in the room by then, so every change
+        after that read reaches it as awareness of its own. What a kept read can miss is a
+        change that reached Redis without a message to this room (another process's, sent
+        before it heard this room's hello; a message the layer lost), for that window at most,
+        and Yjs clients drop a state they have not heard of for 30 s anyway. A join storm then
+        reads a document's presence about once a window, not once per trip of joiners
+        (docs/BENCHMARKS.md, change 59). The list is shared: read it, do not change it."""
+        reuse = settings.COLLAB["PRESENCE_READ_REUSE"]
+        asked = time.monotonic()
+        kept = self._presence
+        if kept is not None and asked - kept[0] < reuse:
+            now = time.time()
+            entries = kept[1]
+            if all(entry.deadline >= now for entry in entries):
+                return entries
+            return [entry for entry in entries if entry.deadline >= now]
+        passed = self._awareness_passed
+        entries = await get_presence().entries(self.document_id)
+        if reuse > 0 and self._awareness_passed == passed:
+            self._presence = (asked, entries)
+        return entries
+
+    def forget_presence(self) -> None:
+        """Awareness passed through the room, or may have been lost (the layer failed): the
+        next ``presence`` reads Redis."""
+        self._awareness_passed += 1
+        self._presence = None
+
     async def relay_awareness(self, payload: bytes) -> None:
         """Sends awareness to everyone, the sender included: the stock client reconnects after
         30 s of silence, and this echo of its own renewals is what it hears."""
+        self.forget_presence()
         await self._send_local(protocol.awareness(payload))
         if self.shared():
             await self._publish({"type": "doc.awareness", "payload": payload})
@@ -618,6 +658,7 @@ class Room:
             except Exception:
                 metrics.REDIS["layer_receive"].inc()
                 logger.exception("room %s: channel layer receive failed", self.document_id)
+                self.forget_presence()
                 await asyncio.sleep(1)
                 continue
             if message.get("origin") == self.channel:
@@ -651,6 +692,7 @@ class Room:
             if self._on_logged is not None:
                 self._on_logged(self)
         elif message["type"] == "doc.awareness":
+            self.forget_presence()
             await self._send_local(protocol.awareness(message["payload"]))
         elif message["type"] == "doc.title":
             await self._send_local(protocol.title_changed(message["title"]))
@@ -838,7 +880,10 @@ class Rooms:
 
     def layer_failed(self) -> None:
         """Called when Redis failed under a room (a group_send, the sweep): until it answers
-        again, the rooms catch up from the log every OUTAGE_CATCHUP_INTERVAL."""
+        again, the rooms catch up from the log every OUTAGE_CATCHUP_INTERVAL, and read
+        presence afresh for each joiner (awareness may have been lost)."""
+        for room in self._rooms.values():
+            room.forget_presence()
         if self._outage is None or self._outage.done():
             self._outage = asyncio.ensure_future(self._ride_out_outage())
 

@@ -341,3 +341,124 @@ async def test_a_caller_that_gives_up_leaves_the_shared_read_to_the_others(docum
     assert [e.client_id for e in await stayer] == [7]
     assert quitter.cancelled()
     await presence.aclose()
+
+
+# -- what a joiner is sent ------------------------------------------------------------------------
+
+
+async def joined(peer_for, user, document) -> tuple[object, set[int]]:
+    """Connects a peer and returns it with the client ids of the presence it was sent."""
+    peer = peer_for(user, document.id)
+    assert await peer.connect()
+    assert isinstance(await peer.recv(), protocol.SyncStep1)
+    assert isinstance(await peer.recv(), protocol.Authenticated)
+    here = await next_awareness(peer)
+    return peer, {entry.client_id for entry in here.entries}
+
+
+async def put_from_another_process(document, user, client_id: int) -> None:
+    """An entry another process wrote: Redis has it, and this process heard nothing of it."""
+    presence = get_presence()
+    await presence.put(
+        str(document.id),
+        Entry(client_id, 1, {"user": identity(user)}, user.pk, "other", presence.deadline()),
+    )
+
+
+async def test_joiners_one_after_another_share_the_rooms_read_while_nothing_changes(
+    peer_for, document, owner, editor_user, viewer
+):
+    await put_from_another_process(document, editor_user, 22)
+    first, here = await joined(peer_for, owner, document)
+    assert here == {22}
+    before = (await sync_to_async(command_counts)())["hgetall"]
+
+    second, second_here = await joined(peer_for, viewer, document)
+    third, third_here = await joined(peer_for, editor_user, document)
+
+    assert second_here == third_here == {22}
+    assert (await sync_to_async(command_counts)())["hgetall"] == before
+    for peer in (first, second, third):
+        await peer.close()
+
+
+async def test_a_joiner_after_awareness_passed_through_the_room_reads_afresh(
+    peer_for, document, owner, editor_user, viewer
+):
+    await put_from_another_process(document, editor_user, 22)
+    alice, _ = await joined(peer_for, owner, document)
+    await alice.send(awareness(11, 1, {"cursor": None}))  # this process's own client
+    await next_awareness(alice)
+    late, here = await joined(peer_for, viewer, document)
+    assert here == {11, 22}
+
+    # Another process's client arrives: its entry, then its room's message to this one.
+    await put_from_another_process(document, editor_user, 33)
+    entry = protocol.AwarenessEntry(33, 1, {"user": identity(editor_user)})
+    await get_channel_layer().group_send(
+        group_name(str(document.id)),
+        {
+            "type": "doc.awareness",
+            "payload": protocol.encode_awareness([entry]),
+            "origin": "another process",
+        },
+    )
+    assert [e.client_id for e in (await next_awareness(late)).entries] == [33]
+    latest, here = await joined(peer_for, owner, document)
+
+    assert here == {11, 22, 33}
+    for peer in (alice, late, latest):
+        await peer.close()
+
+
+async def test_a_kept_read_is_read_again_once_its_window_has_passed(
+    peer_for, document, owner, editor_user, viewer, settings
+):
+    settings.COLLAB = {**settings.COLLAB, "PRESENCE_READ_REUSE": 0.2}
+    await put_from_another_process(document, editor_user, 22)
+    first, _ = await joined(peer_for, owner, document)
+    # Written where no message reaches this process's room (the layer lost it).
+    await put_from_another_process(document, editor_user, 33)
+
+    await asyncio.sleep(0.25)
+    later, here = await joined(peer_for, viewer, document)
+
+    assert here == {22, 33}
+    await first.close()
+    await later.close()
+
+
+async def test_with_no_reuse_every_joiner_reads_redis(
+    peer_for, document, owner, editor_user, viewer, settings
+):
+    settings.COLLAB = {**settings.COLLAB, "PRESENCE_READ_REUSE": 0.0}
+    await put_from_another_process(document, editor_user, 22)
+    first, _ = await joined(peer_for, owner, document)
+    await put_from_another_process(document, editor_user, 33)
+    before = (await sync_to_async(command_counts)())["hgetall"]
+
+    later, here = await joined(peer_for, viewer, document)
+
+    assert here == {22, 33}
+    assert (await sync_to_async(command_counts)())["hgetall"] == before + 1
+    await first.close()
+    await later.close()
+
+
+async def test_a_failing_layer_makes_the_next_joiner_read_redis(
+    peer_for, document, owner, editor_user, viewer
+):
+    await put_from_another_process(document, editor_user, 22)
+    first, _ = await joined(peer_for, owner, document)
+    await put_from_another_process(document, editor_user, 33)  # its message may have been lost
+    rooms = get_rooms()
+
+    rooms.layer_failed()
+    try:
+        later, here = await joined(peer_for, viewer, document)
+    finally:
+        rooms._outage.cancel()
+
+    assert here == {22, 33}
+    await first.close()
+    await later.close()
