@@ -582,11 +582,11 @@ COLLAB: CollabOptions = {
     "PRESENCE_TTL": env_float("PRESENCE_TTL", 30.0),
     "PRESENCE_FLUSH_INTERVAL": env_float("PRESENCE_FLUSH_INTERVAL", 0.5),
     "PRESENCE_SWEEP_INTERVAL": env_float("PRESENCE_SWEEP_INTERVAL", 5.0),
-    # A socket that joins is sent everyone's presence as its room last read it from Redis, if
-    # that read is younger than this and no awareness has passed through the room since (a
-    # change, a renewal, a leave or an expiry: each comes through the room); otherwise Redis is
-    # read again. A join storm then reads a document's presence about once a second, not once
-    # per trip of joiners (docs/BENCHMARKS.md, change 59). 0: every joiner's own read.
+    # A socket that joins is sent everyone's presence as its room last read it from Redis, with
+    # this process's clients' changes since, if that read is younger than this and no other
+    # process's awareness has come through the room since; otherwise Redis is read again. A join
+    # storm then reads a document's presence about once a second, not once per trip of joiners
+    # (docs/BENCHMARKS.md, change 59). 0: every joiner's own read.
     "PRESENCE_READ_REUSE": env_float("PRESENCE_READ_REUSE", 1.0),
     # Token buckets on what one socket sends (editor/realtime/limits.py): messages and bytes
     # per second, with bursts; a user's sockets in one process share twice that. Past either,

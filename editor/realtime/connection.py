@@ -572,6 +572,8 @@ class Connection:
         presence = get_presence()
         user = self.access.user
         accepted = []
+        # What the room's kept presence read takes (``Room.presence``): as stored, or gone.
+        changes: list[Entry | protocol.AwarenessEntry] = []
         collab = settings.COLLAB
         for entry in entries:
             known = entry.client_id in self.client_ids
@@ -618,6 +620,7 @@ class Connection:
                 self.client_ids.pop(entry.client_id, None)
                 await _quietly(presence.remove(self.document_id, [entry.client_id]))
                 accepted.append(entry)
+                changes.append(entry)
                 continue
             refusal = limits.check_awareness_state(entry.state, collab["MAX_AWARENESS_BYTES"])
             if refusal is not None:
@@ -655,8 +658,9 @@ class Connection:
             else:
                 await _quietly(presence.put(self.document_id, stored))
             accepted.append(stored.awareness())
+            changes.append(stored)
         if accepted:
-            await self.room.relay_awareness(protocol.encode_awareness(accepted))
+            await self.room.relay_awareness(protocol.encode_awareness(accepted), changes)
 
     async def send_presence(self) -> None:
         """Sends every live awareness state of the document, from all processes (as the room

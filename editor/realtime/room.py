@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -59,12 +59,21 @@ class InvalidUpdate(ValueError):
     """The bytes are not a Yjs update this document can apply; nothing was changed."""
 
 
-def removal_payload(clocks: dict[int, int]) -> bytes:
-    """An awareness payload saying that these clients (id → last clock) are gone."""
-    return protocol.encode_awareness(
+def removals(clocks: dict[int, int]) -> list[protocol.AwarenessEntry]:
+    """Awareness entries saying that these clients (id → last clock) are gone."""
+    return [
         protocol.AwarenessEntry(client_id=client_id, clock=clock + 1, state=None)
         for client_id, clock in clocks.items()
-    )
+    ]
+
+
+def removal_payload(clocks: dict[int, int]) -> bytes:
+    """An awareness payload saying that these clients (id → last clock) are gone."""
+    return protocol.encode_awareness(removals(clocks))
+
+
+def _client_id(entry: Entry) -> int:
+    return entry.client_id
 
 
 def group_name(document_id: str) -> str:
@@ -208,10 +217,10 @@ class Room:
         self._unpublished: collections.deque[tuple[float, bytes | None]] = collections.deque()
         self._unpublished_bytes = 0
         # Everyone's presence as the room last read it (``presence``): when the read was asked
-        # (``time.monotonic()``) and its entries; dropped as soon as awareness passes through.
-        # ``_awareness_passed`` counts what passed, so that a read on its way meanwhile is not
-        # kept.
-        self._presence: tuple[float, list[Entry]] | None = None
+        # (``time.monotonic()``) and its entries by client id, with this process's own changes
+        # since; dropped when another process's awareness passes through. ``_awareness_passed``
+        # counts what passed, so that a read on its way meanwhile is not kept.
+        self._presence: tuple[float, dict[int, Entry]] | None = None
         self._awareness_passed = 0
 
     def sync_step2(self, state_vector: bytes) -> bytes:
@@ -505,41 +514,67 @@ class Room:
 
     async def presence(self) -> list[Entry]:
         """Everyone's live presence, for a socket of this room (one that joined, or a client
-        that asks), read from Redis (``Presence.entries``), or the room's last read while it
-        holds: asked less than ``PRESENCE_READ_REUSE`` ago, and no awareness has passed
-        through the room since (a change, a renewal, a leave, an expiry: each comes through
-        ``relay_awareness`` or the layer). The socket is in the room by then, so every change
-        after that read reaches it as awareness of its own. What a kept read can miss is a
-        change that reached Redis without a message to this room (another process's, sent
-        before it heard this room's hello; a message the layer lost), for that window at most,
-        and Yjs clients drop a state they have not heard of for 30 s anyway. A join storm then
-        reads a document's presence about once a window, not once per trip of joiners
-        (docs/BENCHMARKS.md, change 59). The list is shared: read it, do not change it."""
+        that asks), by client id: read from Redis (``Presence.entries``), or the room's last
+        read while it holds, asked less than ``PRESENCE_READ_REUSE`` ago. Every change since
+        that read came through the room: this process's own clients' (``relay_awareness``
+        with the changes) are taken into it; another process's, and the sweep's expiries (a
+        ``doc.awareness`` message), drop it. The socket is in the room by then, so every change
+        after what it is sent reaches it as awareness of its own. What a kept read can miss is
+        a change that reached Redis with no message to this room (another process's, sent
+        before it heard this room's hello; a message the layer lost), for that window at most;
+        Yjs clients drop a state they have not heard of for 30 s anyway. A join storm then reads
+        a document's presence about once a window, not once per trip of joiners, also when
+        each joiner's first awareness follows at once, as a browser's does (docs/BENCHMARKS.md,
+        change 59)."""
         reuse = settings.COLLAB["PRESENCE_READ_REUSE"]
         asked = time.monotonic()
         kept = self._presence
         if kept is not None and asked - kept[0] < reuse:
             now = time.time()
-            entries = kept[1]
-            if all(entry.deadline >= now for entry in entries):
-                return entries
-            return [entry for entry in entries if entry.deadline >= now]
+            return sorted(
+                (entry for entry in kept[1].values() if entry.deadline >= now),
+                key=_client_id,
+            )
         passed = self._awareness_passed
         entries = await get_presence().entries(self.document_id)
         if reuse > 0 and self._awareness_passed == passed:
-            self._presence = (asked, entries)
+            self._presence = (asked, {entry.client_id: entry for entry in entries})
         return entries
 
     def forget_presence(self) -> None:
-        """Awareness passed through the room, or may have been lost (the layer failed): the
-        next ``presence`` reads Redis."""
+        """Awareness passed through the room that it cannot take into its kept read, or some
+        may have been lost (the layer failed): the next ``presence`` reads Redis."""
         self._awareness_passed += 1
         self._presence = None
 
-    async def relay_awareness(self, payload: bytes) -> None:
+    def _take_awareness(self, changes: Sequence[Entry | protocol.AwarenessEntry]) -> None:
+        """This process's own clients' changes, as stored (an ``Entry``) or gone (state None),
+        taken into the kept read; a read on its way is not kept."""
+        self._awareness_passed += 1
+        kept = self._presence
+        if kept is None:
+            return
+        entries = kept[1]
+        for change in changes:
+            if change.state is None:
+                entries.pop(change.client_id, None)
+            elif isinstance(change, Entry):
+                entries[change.client_id] = change
+            else:
+                self._presence = None
+                return
+
+    async def relay_awareness(
+        self, payload: bytes, changes: Sequence[Entry | protocol.AwarenessEntry] | None = None
+    ) -> None:
         """Sends awareness to everyone, the sender included: the stock client reconnects after
-        30 s of silence, and this echo of its own renewals is what it hears."""
-        self.forget_presence()
+        30 s of silence, and this echo of its own renewals is what it hears. ``changes``: what
+        the payload says, when it is this process's clients' own (``presence`` keeps them);
+        without them, the room's kept presence read is dropped."""
+        if changes is None:
+            self.forget_presence()
+        else:
+            self._take_awareness(changes)
         await self._send_local(protocol.awareness(payload))
         if self.shared():
             await self._publish({"type": "doc.awareness", "payload": payload})
@@ -548,7 +583,8 @@ class Room:
         """Tells everyone these clients left (state null, clock bumped as y-protocols does)."""
         if not clocks:
             return
-        await self.relay_awareness(removal_payload(clocks))
+        gone = removals(clocks)
+        await self.relay_awareness(protocol.encode_awareness(gone), gone)
 
     # -- the document's rooms in other processes ------------------------------------------
 

@@ -104,12 +104,19 @@ async def test_it_gives_a_late_joiner_everyone_including_other_processes(
     alice = await connected(peer_for, owner, document)
     await alice.send(awareness(11, 1, {"cursor": None}))
     await next_awareness(alice)
-    # Bob is connected to another process: only his Redis entry is here.
+    # Bob is connected to another process: his entry in Redis, and his room's message to this
+    # one (which drops this room's kept read: test_a_joiner_after_another_processs_awareness...).
     presence = get_presence()
     await presence.put(
         str(document.id),
         Entry(22, 4, {"user": identity(editor_user)}, editor_user.pk, "other", presence.deadline()),
     )
+    entry = protocol.AwarenessEntry(22, 4, {"user": identity(editor_user)})
+    await get_channel_layer().group_send(
+        group_name(str(document.id)),
+        {"type": "doc.awareness", "payload": protocol.encode_awareness([entry]), "origin": "b"},
+    )
+    await next_awareness(alice)
 
     late = peer_for(viewer, document.id)
     assert await late.connect()
@@ -382,15 +389,33 @@ async def test_joiners_one_after_another_share_the_rooms_read_while_nothing_chan
         await peer.close()
 
 
-async def test_a_joiner_after_awareness_passed_through_the_room_reads_afresh(
+async def test_a_joiner_is_sent_this_processs_changes_since_the_rooms_read_without_another(
     peer_for, document, owner, editor_user, viewer
 ):
     await put_from_another_process(document, editor_user, 22)
     alice, _ = await joined(peer_for, owner, document)
-    await alice.send(awareness(11, 1, {"cursor": None}))  # this process's own client
+    bob, _ = await joined(peer_for, viewer, document)
+    before = (await sync_to_async(command_counts)())["hgetall"]
+
+    await alice.send(awareness(11, 1, {"cursor": None}))  # a browser's first state
+    await next_awareness(alice)
+    await bob.send(awareness(12, 1, {"cursor": None}))
+    await next_awareness(bob)
+    await bob.close()  # bob's state goes with him
     await next_awareness(alice)
     late, here = await joined(peer_for, viewer, document)
+
     assert here == {11, 22}
+    assert (await sync_to_async(command_counts)())["hgetall"] == before
+    for peer in (alice, late):
+        await peer.close()
+
+
+async def test_a_joiner_after_another_processs_awareness_reads_afresh(
+    peer_for, document, owner, editor_user, viewer
+):
+    await put_from_another_process(document, editor_user, 22)
+    alice, _ = await joined(peer_for, owner, document)
 
     # Another process's client arrives: its entry, then its room's message to this one.
     await put_from_another_process(document, editor_user, 33)
@@ -403,11 +428,11 @@ async def test_a_joiner_after_awareness_passed_through_the_room_reads_afresh(
             "origin": "another process",
         },
     )
-    assert [e.client_id for e in (await next_awareness(late)).entries] == [33]
-    latest, here = await joined(peer_for, owner, document)
+    assert [e.client_id for e in (await next_awareness(alice)).entries] == [33]
+    late, here = await joined(peer_for, viewer, document)
 
-    assert here == {11, 22, 33}
-    for peer in (alice, late, latest):
+    assert here == {22, 33}
+    for peer in (alice, late):
         await peer.close()
 
 
