@@ -538,8 +538,14 @@ class Room:
         passed = self._awareness_passed
         entries = await get_presence().entries(self.document_id)
         if reuse > 0 and self._awareness_passed == passed:
-            self._presence = (asked, {entry.client_id: entry for entry in entries})
+            kept = self._presence = (asked, {entry.client_id: entry for entry in entries})
+            # Let go once it can no longer be used: an idle room holds no copy.
+            asyncio.get_running_loop().call_later(reuse, self._let_go_of, kept)
         return entries
+
+    def _let_go_of(self, kept: tuple[float, dict[int, Entry]]) -> None:
+        if self._presence is kept:
+            self._presence = None
 
     def forget_presence(self) -> None:
         """Awareness passed through the room that it cannot take into its kept read, or some

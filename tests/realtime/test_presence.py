@@ -487,3 +487,18 @@ async def test_a_failing_layer_makes_the_next_joiner_read_redis(
     assert here == {22, 33}
     await first.close()
     await later.close()
+
+
+async def test_an_idle_room_lets_go_of_its_kept_read_once_its_window_has_passed(
+    peer_for, document, owner, editor_user, settings
+):
+    settings.COLLAB = {**settings.COLLAB, "PRESENCE_READ_REUSE": 0.1}
+    await put_from_another_process(document, editor_user, 22)
+    alice, _ = await joined(peer_for, owner, document)
+    room = get_rooms().get(str(document.id))
+    assert room is not None and room._presence is not None
+
+    await asyncio.sleep(0.2)
+
+    assert room._presence is None  # no copy of everyone's presence left in an idle room
+    await alice.close()
