@@ -43,7 +43,7 @@ from editor.realtime.codes import (
     CLOSE_TOO_LARGE,
 )
 from editor.realtime.limits import Budget, Refusal, Sockets
-from editor.realtime.presence import Entry, get_presence, identity
+from editor.realtime.presence import Entry, Presence, get_presence, identity
 from editor.realtime.room import InvalidUpdate, Room, get_rooms
 from editor.realtime.sockets import Socket
 
@@ -586,34 +586,6 @@ class Connection:
                         limits.too_many_client_ids(collab["MAX_AWARENESS_CLIENTS"])
                     )
                     return
-                try:
-                    allowed = await presence.owner_allows(
-                        self.document_id, entry.client_id, self.conn_id, user.pk
-                    )
-                except redis.RedisError as exc:
-                    # Identity is still the server's, so a client can at worst reuse an id.
-                    metrics.REDIS["presence"].inc()
-                    logger.warning(
-                        "ws presence check skipped document=%s (Redis: %s)",
-                        self.document_id,
-                        exc,
-                        extra={"event": "ws.presence_failed", "document": self.document_id},
-                    )
-                    allowed = True
-                if not allowed:
-                    logger.warning(
-                        "ws awareness ignored user=%s document=%s client_id=%s: not theirs",
-                        user,
-                        self.document_id,
-                        entry.client_id,
-                        extra={
-                            "event": "ws.awareness_ignored",
-                            "user": str(user),
-                            "document": self.document_id,
-                            "client_id": entry.client_id,
-                        },
-                    )
-                    continue
             if entry.state is None:
                 if entry.client_id in self.client_ids and self.gauge is not None:
                     metrics.PRESENCE_ENTRIES.dec()
@@ -650,17 +622,46 @@ class Connection:
                 conn=self.conn_id,
                 deadline=presence.deadline(),
             )
-            if not known and self.gauge is not None:
-                metrics.PRESENCE_ENTRIES.inc()
-            self.client_ids[entry.client_id] = entry.clock
             if known:
                 presence.renew(self.document_id, stored)
-            else:
-                await _quietly(presence.put(self.document_id, stored))
+            elif not await self._claim(presence, stored):
+                logger.warning(
+                    "ws awareness ignored user=%s document=%s client_id=%s: not theirs",
+                    user,
+                    self.document_id,
+                    entry.client_id,
+                    extra={
+                        "event": "ws.awareness_ignored",
+                        "user": str(user),
+                        "document": self.document_id,
+                        "client_id": entry.client_id,
+                    },
+                )
+                continue
+            elif self.gauge is not None:
+                metrics.PRESENCE_ENTRIES.inc()
+            self.client_ids[entry.client_id] = entry.clock
             accepted.append(stored.awareness())
             changes.append(stored)
         if accepted:
             await self.room.relay_awareness(protocol.encode_awareness(accepted), changes)
+
+    async def _claim(self, presence: Presence, stored: Entry) -> bool:
+        """Writes a client id's first state unless it is someone else's (``Presence.claim``:
+        one round trip). With Redis down the state is relayed unwritten: identity is still the
+        server's, so a client can at worst reuse an id, and presence heals once Redis is back
+        (clients renew every 15 s)."""
+        try:
+            return await presence.claim(self.document_id, stored)
+        except redis.RedisError as exc:
+            metrics.REDIS["presence"].inc()
+            logger.warning(
+                "ws presence not written document=%s (Redis: %s)",
+                self.document_id,
+                exc,
+                extra={"event": "ws.presence_failed", "document": self.document_id},
+            )
+            return True
 
     async def send_presence(self) -> None:
         """Sends every live awareness state of the document, from all processes (as the room

@@ -22,8 +22,9 @@ both structures atomically and returns it, so exactly one process announces each
 though every process runs a sweeper, and a renewal that lands during the sweep is never lost.
 
 Cost: a renewal is queued in memory and written with the others every PRESENCE_FLUSH_INTERVAL
-in one MULTI (HSET + ZADD per client); a client's first message is written at once (plus one
-HGET to check ownership); document updates never touch presence.
+in one MULTI (HSET + ZADD per client); a client's first message is written at once, by a
+script that checks in the same round trip that its client id is nobody else's (``claim``);
+document updates never touch presence.
 
 A Redis restart empties both structures: clients renew every 15 s, which re-creates their
 entries, so presence heals within one renewal period (tests/realtime/test_presence.py).
@@ -78,6 +79,23 @@ end
 return out
 """
 _SWEEP_BATCH = 500
+
+# ``Presence.claim``: a client id's first state is written unless a live entry holds the id
+# for another connection of another user (an unreadable entry holds nothing).
+_CLAIM = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local ok, held = pcall(cjson.decode, raw)
+  if ok and type(held) == 'table' and held['conn'] ~= ARGV[2]
+      and tostring(held['user_id']) ~= ARGV[3]
+      and (tonumber(held['deadline']) or 0) >= tonumber(ARGV[4]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[7])
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -247,6 +265,7 @@ class Presence:
             hosts = [hosts]
         self.shards = [async_client(host) for host in hosts]
         self._sweeps = [client.register_script(_SWEEP) for client in self.shards]
+        self._claims = [client.register_script(_CLAIM) for client in self.shards]
         self._renewals: dict[tuple[str, int], Entry] = {}
         self._flusher: asyncio.Task | None = None
         # Per shard, the reads asked for and not yet sent, by document (``entries``), and the
@@ -270,18 +289,27 @@ class Presence:
     def deadline(self) -> float:
         return time.time() + settings.COLLAB["PRESENCE_TTL"]
 
-    async def owner_allows(self, document_id: str, client_id: int, conn: str, user_id: int) -> bool:
-        """May this connection speak for this client id? Yes if nobody live holds it, if it is
-        this connection's, or if it is the same user's: a reconnecting Yjs client keeps its
-        client id, and its old connection may have died without a goodbye."""
-        raw = await self.shard(document_id).hget(_doc_key(document_id), str(client_id))
-        if raw is None:
-            return True
-        try:
-            entry = Entry.from_json(client_id, raw)
-        except (ValueError, KeyError, TypeError):
-            return True
-        return entry.conn == conn or entry.user_id == user_id or entry.deadline < time.time()
+    async def claim(self, document_id: str, entry: Entry) -> bool:
+        """Writes a client id's first state (late joiners must see it now) unless the id is
+        someone else's: False, and nothing written, when a live entry holds it for another
+        connection of another user. A reconnecting Yjs client keeps its client id while its old
+        connection may have died without a goodbye, so the same user's id is theirs to take
+        back. One script, one round trip: it was a read, then a write, each a round trip, and
+        another process could claim the id between the two (docs/BENCHMARKS.md, change 60)."""
+        self._renewals.pop((document_id, entry.client_id), None)
+        claimed = await self._claims[shard_of(document_id, len(self.shards))](
+            keys=[_doc_key(document_id), _deadlines_key()],
+            args=[
+                str(entry.client_id),
+                entry.conn,
+                str(entry.user_id),
+                time.time(),
+                entry.to_json(),
+                entry.deadline,
+                _member(document_id, entry.client_id),
+            ],
+        )
+        return bool(claimed)
 
     async def put(self, document_id: str, entry: Entry) -> None:
         """Writes an entry at once (a client's first state: late joiners must see it now)."""

@@ -173,7 +173,7 @@ def command_counts() -> dict[str, int]:
     client.close()
     return {
         name: stats.get(f"cmdstat_{name}", {}).get("calls", 0)
-        for name in ("hset", "hget", "hgetall", "zadd", "hdel", "zrem", "evalsha", "eval")
+        for name in ("hset", "hget", "hgetall", "zadd", "hdel", "zrem", "evalsha", "eval", "multi")
     }
 
 
@@ -189,6 +189,88 @@ async def test_it_sends_no_presence_command_for_document_updates(peer_for, docum
 
     assert await sync_to_async(command_counts)() == before
     await alice.close()
+
+
+# -- claiming a client id ------------------------------------------------------------------------
+
+
+async def test_a_first_awareness_state_is_checked_and_written_in_one_round_trip(
+    peer_for, document, owner
+):
+    alice = await connected(peer_for, owner, document)
+    presence = get_presence()  # the script is known to Redis (a first use also loads it)
+    await presence.claim(str(uuid.uuid4()), Entry(1, 1, {}, owner.pk, "c", presence.deadline()))
+    before = await sync_to_async(command_counts)()
+
+    await alice.send(awareness(11, 1, {"cursor": None}))
+    await next_awareness(alice)
+
+    after = await sync_to_async(command_counts)()
+    assert after["evalsha"] + after["eval"] - before["evalsha"] - before["eval"] == 1
+    assert after["multi"] == before["multi"]  # no second trip to write it
+    stored = await get_presence().entries(str(document.id))
+    assert [(e.client_id, e.user_id) for e in stored] == [(11, owner.pk)]
+    await alice.close()
+
+
+async def test_a_live_client_id_of_another_user_is_not_taken_and_stays_as_it_was(
+    document, owner, editor_user
+):
+    presence = Presence()
+    document_id = str(document.id)
+    held = Entry(7, 3, {"user": identity(owner)}, owner.pk, "alice", presence.deadline())
+    assert await presence.claim(document_id, held)
+
+    taken = Entry(7, 9, {"user": identity(editor_user)}, editor_user.pk, "mallory", held.deadline)
+    assert not await presence.claim(document_id, taken)
+
+    assert await presence.entries(document_id) == [held]
+    await presence.aclose()
+
+
+async def test_a_client_id_is_free_to_its_own_user_and_once_its_holder_expired(
+    document, owner, editor_user
+):
+    presence = Presence()
+    document_id = str(document.id)
+    old = Entry(7, 3, {"user": identity(owner)}, owner.pk, "tab-before", presence.deadline())
+    await presence.claim(document_id, old)
+    # The same user's reconnect, on another connection: a Yjs client keeps its id.
+    again = Entry(7, 4, {"user": identity(owner)}, owner.pk, "tab-after", presence.deadline())
+    assert await presence.claim(document_id, again)
+    # Another user's, once the holder is dead (its deadline passed, not yet swept).
+    dead = Entry(8, 1, {"user": identity(owner)}, owner.pk, "gone", time.time() - 1)
+    await presence.claim(document_id, dead)
+    mine = Entry(8, 2, {"user": identity(editor_user)}, editor_user.pk, "new", presence.deadline())
+    assert await presence.claim(document_id, mine)
+
+    assert [(e.client_id, e.conn) for e in await presence.entries(document_id)] == [
+        (7, "tab-after"),
+        (8, "new"),
+    ]
+    await presence.aclose()
+
+
+async def test_two_users_claiming_one_client_id_at_once_leave_exactly_one_holder(
+    document, owner, editor_user
+):
+    here, there = Presence(), Presence()  # two processes
+    document_id = str(document.id)
+    deadline = here.deadline()
+    claims = [
+        Entry(9, 1, {"user": identity(owner)}, owner.pk, "alice", deadline),
+        Entry(9, 1, {"user": identity(editor_user)}, editor_user.pk, "mallory", deadline),
+    ]
+
+    won = await asyncio.gather(
+        here.claim(document_id, claims[0]), there.claim(document_id, claims[1])
+    )
+
+    assert sorted(won) == [False, True]
+    [holder] = await here.entries(document_id)
+    assert holder == claims[won.index(True)]
+    await here.aclose()
+    await there.aclose()
 
 
 # -- expiry and the sweep ------------------------------------------------------------------------
