@@ -97,6 +97,16 @@ redis.call('ZADD', KEYS[2], ARGV[6], ARGV[7])
 return 1
 """
 
+# ``Presence.remove``: clients' entries (ARGV: the document, then client ids) out of the hash and
+# the deadlines set; members are named as ``_member`` names them.
+_REMOVE = """
+for i = 2, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[2], ARGV[1] .. '|' .. ARGV[i])
+end
+return #ARGV - 1
+"""
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -266,6 +276,7 @@ class Presence:
         self.shards = [async_client(host) for host in hosts]
         self._sweeps = [client.register_script(_SWEEP) for client in self.shards]
         self._claims = [client.register_script(_CLAIM) for client in self.shards]
+        self._removes = [client.register_script(_REMOVE) for client in self.shards]
         self._renewals: dict[tuple[str, int], Entry] = {}
         self._flusher: asyncio.Task | None = None
         # Per shard, the reads asked for and not yet sent, by document (``entries``), and the
@@ -323,15 +334,18 @@ class Presence:
             self._flusher = asyncio.ensure_future(self._flush_later())
 
     async def remove(self, document_id: str, client_ids: Iterable[int]) -> None:
+        """Takes clients' entries out of both structures at once: one script, one round trip
+        (a ``MULTI`` of ``HDEL`` and ``ZREM`` cost the caller about twice the CPU;
+        docs/BENCHMARKS.md, change 61)."""
         client_ids = list(client_ids)
         if not client_ids:
             return
         for client_id in client_ids:
             self._renewals.pop((document_id, client_id), None)
-        async with self.shard(document_id).pipeline(transaction=True) as pipe:
-            pipe.hdel(_doc_key(document_id), *[str(c) for c in client_ids])
-            pipe.zrem(_deadlines_key(), *[_member(document_id, c) for c in client_ids])
-            await pipe.execute()
+        await self._removes[shard_of(document_id, len(self.shards))](
+            keys=[_doc_key(document_id), _deadlines_key()],
+            args=[document_id, *client_ids],
+        )
 
     async def entries(self, document_id: str) -> list[Entry]:
         """The document's live entries, from Redis. Reads asked for in the same turns of the

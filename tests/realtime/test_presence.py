@@ -8,6 +8,7 @@ import pytest
 import redis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings as django_settings
 
 from editor.realtime import protocol
 from editor.realtime.presence import Entry, Presence, get_presence, identity, redis_hosts
@@ -271,6 +272,36 @@ async def test_two_users_claiming_one_client_id_at_once_leave_exactly_one_holder
     assert holder == claims[won.index(True)]
     await here.aclose()
     await there.aclose()
+
+
+async def test_a_leaving_socket_takes_its_entries_out_of_both_structures_in_one_round_trip(
+    peer_for, document, owner
+):
+    alice = await connected(peer_for, owner, document)
+    await alice.send(awareness(11, 1, {"cursor": None}))
+    await alice.send(awareness(12, 1, {"cursor": None}))  # a second tab's id, say
+    await next_awareness(alice)
+    await next_awareness(alice)
+    before = await sync_to_async(command_counts)()
+
+    await alice.close()
+    for _ in range(100):  # the removal runs as the socket's last step
+        if not await get_presence().entries(str(document.id)):
+            break
+        await asyncio.sleep(0.02)
+
+    after = await sync_to_async(command_counts)()
+    assert after["evalsha"] + after["eval"] - before["evalsha"] - before["eval"] == 1
+    assert after["multi"] == before["multi"]
+    client = redis.Redis.from_url(redis_hosts()[0])
+    try:
+        document_id = str(document.id)
+        assert client.hlen(f"{django_settings.PRESENCE_PREFIX}:doc:{document_id}") == 0
+        deadlines = f"{django_settings.PRESENCE_PREFIX}:deadlines"
+        assert client.zscore(deadlines, f"{document_id}|11") is None
+        assert client.zscore(deadlines, f"{document_id}|12") is None
+    finally:
+        client.close()
 
 
 # -- expiry and the sweep ------------------------------------------------------------------------
