@@ -81,13 +81,15 @@ return out
 _SWEEP_BATCH = 500
 
 # ``Presence.claim``: a client id's first state is written unless a live entry holds the id
-# for another connection of another user (an unreadable entry holds nothing).
+# for another connection of another user (an unreadable entry holds nothing). User ids are
+# compared as numbers: Lua writes numbers of 15 digits and more (a guest's, editor/links.py)
+# with an exponent, and a guest would not get its own id back.
 _CLAIM = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if raw then
   local ok, held = pcall(cjson.decode, raw)
   if ok and type(held) == 'table' and held['conn'] ~= ARGV[2]
-      and tostring(held['user_id']) ~= ARGV[3]
+      and held['user_id'] ~= tonumber(ARGV[3])
       and (tonumber(held['deadline']) or 0) >= tonumber(ARGV[4]) then
     return 0
   end

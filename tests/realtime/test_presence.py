@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings as django_settings
 
+from editor.links import Guest
 from editor.realtime import protocol
 from editor.realtime.presence import Entry, Presence, get_presence, identity, redis_hosts
 from editor.realtime.room import Rooms, get_rooms, group_name
@@ -249,6 +250,23 @@ async def test_a_client_id_is_free_to_its_own_user_and_once_its_holder_expired(
         (7, "tab-after"),
         (8, "new"),
     ]
+    await presence.aclose()
+
+
+async def test_a_guest_gets_its_own_client_id_back_and_another_guest_does_not(document):
+    presence = Presence()
+    document_id = str(document.id)
+    guest, other = Guest.of("a-guest-session"), Guest.of("another-guest-session")
+    assert guest.pk <= -(10**14)  # 15 digits: more than Lua writes without an exponent
+    held = Entry(7, 1, {"user": identity(guest)}, guest.pk, "tab-before", presence.deadline())
+    assert await presence.claim(document_id, held)
+
+    by_other = Entry(7, 2, {"user": identity(other)}, other.pk, "theirs", presence.deadline())
+    assert not await presence.claim(document_id, by_other)
+    again = Entry(7, 3, {"user": identity(guest)}, guest.pk, "tab-after", presence.deadline())
+    assert await presence.claim(document_id, again)
+
+    assert await presence.entries(document_id) == [again]
     await presence.aclose()
 
 
