@@ -384,13 +384,7 @@ class Connection:
             await room.announce_removal(self.client_ids)
         except redis.RedisError as exc:
             # The entries expire by themselves; the sweep will announce them.
-            metrics.REDIS["presence"].inc()
-            logger.warning(
-                "ws presence not removed document=%s: %s",
-                self.document_id,
-                exc,
-                extra={"event": "ws.presence_failed", "document": self.document_id},
-            )
+            self._presence_failed("not removed", exc)
 
     async def recheck_access(self) -> None:
         """Called when this user's membership changed: reads the role again and applies it."""
@@ -654,14 +648,19 @@ class Connection:
         try:
             return await presence.claim(self.document_id, stored)
         except redis.RedisError as exc:
-            metrics.REDIS["presence"].inc()
-            logger.warning(
-                "ws presence not written document=%s (Redis: %s)",
-                self.document_id,
-                exc,
-                extra={"event": "ws.presence_failed", "document": self.document_id},
-            )
+            self._presence_failed("not written", exc)
             return True
+
+    def _presence_failed(self, what: str, exc: redis.RedisError) -> None:
+        """Counts and logs a presence call that Redis failed; editing goes on."""
+        metrics.REDIS["presence"].inc()
+        logger.warning(
+            "ws presence %s document=%s: %s",
+            what,
+            self.document_id,
+            exc,
+            extra={"event": "ws.presence_failed", "document": self.document_id},
+        )
 
     async def send_presence(self) -> None:
         """Sends every live awareness state of the document, from all processes (as the room
@@ -670,13 +669,7 @@ class Connection:
         try:
             entries = await self.room.presence()
         except redis.RedisError as exc:
-            metrics.REDIS["presence"].inc()
-            logger.warning(
-                "ws presence unavailable document=%s: %s",
-                self.document_id,
-                exc,
-                extra={"event": "ws.presence_failed", "document": self.document_id},
-            )
+            self._presence_failed("unavailable", exc)
             return
         if entries:
             payload = protocol.encode_awareness(entry.awareness() for entry in entries)
