@@ -325,7 +325,9 @@ class Presence:
         return bool(claimed)
 
     async def put(self, document_id: str, entry: Entry) -> None:
-        """Writes an entry at once (a client's first state: late joiners must see it now)."""
+        """Writes an entry at once, whoever holds its client id. A socket's first state goes
+        through ``claim``, which checks that; this is for writers that own the id already (the
+        tests stand in for another process with it)."""
         self._renewals.pop((document_id, entry.client_id), None)
         await self._write({(document_id, entry.client_id): entry})
 
