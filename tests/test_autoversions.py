@@ -125,9 +125,12 @@ def test_taking_a_version_thins_the_older_ones(document, owner):
     first, second = (
         content.create_version(document, "Automatic version", None, True) for _ in "12"
     )
-    three_hours_ago = timezone.now() - timedelta(hours=3)
-    Version.objects.filter(pk=first.pk).update(created_at=three_hours_ago - timedelta(minutes=1))
-    Version.objects.filter(pk=second.pk).update(created_at=three_hours_ago)
+    # Half past the clock hour of three hours ago: both versions fall in one hour's bucket
+    # whatever minute the test runs at (a minute before "three hours ago" crosses into the
+    # hour before when the test runs in an hour's first minute).
+    within_one_hour = (timezone.now() - timedelta(hours=3)).replace(minute=30, second=0)
+    Version.objects.filter(pk=first.pk).update(created_at=within_one_hour - timedelta(minutes=1))
+    Version.objects.filter(pk=second.pk).update(created_at=within_one_hour)
     content.replace(document, "two", owner)
 
     taken = autoversions.take(document.pk)
