@@ -1,6 +1,7 @@
 """Open sockets follow membership changes: a removed member is disconnected at once, a new role
-applies at once; and a rename shows at once on every open page (docs/protocol.md). Announced
-after the transaction commits, to every process."""
+applies at once, a deactivated user is disconnected from every document at once; and a rename
+shows at once on every open page (docs/protocol.md). Announced after the transaction commits,
+to every process."""
 
 import asyncio
 import uuid
@@ -8,6 +9,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -25,6 +27,13 @@ def _publish(document_id: uuid.UUID, user_id: int | None) -> None:
     _run(publish_access_change, document_id, user_id)
 
 
+async def _publish_each(document_ids: list[uuid.UUID], user_id: int) -> None:
+    from editor.realtime.room import publish_access_change
+
+    for document_id in document_ids:
+        await publish_access_change(document_id, user_id)
+
+
 def _run(publish: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
     try:
         loop = asyncio.get_running_loop()
@@ -38,6 +47,27 @@ def _run(publish: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
 @receiver(post_delete, sender=Membership)
 def membership_changed(sender: type[Membership], instance: Membership, **kwargs: Any) -> None:
     _announce(instance.document_id, instance.user_id)
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL)
+def user_saved(sender: type[Any], instance: Any, created: bool, **kwargs: Any) -> None:
+    """A user deactivated (the admin's "active" box, or any save with ``is_active`` false) loses
+    their open sockets at once, as a removed member does: every document they are a member of
+    (an owner is one too) re-checks their sockets, and the check, which only ever finds active
+    users, closes them with 4403. Their pages and API calls are refused already (Django's
+    authentication backend lets no inactive user in). A deleted user needs nothing here: each
+    of their memberships' deletion announces its document. ``QuerySet.update`` sends no signal:
+    sockets of users deactivated that way keep their access until they reconnect."""
+    update_fields = kwargs.get("update_fields")
+    if created or instance.is_active or (update_fields and "is_active" not in update_fields):
+        return
+    user_id = instance.pk
+
+    def announce() -> None:
+        documents = Membership.objects.filter(user_id=user_id).values_list("document_id", flat=True)
+        _run(_publish_each, list(documents), user_id)
+
+    transaction.on_commit(announce)
 
 
 @receiver(post_save, sender=Document)

@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from pycrdt import Doc, Text
 
+from editor.models import Document, Membership
 from editor.realtime import auth, protocol, store, tickets
 from editor.realtime import consumer as consumer_module
 from editor.realtime.auth import Refused, authorize
@@ -449,6 +450,34 @@ async def test_it_disconnects_a_member_removed_while_connected(peer_for, documen
     watcher = await connected(peer_for, viewer, document)
 
     await sync_to_async(document.memberships.filter(user=viewer).delete)()
+
+    assert await watcher.recv() == protocol.Auth("access removed")
+    assert await watcher.expect_close() == 4403
+
+
+async def test_it_disconnects_a_user_deactivated_while_connected_from_every_document(
+    peer_for, document, owner, viewer
+):
+    other = await sync_to_async(Document.objects.create)(title="Other", owner=owner)
+    await sync_to_async(Membership.objects.create)(document=other, user=viewer, role="editor")
+    watching = [await connected(peer_for, viewer, doc) for doc in (document, other)]
+    stays = await connected(peer_for, owner, document)
+
+    viewer.is_active = False
+    await sync_to_async(viewer.save)()
+
+    for peer in watching:
+        assert await peer.recv() == protocol.Auth("access removed")
+        assert await peer.expect_close() == 4403
+    await stays.send(protocol.sync_update(stays.type("still here")))
+    assert await stays.settle() == []
+    assert await stored_text(document.id) == "still here"
+
+
+async def test_it_disconnects_a_deleted_user(peer_for, document, owner, viewer):
+    watcher = await connected(peer_for, viewer, document)
+
+    await sync_to_async(viewer.delete)()
 
     assert await watcher.recv() == protocol.Auth("access removed")
     assert await watcher.expect_close() == 4403
