@@ -10,6 +10,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -25,6 +26,13 @@ def _publish(document_id: uuid.UUID, user_id: int | None) -> None:
     from editor.realtime.room import publish_access_change
 
     _run(publish_access_change, document_id, user_id)
+
+
+async def _publish_session_end(document_ids: list[uuid.UUID], user_id: int, key: str) -> None:
+    from editor.realtime.room import publish_session_end
+
+    for document_id in document_ids:
+        await publish_session_end(document_id, user_id, key)
 
 
 async def _publish_each(document_ids: list[uuid.UUID], user_id: int) -> None:
@@ -68,6 +76,20 @@ def user_saved(sender: type[Any], instance: Any, created: bool, **kwargs: Any) -
         _run(_publish_each, list(documents), user_id)
 
     transaction.on_commit(announce)
+
+
+@receiver(user_logged_out)
+def logged_out(sender: type[Any], request: Any, user: Any, **kwargs: Any) -> None:
+    """Logging out (the site's or the admin's "Log out") closes the sockets that browser
+    session opened, in every document of the user (4401, "logged out"), so a tab left open on
+    a shared computer stops showing and saving the documents. Sent before Django empties the
+    session, so it names the session itself rather than asking the sockets to read it again."""
+    key = getattr(getattr(request, "session", None), "session_key", None)
+    if user is None or not key:
+        return
+    user_id = user.pk
+    documents = Membership.objects.filter(user_id=user_id).values_list("document_id", flat=True)
+    _run(_publish_session_end, list(documents), user_id, key)
 
 
 @receiver(post_save, sender=Document)

@@ -160,6 +160,9 @@ class Sink:
     async def recheck_access(self) -> None:
         pass
 
+    async def session_ended(self, session_key: str) -> None:
+        pass
+
 
 class Typist:
     """A client typing into a room: each keystroke a Yjs update applied as a socket's."""

@@ -76,6 +76,9 @@ class Access:
     role: str
     via: str  # "session", "ticket", or "link" (a guest's "anyone" link, editor/links.py)
     link: str | None = None  # a guest's link token, read again when access changes
+    # The key of the session a browser's socket logged in with: its sockets close when it logs
+    # out (``Connection.session_ended``). None for tickets and guests.
+    session: str | None = None
 
     @property
     def can_edit(self) -> bool:
@@ -551,7 +554,8 @@ def _authorize(scope: dict[str, Any], document_id: str) -> Access:
     if role is None:
         # The same answer for "does not exist" and "not yours": nothing leaks.
         raise Refused(CLOSE_FORBIDDEN, "no access to this document")
-    return Access(user=user, document_id=document_id, role=role, via=via)
+    key = session.session_key if session is not None else None
+    return Access(user=user, document_id=document_id, role=role, via=via, session=key or None)
 
 
 def _claimed(scope: dict[str, Any], document_id: str) -> tuple[int | None, str | None, str, Any]:

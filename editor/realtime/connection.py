@@ -41,6 +41,7 @@ from editor.realtime.codes import (
     CLOSE_RATE_LIMITED,
     CLOSE_SLOW_READER,
     CLOSE_TOO_LARGE,
+    CLOSE_UNAUTHENTICATED,
 )
 from editor.realtime.limits import Budget, Refusal, Sockets
 from editor.realtime.presence import Entry, Presence, get_presence, identity
@@ -391,6 +392,24 @@ class Connection:
         if self.gone or self.close_code is not None:
             return
         await self.apply_role(await auth.current_role(self.access))
+
+    async def session_ended(self, session_key: str) -> None:
+        """Called when a session of this socket's user logged out: a socket that logged in with
+        it is closed with 4401, as its next connect would be; the user's other sessions (another
+        browser, a ticket) are not its business."""
+        if self.access.session != session_key or self.gone or self.close_code is not None:
+            return
+        logger.info(
+            "ws session ended user=%s document=%s",
+            self.access.user,
+            self.document_id,
+            extra={
+                "event": "ws.session_ended",
+                "user": str(self.access.user),
+                "document": self.document_id,
+            },
+        )
+        await self.refuse(CLOSE_UNAUTHENTICATED, "logged out: log in again")
 
     async def apply_role(self, role: str | None) -> None:
         """A removed member (or a deleted document: ``None``) is closed with 4403; a new role

@@ -54,6 +54,8 @@ class Connection(Protocol):
 
     async def recheck_access(self) -> None: ...
 
+    async def session_ended(self, session_key: str) -> None: ...
+
 
 class InvalidUpdate(ValueError):
     """The bytes are not a Yjs update this document can apply; nothing was changed."""
@@ -102,6 +104,18 @@ async def publish_access_change(document_id: uuid.UUID | str, user_id: int | Non
         # The socket keeps its old role until it reconnects; the role is read at every connect.
         metrics.REDIS["group_send"].inc()
         logger.exception("document %s: could not announce an access change", document_id)
+
+
+async def publish_session_end(document_id: uuid.UUID | str, user_id: int, session_key: str) -> None:
+    """Tells every process that a user's browser session logged out: their sockets in the
+    document that logged in with it close (``Connection.session_ended``)."""
+    message = {"type": "doc.session_ended", "user_id": user_id, "session": session_key}
+    try:
+        await get_channel_layer().group_send(group_name(str(document_id)), message)
+    except Exception:
+        # The socket stays open until it reconnects; the session is read at every connect.
+        metrics.REDIS["group_send"].inc()
+        logger.exception("document %s: could not announce a logout", document_id)
 
 
 async def publish_title(document_id: uuid.UUID | str, title: str) -> None:
@@ -746,6 +760,11 @@ class Room:
                         await connection.recheck_access()
                     except Exception:
                         logger.exception("room %s: an access re-check failed", self.document_id)
+        elif message["type"] == "doc.session_ended":
+            user_id = message["user_id"]
+            for connection in list(self.connections):
+                if connection.user_id == user_id:
+                    await connection.session_ended(message["session"])
         # Anything else ("doc.here": an answer to this room's hello, known by its origin now;
         # "doc.ping": Rooms probing Redis during an outage) is ignored.
 

@@ -267,6 +267,20 @@ def test_an_expired_session_says_to_log_in_again(people, document, owner):
     assert link.get_attribute("href") == f"/accounts/login/?next=%2Fdocuments%2F{document.pk}%2F"
 
 
+def test_logging_out_in_one_tab_signs_the_documents_other_tab_out(people, document, owner):
+    editing = people.page(owner, document)
+    other_tab = editing.context.new_page()
+    other_tab.goto(editing.url)
+
+    other_tab.locator(".topnav .menu summary").click()  # the account menu
+    other_tab.get_by_role("button", name="Log out").click()
+    other_tab.wait_for_url("**/accounts/login/**")
+
+    editing.locator("#status[data-state=denied]").wait_for()
+    assert editing.locator("#status .status-text").inner_text() == "Signed out"
+    assert "log in again" in editing.locator("#doc-notice").inner_text()
+
+
 def test_a_viewer_sees_live_changes_but_cannot_type(people, document, owner, viewer):
     olive = people.page(owner, document)
     vera = people.page(viewer, document)

@@ -37,6 +37,9 @@ class Sink:
     async def recheck_access(self) -> None:
         self.rechecks += 1
 
+    async def session_ended(self, session_key: str) -> None:
+        pass
+
     async def next(self, timeout: float = 5) -> protocol.Message:
         return protocol.parse_message(await asyncio.wait_for(self.frames.get(), timeout))
 

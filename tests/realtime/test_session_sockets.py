@@ -12,10 +12,11 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
+from django.urls import reverse
 
 from collab.middleware import SessionUnlessTicket
 from editor import links
-from editor.models import ShareLink
+from editor.models import Document, ShareLink
 from editor.realtime import protocol
 from editor.routing import websocket_urlpatterns
 from tests.realtime.conftest import HOST, ORIGIN, Peer
@@ -141,3 +142,33 @@ async def test_a_session_whose_data_was_tampered_with_is_told_to_log_in(document
     message, code = await refusal(browser(document, key))
     assert message == protocol.Auth("log in, or pass ?ticket=")
     assert code == 4401
+
+
+# -- a session's sockets end with it --------------------------------------------------------------
+
+
+def signed_in(user) -> tuple[Client, str]:
+    client = Client()
+    client.force_login(user)
+    return client, client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+async def test_logging_out_closes_that_browsers_sockets_and_only_those(document, owner, viewer):
+    other = await sync_to_async(Document.objects.create_for)(owner, "Other")
+    laptop, laptop_key = await sync_to_async(signed_in)(owner)
+    _, phone_key = await sync_to_async(signed_in)(owner)
+    _, viewer_key = await sync_to_async(signed_in)(viewer)
+    tabs = [browser(doc, laptop_key) for doc in (document, other)]
+    stay = [browser(document, phone_key), browser(document, viewer_key)]
+    for peer in tabs + stay:
+        assert await peer.connect()
+        await peer.handshake()
+
+    assert (await sync_to_async(laptop.post)(reverse("logout"))).status_code == 302
+
+    for peer in tabs:
+        assert await peer.recv() == protocol.Auth("logged out: log in again")
+        assert await peer.expect_close() == 4401
+    for peer in stay:
+        assert await peer.settle() == []
+        await peer.close()
