@@ -1,18 +1,21 @@
 """Open sockets follow membership changes: a removed member is disconnected at once, a new role
-applies at once, a deactivated user is disconnected from every document at once; and a rename
-shows at once on every open page (docs/protocol.md). Announced after the transaction commits,
-to every process."""
+applies at once, a deactivated user is disconnected from every document at once, a session's
+sockets close when it logs out or a new password ends it; and a rename shows at once on every
+open page (docs/protocol.md). Announced after the transaction commits, to every process."""
 
 import asyncio
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from editor.models import Document, DocumentImage, Membership, ShareLink
@@ -28,11 +31,22 @@ def _publish(document_id: uuid.UUID, user_id: int | None) -> None:
     _run(publish_access_change, document_id, user_id)
 
 
-async def _publish_session_end(document_ids: list[uuid.UUID], user_id: int, key: str) -> None:
-    from editor.realtime.room import publish_session_end
+async def _publish_sessions_ended(
+    document_ids: list[uuid.UUID],
+    user_id: int,
+    ended: str | None,
+    kept: str | None = None,
+    renamed: str | None = None,
+) -> None:
+    from editor.realtime.room import publish_sessions_ended
 
     for document_id in document_ids:
-        await publish_session_end(document_id, user_id, key)
+        await publish_sessions_ended(document_id, user_id, ended, kept, renamed)
+
+
+def _documents_of(user_id: int) -> list[uuid.UUID]:
+    """Where a user's sockets may be: the documents they are a member of (owners are too)."""
+    return list(Membership.objects.filter(user_id=user_id).values_list("document_id", flat=True))
 
 
 async def _publish_each(document_ids: list[uuid.UUID], user_id: int) -> None:
@@ -57,6 +71,45 @@ def membership_changed(sender: type[Membership], instance: Membership, **kwargs:
     _announce(instance.document_id, instance.user_id)
 
 
+@dataclass
+class _OwnChange:
+    user_id: int
+    changed: bool = False
+
+
+# Set while a user changes their own password through the site (``own_password_change``).
+_own_change: ContextVar[_OwnChange | None] = ContextVar("collab_own_password_change", default=None)
+
+
+@contextmanager
+def own_password_change(request: Any) -> Iterator[None]:
+    """Wraps the work of the site's password change page: when it changes the password, the
+    sockets of the session that changed it stay open (Django keeps that session logged in, under
+    a new key), and every other session's close, as Django ends those sessions."""
+    kept = request.session.session_key
+    change = _OwnChange(request.user.pk)
+    token = _own_change.set(change)
+    try:
+        yield
+    finally:
+        _own_change.reset(token)
+    if change.changed:
+        user_id, renamed = change.user_id, request.session.session_key
+        documents = _documents_of(user_id)
+        _run(_publish_sessions_ended, documents, user_id, None, kept, renamed)
+
+
+@receiver(pre_save, sender=settings.AUTH_USER_MODEL)
+def user_saving(sender: type[Any], instance: Any, **kwargs: Any) -> None:
+    """Notes whether this save changes the stored password (read once, before the save)."""
+    update_fields = kwargs.get("update_fields")
+    instance._collab_password_changed = False
+    if instance._state.adding or (update_fields is not None and "password" not in update_fields):
+        return
+    stored = sender._default_manager.filter(pk=instance.pk).values_list("password", flat=True)
+    instance._collab_password_changed = stored.first() not in (None, instance.password)
+
+
 @receiver(post_save, sender=settings.AUTH_USER_MODEL)
 def user_saved(sender: type[Any], instance: Any, created: bool, **kwargs: Any) -> None:
     """A user deactivated (the admin's "active" box, or any save with ``is_active`` false) loses
@@ -64,18 +117,31 @@ def user_saved(sender: type[Any], instance: Any, created: bool, **kwargs: Any) -
     (an owner is one too) re-checks their sockets, and the check, which only ever finds active
     users, closes them with 4403. Their pages and API calls are refused already (Django's
     authentication backend lets no inactive user in). A deleted user needs nothing here: each
-    of their memberships' deletion announces its document. ``QuerySet.update`` sends no signal:
-    sockets of users deactivated that way keep their access until they reconnect."""
-    update_fields = kwargs.get("update_fields")
-    if created or instance.is_active or (update_fields and "is_active" not in update_fields):
+    of their memberships' deletion announces its document.
+
+    A new password ends the user's sessions (Django's rule: each login holds a hash of the
+    password), so the sockets they opened close with 4401; the site's own password page keeps
+    the session that made the change (``own_password_change``). Ticket sockets are no
+    session's: a ticket stays valid for ``WS_TICKET_TTL``.
+
+    ``QuerySet.update`` sends no signal: sockets of users changed that way keep their access
+    until they reconnect."""
+    if created:
         return
     user_id = instance.pk
-
-    def announce() -> None:
-        documents = Membership.objects.filter(user_id=user_id).values_list("document_id", flat=True)
-        _run(_publish_each, list(documents), user_id)
-
-    transaction.on_commit(announce)
+    if getattr(instance, "_collab_password_changed", False):
+        instance._collab_password_changed = False
+        own = _own_change.get()
+        if own is not None and own.user_id == user_id:
+            own.changed = True  # announced by own_password_change, once the session has its key
+        else:
+            transaction.on_commit(
+                lambda: _run(_publish_sessions_ended, _documents_of(user_id), user_id, None)
+            )
+    update_fields = kwargs.get("update_fields")
+    if instance.is_active or (update_fields and "is_active" not in update_fields):
+        return
+    transaction.on_commit(lambda: _run(_publish_each, _documents_of(user_id), user_id))
 
 
 @receiver(user_logged_out)
@@ -87,9 +153,7 @@ def logged_out(sender: type[Any], request: Any, user: Any, **kwargs: Any) -> Non
     key = getattr(getattr(request, "session", None), "session_key", None)
     if user is None or not key:
         return
-    user_id = user.pk
-    documents = Membership.objects.filter(user_id=user_id).values_list("document_id", flat=True)
-    _run(_publish_session_end, list(documents), user_id, key)
+    _run(_publish_sessions_ended, _documents_of(user.pk), user.pk, key)
 
 
 @receiver(post_save, sender=Document)

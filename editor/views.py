@@ -11,6 +11,7 @@ from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -23,7 +24,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from editor import export, link_views, links, logins
+from editor import export, link_views, links, logins, signals
 from editor.access import SHAREABLE_CHOICES, get_viewable_document, may_edit, may_manage
 from editor.forms import DocumentForm, MemberRoleForm, NewDocumentForm, ShareForm, SignupForm
 from editor.models import AccessRequest, Document, Membership
@@ -62,6 +63,16 @@ def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("document-list")
     return render(request, "home.html")
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change page. The new password ends the user's other sessions, and
+    their open sockets close with them; this session, which Django keeps logged in, keeps its
+    sockets (editor/signals.py)."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        with signals.own_password_change(self.request):
+            return super().form_valid(form)
 
 
 @require_http_methods(["GET", "POST"])

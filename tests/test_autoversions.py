@@ -160,7 +160,7 @@ class Sink:
     async def recheck_access(self) -> None:
         pass
 
-    async def session_ended(self, session_key: str) -> None:
+    async def sessions_ended(self, ended, kept, renamed) -> None:
         pass
 
 

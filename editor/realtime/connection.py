@@ -393,23 +393,35 @@ class Connection:
             return
         await self.apply_role(await auth.current_role(self.access))
 
-    async def session_ended(self, session_key: str) -> None:
-        """Called when a session of this socket's user logged out: a socket that logged in with
-        it is closed with 4401, as its next connect would be; the user's other sessions (another
-        browser, a ticket) are not its business."""
-        if self.access.session != session_key or self.gone or self.close_code is not None:
+    async def sessions_ended(
+        self, ended: str | None, kept: str | None, renamed: str | None
+    ) -> None:
+        """Called when sessions of this socket's user ended: ``ended`` names one (a logout), or
+        None for all but ``kept`` (a password change, made by that session, which Django gave
+        the key ``renamed``). A socket that logged in with an ended session is closed with
+        4401, as its next connect would be; a ticket's socket is no session's."""
+        session = self.access.session
+        if session is None or self.gone or self.close_code is not None:
             return
+        if ended is None and kept is not None and session == kept:
+            self.access = dataclasses.replace(self.access, session=renamed)
+            return
+        if ended is not None and session != ended:
+            return
+        why = "logged out" if ended is not None else "password changed"
         logger.info(
-            "ws session ended user=%s document=%s",
+            "ws session ended user=%s document=%s reason=%s",
             self.access.user,
             self.document_id,
+            why,
             extra={
                 "event": "ws.session_ended",
                 "user": str(self.access.user),
                 "document": self.document_id,
+                "reason": why,
             },
         )
-        await self.refuse(CLOSE_UNAUTHENTICATED, "logged out: log in again")
+        await self.refuse(CLOSE_UNAUTHENTICATED, f"{why}: log in again")
 
     async def apply_role(self, role: str | None) -> None:
         """A removed member (or a deleted document: ``None``) is closed with 4403; a new role

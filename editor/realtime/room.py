@@ -54,7 +54,9 @@ class Connection(Protocol):
 
     async def recheck_access(self) -> None: ...
 
-    async def session_ended(self, session_key: str) -> None: ...
+    async def sessions_ended(
+        self, ended: str | None, kept: str | None, renamed: str | None
+    ) -> None: ...
 
 
 class InvalidUpdate(ValueError):
@@ -106,16 +108,30 @@ async def publish_access_change(document_id: uuid.UUID | str, user_id: int | Non
         logger.exception("document %s: could not announce an access change", document_id)
 
 
-async def publish_session_end(document_id: uuid.UUID | str, user_id: int, session_key: str) -> None:
-    """Tells every process that a user's browser session logged out: their sockets in the
-    document that logged in with it close (``Connection.session_ended``)."""
-    message = {"type": "doc.session_ended", "user_id": user_id, "session": session_key}
+async def publish_sessions_ended(
+    document_id: uuid.UUID | str,
+    user_id: int,
+    ended: str | None,
+    kept: str | None = None,
+    renamed: str | None = None,
+) -> None:
+    """Tells every process that sessions of a user ended: ``ended`` names one (a logout), or
+    None for all of them but ``kept``, which goes on as ``renamed`` (a password change). Their
+    sockets in the document that logged in with an ended session close
+    (``Connection.sessions_ended``)."""
+    message = {
+        "type": "doc.session_ended",
+        "user_id": user_id,
+        "session": ended,
+        "kept": kept,
+        "renamed": renamed,
+    }
     try:
         await get_channel_layer().group_send(group_name(str(document_id)), message)
     except Exception:
-        # The socket stays open until it reconnects; the session is read at every connect.
+        # The sockets stay open until they reconnect; the session is read at every connect.
         metrics.REDIS["group_send"].inc()
-        logger.exception("document %s: could not announce a logout", document_id)
+        logger.exception("document %s: could not announce sessions ended", document_id)
 
 
 async def publish_title(document_id: uuid.UUID | str, title: str) -> None:
@@ -764,7 +780,9 @@ class Room:
             user_id = message["user_id"]
             for connection in list(self.connections):
                 if connection.user_id == user_id:
-                    await connection.session_ended(message["session"])
+                    await connection.sessions_ended(
+                        message["session"], message["kept"], message["renamed"]
+                    )
         # Anything else ("doc.here": an answer to this room's hello, known by its origin now;
         # "doc.ping": Rooms probing Redis during an outage) is ignored.
 

@@ -37,7 +37,7 @@ class Sink:
     async def recheck_access(self) -> None:
         self.rechecks += 1
 
-    async def session_ended(self, session_key: str) -> None:
+    async def sessions_ended(self, ended, kept, renamed) -> None:
         pass
 
     async def next(self, timeout: float = 5) -> protocol.Message:

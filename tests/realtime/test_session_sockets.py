@@ -19,6 +19,7 @@ from editor import links
 from editor.models import Document, ShareLink
 from editor.realtime import protocol
 from editor.routing import websocket_urlpatterns
+from tests.conftest import PASSWORD
 from tests.realtime.conftest import HOST, ORIGIN, Peer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -172,3 +173,49 @@ async def test_logging_out_closes_that_browsers_sockets_and_only_those(document,
     for peer in stay:
         assert await peer.settle() == []
         await peer.close()
+
+
+async def test_a_new_password_closes_the_other_sessions_sockets_and_keeps_this_ones(
+    document, owner
+):
+    laptop, laptop_key = await sync_to_async(signed_in)(owner)
+    _, phone_key = await sync_to_async(signed_in)(owner)
+    here, elsewhere = browser(document, laptop_key), browser(document, phone_key)
+    for peer in (here, elsewhere):
+        assert await peer.connect()
+        await peer.handshake()
+
+    new = "a brand new passphrase 73"
+    changed = await sync_to_async(laptop.post)(
+        reverse("password_change"),
+        {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
+    )
+
+    assert changed.status_code == 302
+    assert await elsewhere.recv() == protocol.Auth("password changed: log in again")
+    assert await elsewhere.expect_close() == 4401
+    await here.send(protocol.sync_update(here.type("still mine")))
+    assert await here.settle() == []
+    # It goes on under the key Django gave the session: logging out still closes it.
+    await sync_to_async(laptop.post)(reverse("logout"))
+    assert await here.recv() == protocol.Auth("logged out: log in again")
+    assert await here.expect_close() == 4401
+
+
+async def test_a_password_set_elsewhere_closes_every_session_socket_of_the_user(
+    document, owner, viewer
+):
+    _, laptop_key = await sync_to_async(signed_in)(owner)
+    _, viewer_key = await sync_to_async(signed_in)(viewer)
+    tab, stays = browser(document, laptop_key), browser(document, viewer_key)
+    for peer in (tab, stays):
+        assert await peer.connect()
+        await peer.handshake()
+
+    owner.set_password("set by an administrator")  # the admin's form, or changepassword
+    await sync_to_async(owner.save)()
+
+    assert await tab.recv() == protocol.Auth("password changed: log in again")
+    assert await tab.expect_close() == 4401
+    assert await stays.settle() == []
+    await stays.close()
