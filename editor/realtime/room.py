@@ -780,9 +780,12 @@ class Room:
             user_id = message["user_id"]
             for connection in list(self.connections):
                 if connection.user_id == user_id:
-                    await connection.sessions_ended(
-                        message["session"], message["kept"], message["renamed"]
-                    )
+                    try:
+                        await connection.sessions_ended(
+                            message["session"], message["kept"], message["renamed"]
+                        )
+                    except Exception:
+                        logger.exception("room %s: a session's end failed", self.document_id)
         # Anything else ("doc.here": an answer to this room's hello, known by its origin now;
         # "doc.ping": Rooms probing Redis during an outage) is ignored.
 

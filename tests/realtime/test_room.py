@@ -18,7 +18,13 @@ from pycrdt import Doc, Text
 from editor.models import DocumentUpdate
 from editor.realtime import protocol, store
 from editor.realtime import room as room_module
-from editor.realtime.room import InvalidUpdate, Rooms, publish_access_change, publish_title
+from editor.realtime.room import (
+    InvalidUpdate,
+    Rooms,
+    publish_access_change,
+    publish_sessions_ended,
+    publish_title,
+)
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -30,6 +36,7 @@ class Sink:
         self.user_id = user_id
         self.frames: asyncio.Queue[bytes] = asyncio.Queue()
         self.rechecks = 0
+        self.ended: list[tuple[str | None, str | None, str | None]] = []
 
     async def send_frame(self, frame: bytes) -> None:
         await self.frames.put(frame)
@@ -38,7 +45,7 @@ class Sink:
         self.rechecks += 1
 
     async def sessions_ended(self, ended, kept, renamed) -> None:
-        pass
+        self.ended.append((ended, kept, renamed))
 
     async def next(self, timeout: float = 5) -> protocol.Message:
         return protocol.parse_message(await asyncio.wait_for(self.frames.get(), timeout))
@@ -382,6 +389,37 @@ async def test_it_asks_the_connections_of_a_user_to_recheck_access_when_it_chang
             break
         await asyncio.sleep(0.05)
     assert (olive.rechecks, eddie.rechecks, far_eddie.rechecks) == (1, 2, 2)
+    await room.close()
+    await remote.close()
+
+
+class Broken(Sink):
+    async def sessions_ended(self, ended, kept, renamed) -> None:
+        raise RuntimeError("test: this connection fails")
+
+
+async def test_it_tells_the_connections_of_a_user_that_sessions_ended_one_failing_or_not(
+    document,
+):
+    here, there = Rooms(), Rooms()
+    # Eddie's tabs and one that fails: a room's connections are a set, so the failing one comes
+    # before most of the others whatever their order.
+    olive, eddies, far_eddie = Sink(user_id=1), [Sink(user_id=2) for _ in range(8)], Sink(2)
+    room = await here.join(document.id, Broken(user_id=2))
+    for sink in (olive, *eddies):
+        await here.join(document.id, sink)
+    remote = await there.join(document.id, far_eddie)
+
+    await publish_sessions_ended(document.id, 2, "laptop")
+    await publish_sessions_ended(document.id, 2, None, "phone", "phone, renamed")
+
+    told = [("laptop", None, None), (None, "phone", "phone, renamed")]
+    for _ in range(100):  # polls; the deadline is generous, not a performance claim
+        if all(sink.ended == told for sink in (*eddies, far_eddie)):
+            break
+        await asyncio.sleep(0.05)
+    assert [sink.ended for sink in (*eddies, far_eddie)] == [told] * 9
+    assert olive.ended == []
     await room.close()
     await remote.close()
 
