@@ -31,17 +31,37 @@ def _publish(document_id: uuid.UUID, user_id: int | None) -> None:
     _run(publish_access_change, document_id, user_id)
 
 
-async def _publish_sessions_ended(
-    document_ids: list[uuid.UUID],
-    user_id: int,
-    ended: str | None,
-    kept: str | None = None,
-    renamed: str | None = None,
-) -> None:
+# How many documents a user-wide announcement (a deactivation, a logout, a new password) is
+# sent to at once: a user may be a member of thousands.
+AT_ONCE = 64
+
+
+async def to_each(
+    publish: Callable[..., Coroutine[Any, Any, bool]], document_ids: list[uuid.UUID], *args: Any
+) -> int:
+    """Sends ``publish(document_id, *args)`` for every document, ``AT_ONCE`` at a time, and
+    stops after a batch in which one failed (each failure is logged): with Redis out of reach,
+    each of the rest would wait and fail alike. Returns how many were sent."""
+    sent = 0
+    for start in range(0, len(document_ids), AT_ONCE):
+        batch = document_ids[start : start + AT_ONCE]
+        went = await asyncio.gather(*(publish(document_id, *args) for document_id in batch))
+        sent += sum(went)
+        if not all(went):
+            break
+    return sent
+
+
+async def _publish_sessions_ended(document_ids: list[uuid.UUID], *args: Any) -> None:
     from editor.realtime.room import publish_sessions_ended
 
-    for document_id in document_ids:
-        await publish_sessions_ended(document_id, user_id, ended, kept, renamed)
+    await to_each(publish_sessions_ended, document_ids, *args)
+
+
+async def _publish_each(document_ids: list[uuid.UUID], user_id: int) -> None:
+    from editor.realtime.room import publish_access_change
+
+    await to_each(publish_access_change, document_ids, user_id)
 
 
 def _documents_of(user_id: int) -> list[uuid.UUID]:
@@ -49,14 +69,7 @@ def _documents_of(user_id: int) -> list[uuid.UUID]:
     return list(Membership.objects.filter(user_id=user_id).values_list("document_id", flat=True))
 
 
-async def _publish_each(document_ids: list[uuid.UUID], user_id: int) -> None:
-    from editor.realtime.room import publish_access_change
-
-    for document_id in document_ids:
-        await publish_access_change(document_id, user_id)
-
-
-def _run(publish: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+def _run(publish: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # the usual case: sync code (views, admin, scripts) in a thread

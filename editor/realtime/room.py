@@ -96,9 +96,9 @@ async def publish_update(document_id: uuid.UUID | str, update: bytes) -> None:
         logger.exception("document %s: could not publish an update", document_id)
 
 
-async def publish_access_change(document_id: uuid.UUID | str, user_id: int | None) -> None:
+async def publish_access_change(document_id: uuid.UUID | str, user_id: int | None) -> bool:
     """Tells every process that a user's access to a document changed (``None``: everyone's,
-    e.g. the document was deleted); their sockets re-check it at once."""
+    e.g. the document was deleted); their sockets re-check it at once. Says whether it went."""
     message = {"type": "doc.access", "user_id": user_id, "origin": None}
     try:
         await get_channel_layer().group_send(group_name(str(document_id)), message)
@@ -106,6 +106,8 @@ async def publish_access_change(document_id: uuid.UUID | str, user_id: int | Non
         # The socket keeps its old role until it reconnects; the role is read at every connect.
         metrics.REDIS["group_send"].inc()
         logger.exception("document %s: could not announce an access change", document_id)
+        return False
+    return True
 
 
 async def publish_sessions_ended(
@@ -114,11 +116,11 @@ async def publish_sessions_ended(
     ended: str | None,
     kept: str | None = None,
     renamed: str | None = None,
-) -> None:
+) -> bool:
     """Tells every process that sessions of a user ended: ``ended`` names one (a logout), or
     None for all of them but ``kept``, which goes on as ``renamed`` (a password change). Their
     sockets in the document that logged in with an ended session close
-    (``Connection.sessions_ended``)."""
+    (``Connection.sessions_ended``). Says whether it went."""
     message = {
         "type": "doc.session_ended",
         "user_id": user_id,
@@ -132,6 +134,8 @@ async def publish_sessions_ended(
         # The sockets stay open until they reconnect; the session is read at every connect.
         metrics.REDIS["group_send"].inc()
         logger.exception("document %s: could not announce sessions ended", document_id)
+        return False
+    return True
 
 
 async def publish_title(document_id: uuid.UUID | str, title: str) -> None:
