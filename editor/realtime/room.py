@@ -84,30 +84,34 @@ def group_name(document_id: str) -> str:
     return f"doc.{document_id}"
 
 
+async def _to_group(document_id: uuid.UUID | str, message: dict[str, Any], what: str) -> bool:
+    """Sends a message from outside any room (a view, a signal) to the document's group, every
+    process's room of it; says whether it went. A failure is counted and logged ("could not
+    ``what``"), never raised: each kind of message says below what makes up for a lost one."""
+    try:
+        await get_channel_layer().group_send(group_name(str(document_id)), message)
+    except Exception:
+        metrics.REDIS["group_send"].inc()
+        logger.exception("document %s: could not %s", document_id, what)
+        return False
+    return True
+
+
 async def publish_update(document_id: uuid.UUID | str, update: bytes) -> None:
     """Sends an update written outside any room (the REST API) to the document's group: every
     process's room applies it and passes it on to its connections. Store it first: a lost group
     message is then recovered by the rooms' catch-up from the log."""
     message = {"type": "doc.update", "update": bytes(update), "origin": None}
-    try:
-        await get_channel_layer().group_send(group_name(str(document_id)), message)
-    except Exception:
-        metrics.REDIS["group_send"].inc()
-        logger.exception("document %s: could not publish an update", document_id)
+    await _to_group(document_id, message, "publish an update")
 
 
 async def publish_access_change(document_id: uuid.UUID | str, user_id: int | None) -> bool:
     """Tells every process that a user's access to a document changed (``None``: everyone's,
-    e.g. the document was deleted); their sockets re-check it at once. Says whether it went."""
+    e.g. the document was deleted); their sockets re-check it at once. Says whether it went;
+    when it did not, a socket keeps its old role until it reconnects (roles are read at every
+    connect)."""
     message = {"type": "doc.access", "user_id": user_id, "origin": None}
-    try:
-        await get_channel_layer().group_send(group_name(str(document_id)), message)
-    except Exception:
-        # The socket keeps its old role until it reconnects; the role is read at every connect.
-        metrics.REDIS["group_send"].inc()
-        logger.exception("document %s: could not announce an access change", document_id)
-        return False
-    return True
+    return await _to_group(document_id, message, "announce an access change")
 
 
 async def publish_sessions_ended(
@@ -120,22 +124,17 @@ async def publish_sessions_ended(
     """Tells every process that sessions of a user ended: ``ended`` names one (a logout), or
     None for all of them but ``kept``, which goes on as ``renamed`` (a password change). Their
     sockets in the document that logged in with an ended session close
-    (``Connection.sessions_ended``). Says whether it went."""
+    (``Connection.sessions_ended``). Says whether it went; when it did not, the sockets stay
+    open until they reconnect (the session is read at every connect)."""
     message = {
         "type": "doc.session_ended",
         "user_id": user_id,
         "session": ended,
         "kept": kept,
         "renamed": renamed,
+        "origin": None,
     }
-    try:
-        await get_channel_layer().group_send(group_name(str(document_id)), message)
-    except Exception:
-        # The sockets stay open until they reconnect; the session is read at every connect.
-        metrics.REDIS["group_send"].inc()
-        logger.exception("document %s: could not announce sessions ended", document_id)
-        return False
-    return True
+    return await _to_group(document_id, message, "announce sessions ended")
 
 
 async def publish_title(document_id: uuid.UUID | str, title: str) -> None:
@@ -143,11 +142,7 @@ async def publish_title(document_id: uuid.UUID | str, title: str) -> None:
     each socket (``protocol.title_changed``), so every open page shows it at once. Lossy like
     any group message: a page that misses it shows the new title when it is next loaded."""
     message = {"type": "doc.title", "title": title, "origin": None}
-    try:
-        await get_channel_layer().group_send(group_name(str(document_id)), message)
-    except Exception:
-        metrics.REDIS["group_send"].inc()
-        logger.exception("document %s: could not announce a new title", document_id)
+    await _to_group(document_id, message, "announce a new title")
 
 
 def _is_panic(exc: BaseException) -> bool:
