@@ -13,10 +13,12 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
+from django.utils.crypto import constant_time_compare
 
 from editor.models import Document, DocumentImage, Membership, ShareLink
 
@@ -96,10 +98,13 @@ _own_change: ContextVar[_OwnChange | None] = ContextVar("collab_own_password_cha
 
 @contextmanager
 def own_password_change(request: Any) -> Iterator[None]:
-    """Wraps the work of the site's password change page: when it changes the password, the
-    sockets of the session that changed it stay open (Django keeps that session logged in, under
-    a new key), and every other session's close, as Django ends those sessions."""
-    kept = request.session.session_key
+    """Wraps a request of the site's password change page. When it writes a new password hash
+    (the change itself, or Django re-hashing the old password as it checks it), the user's
+    sessions end as Django's rule has it: every session whose login no longer matches the
+    password, so every other one, and this one unless a successful change carried it over
+    (Django's ``update_session_auth_hash``, under a new key). Their sockets close with them;
+    this session's stay open when it was carried over."""
+    before = request.session.session_key
     change = _OwnChange(request.user.pk)
     token = _own_change.set(change)
     try:
@@ -107,9 +112,13 @@ def own_password_change(request: Any) -> Iterator[None]:
     finally:
         _own_change.reset(token)
     if change.changed:
-        user_id, renamed = change.user_id, request.session.session_key
-        documents = _documents_of(user_id)
-        _run(_publish_sessions_ended, documents, user_id, None, kept, renamed)
+        session, user = request.session, request.user
+        carried = constant_time_compare(
+            session.get(HASH_SESSION_KEY) or "", user.get_session_auth_hash()
+        )
+        kept, renamed = (before, session.session_key) if carried else (None, None)
+        documents = _documents_of(change.user_id)
+        _run(_publish_sessions_ended, documents, change.user_id, None, kept, renamed)
 
 
 @receiver(pre_save, sender=settings.AUTH_USER_MODEL)
@@ -132,9 +141,10 @@ def user_saved(sender: type[Any], instance: Any, created: bool, **kwargs: Any) -
     authentication backend lets no inactive user in). A deleted user needs nothing here: each
     of their memberships' deletion announces its document.
 
-    A new password ends the user's sessions (Django's rule: each login holds a hash of the
-    password), so the sockets they opened close with 4401; the site's own password page keeps
-    the session that made the change (``own_password_change``). Ticket sockets are no
+    A new password hash ends the user's sessions (Django's rule: each login holds a hash of it),
+    whether a new password or Django upgrading the hash as it checks one, so the sockets they
+    opened close with 4401; the site's own password page keeps the session that made the change
+    (``own_password_change``). Ticket sockets are no
     session's: a ticket stays valid for ``WS_TICKET_TTL``.
 
     ``QuerySet.update`` sends no signal: sockets of users changed that way keep their access

@@ -68,11 +68,12 @@ def home(request: HttpRequest) -> HttpResponse:
 class PasswordChangeView(auth_views.PasswordChangeView):
     """Django's password change page. The new password ends the user's other sessions, and
     their open sockets close with them; this session, which Django keeps logged in, keeps its
-    sockets (editor/signals.py)."""
+    sockets (editor/signals.py). The whole request is wrapped: checking the old password may
+    already write a new hash (Django upgrading it)."""
 
-    def form_valid(self, form: Any) -> HttpResponse:
-        with signals.own_password_change(self.request):
-            return super().form_valid(form)
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        with signals.own_password_change(request):
+            return super().dispatch(request, *args, **kwargs)
 
 
 @require_http_methods(["GET", "POST"])

@@ -360,7 +360,7 @@ function bindStatus (provider, element, notice, config) {
   }
 
   const render = () => {
-    const { status, retryAt, code } = provider.status
+    const { status, retryAt, code, reason } = provider.status
     let label
     let state = status
     switch (status) {
@@ -399,8 +399,13 @@ function bindStatus (provider, element, notice, config) {
     ticker = status === 'reconnecting' ? setInterval(render, 250) : null
     if (status === 'denied') {
       const login = `${config.loginUrl}?next=${encodeURIComponent(location.pathname)}`
+      // The server says why a session ended (docs/protocol.md): a logout in another tab, or a
+      // new password; anything else is an expired session.
+      const ended = reason.startsWith('logged out')
+        ? 'You logged out'
+        : reason.startsWith('password changed') ? 'Your password was changed' : 'Your session expired'
       showNotice(code === 4401
-        ? `Your session expired — <a href="${login}">log in again</a>. Your changes are kept in this browser.`
+        ? `${ended} — <a href="${login}">log in again</a>. Your changes are kept in this browser.`
         : code === 4403
           ? 'You no longer have access to this document. Ask its owner to share it with you again.'
           : 'This document cannot be reached. It may have been deleted.')

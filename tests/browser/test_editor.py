@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from editor.models import Membership, Role
 from editor.realtime.presence import identity
@@ -21,7 +22,7 @@ from tests.browser.conftest import (
     wait_synced,
     wait_text,
 )
-from tests.conftest import make_user
+from tests.conftest import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -278,7 +279,32 @@ def test_logging_out_in_one_tab_signs_the_documents_other_tab_out(people, docume
 
     editing.locator("#status[data-state=denied]").wait_for()
     assert editing.locator("#status .status-text").inner_text() == "Signed out"
-    assert "log in again" in editing.locator("#doc-notice").inner_text()
+    assert "You logged out — log in again" in editing.locator("#doc-notice").inner_text()
+
+
+def test_a_new_password_signs_the_other_browsers_out_and_keeps_this_one(people, document, owner):
+    # The server checks the old password with its own hashers (the tests' is MD5, not one).
+    # Written with update(), which sends no signal: a save would announce a new password.
+    hashed = PBKDF2PasswordHasher().encode(PASSWORD, "browser-tests")
+    type(owner).objects.filter(pk=owner.pk).update(password=hashed)
+    owner.refresh_from_db()  # the sessions below hold a hash of the password they log in with
+    elsewhere = people.page(owner, document)  # another browser: a session of its own
+    here = people.page(owner, document)
+    account = here.context.new_page()
+
+    account.goto("/accounts/password_change/")
+    account.fill("#id_old_password", PASSWORD)
+    for field in ("#id_new_password1", "#id_new_password2"):
+        account.fill(field, "a brand new passphrase 73")
+    account.get_by_role("button", name="Change password").click()
+    account.wait_for_url("**/password_change/done/")
+
+    elsewhere.locator("#status[data-state=denied]").wait_for()
+    notice = elsewhere.locator("#doc-notice").inner_text()
+    assert "Your password was changed — log in again" in notice
+    type_at_end(here, "still editing")
+    wait_text(here, "still editing")
+    assert status(here) == "Connected"
 
 
 def test_a_viewer_sees_live_changes_but_cannot_type(people, document, owner, viewer):

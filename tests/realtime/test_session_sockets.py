@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.contrib.auth.hashers import MD5PasswordHasher
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 from django.urls import reverse
@@ -219,3 +220,30 @@ async def test_a_password_set_elsewhere_closes_every_session_socket_of_the_user(
     assert await tab.expect_close() == 4401
     assert await stays.settle() == []
     await stays.close()
+
+
+async def test_a_change_whose_old_password_check_upgrades_its_hash_still_keeps_this_session(
+    document, owner
+):
+    # A salt this short makes Django re-hash the password as the form checks it: one more
+    # write of a new hash before the change itself.
+    owner.password = MD5PasswordHasher().encode(PASSWORD, "x")
+    await sync_to_async(type(owner).objects.filter(pk=owner.pk).update)(password=owner.password)
+    laptop, laptop_key = await sync_to_async(signed_in)(owner)
+    _, phone_key = await sync_to_async(signed_in)(owner)
+    here, elsewhere = browser(document, laptop_key), browser(document, phone_key)
+    for peer in (here, elsewhere):
+        assert await peer.connect()
+        await peer.handshake()
+
+    new = "a brand new passphrase 73"
+    changed = await sync_to_async(laptop.post)(
+        reverse("password_change"),
+        {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
+    )
+
+    assert changed.status_code == 302
+    assert await elsewhere.recv() == protocol.Auth("password changed: log in again")
+    assert await elsewhere.expect_close() == 4401
+    assert await here.settle() == []
+    await here.close()
