@@ -18,7 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.db.models.expressions import Combinable
 from django.db.models.functions import Lower
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
@@ -71,7 +71,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     sockets (editor/signals.py). The whole request is wrapped: checking the old password may
     already write a new hash (Django upgrading it)."""
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         with signals.own_password_change(request):
             return super().dispatch(request, *args, **kwargs)
 
