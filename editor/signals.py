@@ -144,8 +144,8 @@ def user_saved(sender: type[Any], instance: Any, created: bool, **kwargs: Any) -
     A new password hash ends the user's sessions (Django's rule: each login holds a hash of it),
     whether a new password or Django upgrading the hash as it checks one, so the sockets they
     opened close with 4401; the site's own password page keeps the session that made the change
-    (``own_password_change``). Ticket sockets are no
-    session's: a ticket stays valid for ``WS_TICKET_TTL``.
+    (``own_password_change``). Ticket sockets are no session's: a ticket stays valid for
+    ``WS_TICKET_TTL``.
 
     ``QuerySet.update`` sends no signal: sockets of users changed that way keep their access
     until they reconnect."""
