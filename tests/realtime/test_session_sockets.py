@@ -176,23 +176,34 @@ async def test_logging_out_closes_that_browsers_sockets_and_only_those(document,
         await peer.close()
 
 
-async def test_a_new_password_closes_the_other_sessions_sockets_and_keeps_this_ones(
-    document, owner
-):
-    laptop, laptop_key = await sync_to_async(signed_in)(owner)
-    _, phone_key = await sync_to_async(signed_in)(owner)
+async def two_browsers(document, user) -> tuple[Client, Peer, Peer]:
+    """The user on a laptop (its client, to post with, and its socket) and on a phone."""
+    laptop, laptop_key = await sync_to_async(signed_in)(user)
+    _, phone_key = await sync_to_async(signed_in)(user)
     here, elsewhere = browser(document, laptop_key), browser(document, phone_key)
     for peer in (here, elsewhere):
         assert await peer.connect()
         await peer.handshake()
+    return laptop, here, elsewhere
 
+
+async def change_password(client: Client) -> None:
+    """Changes the password on the site's password page, as its form is filled in."""
     new = "a brand new passphrase 73"
-    changed = await sync_to_async(laptop.post)(
+    changed = await sync_to_async(client.post)(
         reverse("password_change"),
         {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
     )
-
     assert changed.status_code == 302
+
+
+async def test_a_new_password_closes_the_other_sessions_sockets_and_keeps_this_ones(
+    document, owner
+):
+    laptop, here, elsewhere = await two_browsers(document, owner)
+
+    await change_password(laptop)
+
     assert await elsewhere.recv() == protocol.Auth("password changed: log in again")
     assert await elsewhere.expect_close() == 4401
     await here.send(protocol.sync_update(here.type("still mine")))
@@ -229,20 +240,10 @@ async def test_a_change_whose_old_password_check_upgrades_its_hash_still_keeps_t
     # write of a new hash before the change itself.
     owner.password = MD5PasswordHasher().encode(PASSWORD, "x")
     await sync_to_async(type(owner).objects.filter(pk=owner.pk).update)(password=owner.password)
-    laptop, laptop_key = await sync_to_async(signed_in)(owner)
-    _, phone_key = await sync_to_async(signed_in)(owner)
-    here, elsewhere = browser(document, laptop_key), browser(document, phone_key)
-    for peer in (here, elsewhere):
-        assert await peer.connect()
-        await peer.handshake()
+    laptop, here, elsewhere = await two_browsers(document, owner)
 
-    new = "a brand new passphrase 73"
-    changed = await sync_to_async(laptop.post)(
-        reverse("password_change"),
-        {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
-    )
+    await change_password(laptop)
 
-    assert changed.status_code == 302
     assert await elsewhere.recv() == protocol.Auth("password changed: log in again")
     assert await elsewhere.expect_close() == 4401
     assert await here.settle() == []
