@@ -77,7 +77,7 @@ class Access:
     via: str  # "session", "ticket", or "link" (a guest's "anyone" link, editor/links.py)
     link: str | None = None  # a guest's link token, read again when access changes
     # The key of the session a browser's socket logged in with: its sockets close when it logs
-    # out (``Connection.sessions_ended``). None for tickets and guests.
+    # out or a new password ends it (``Connection.sessions_ended``). None for tickets, guests.
     session: str | None = None
 
     @property
