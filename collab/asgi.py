@@ -37,8 +37,9 @@ if settings.SERVE["LEAN_SOCKETS"]:
     transport.lean_sockets()
 if settings.SERVE["SPREAD_CHECKS"]:
     transport.spread_checks()
-if settings.SERVE["DIRECT_UPGRADES"]:
-    transport.direct_upgrades()
+direct = settings.SERVE["DIRECT_UPGRADES"] and transport.direct_upgrades()
+if direct and settings.SERVE["DIRECT_HANDSHAKES"]:
+    transport.direct_handshakes()
 if settings.SERVE["DIRECT_FRAMES"]:
     transport.available(transport.DIRECT_FRAMES)  # the consumer asks again per socket
 if settings.SERVE["FAST_FRAMES"]:

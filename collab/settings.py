@@ -452,6 +452,7 @@ class ServeOptions(TypedDict):
     LEAN_SOCKETS: bool
     SPREAD_CHECKS: bool
     DIRECT_UPGRADES: bool
+    DIRECT_HANDSHAKES: bool
     DIRECT_FRAMES: bool
     FAST_FRAMES: bool
     EAGER_WORK: bool
@@ -493,6 +494,8 @@ SERVE: ServeOptions = {
     "SPREAD_CHECKS": env_bool("WS_SPREAD_CHECKS", True),
     # A WebSocket upgrade request goes straight to autobahn, parsed once (collab/upgrade.py).
     "DIRECT_UPGRADES": env_bool("WS_DIRECT_UPGRADES", True),
+    # Such a request's opening handshake is read in one pass when plain (collab/handshake.py).
+    "DIRECT_HANDSHAKES": env_bool("WS_DIRECT_HANDSHAKES", True),
     # An open socket's frames go to its connection as the server hands them over, not a turn
     # of the event loop later through the consumer's queue (editor/realtime/consumer.py).
     "DIRECT_FRAMES": env_bool("WS_DIRECT_FRAMES", True),

@@ -33,6 +33,9 @@ all connections, which also sends the pings that are due, runs a slice at a time
 **Direct upgrades** (``direct_upgrades``, collab/upgrade.py): a WebSocket upgrade request goes
 straight to autobahn, parsed once instead of twice.
 
+**Direct handshakes** (``direct_handshakes``, collab/handshake.py): the opening handshake of
+a socket upgraded directly is read in one pass when it is plain, as autobahn reads it.
+
 **Direct frames** (``direct_frames``, editor/realtime/consumer.py): an open socket's frames go
 to its connection as daphne puts them in the consumer's queue.
 
@@ -51,8 +54,8 @@ trigger, which gave up on the first connection it did not expect (see there).
 pyproject.toml pins Twisted and autobahn to the release lines it was tested with, but names may
 still move, so each tuning (``EAGER_WRITES``, ``SHARED_PROTOCOL_OPTIONS``, ``RAW_FRAMES``,
 ``QUEUED_BYTES``, ``HEADER_DEADLINE``, ``ACCESS_LOG``, ``QUIET_HANDSHAKE``, ``LEAN_SOCKETS``,
-``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``, ``DIRECT_UPGRADES``, ``DIRECT_FRAMES``,
-``LINGERING_CLOSE``, ``FAST_FRAMES``)
+``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``, ``DIRECT_UPGRADES``, ``DIRECT_HANDSHAKES``,
+``DIRECT_FRAMES``, ``LINGERING_CLOSE``, ``FAST_FRAMES``)
 first checks, once per process, that what it relies on is there (``available(tuning)``;
 ``check()`` asks for all of them): the functions it replaces or calls take the arguments it
 passes (``inspect.signature``); throw-away objects built off the live server (a Twisted
@@ -96,6 +99,7 @@ LEAN_SOCKETS = "lean_sockets"
 SHUTDOWN_CANCEL = "shutdown_cancel"
 SPREAD_CHECKS = "spread_checks"
 DIRECT_UPGRADES = "direct_upgrades"
+DIRECT_HANDSHAKES = "direct_handshakes"
 DIRECT_FRAMES = "direct_frames"
 LINGERING_CLOSE = "lingering_close"
 FAST_FRAMES = "fast_frames"
@@ -607,6 +611,25 @@ def _direct_upgrades_missing() -> list[str]:
     from collab import upgrade
 
     return upgrade.missing()
+
+
+def direct_handshakes() -> bool:
+    """The opening handshake of a socket upgraded directly is read in one pass when it is plain
+    (collab/handshake.py). Says whether it is installed; idempotent. Needs direct upgrades."""
+    if not available(DIRECT_HANDSHAKES):
+        return False
+    from collab import handshake, upgrade
+
+    if not upgrade.installed():
+        return False
+    upgrade.read_handshakes(handshake.read)
+    return True
+
+
+def _direct_handshakes_missing() -> list[str]:
+    from collab import handshake
+
+    return handshake.missing()
 
 
 def fast_frames() -> bool:
@@ -1221,6 +1244,10 @@ _TUNINGS: dict[str, _Tuning] = {
     DIRECT_UPGRADES: _Tuning(
         _direct_upgrades_missing,
         "Upgrade requests take Twisted's HTTP parsing and daphne's hand-over, as before",
+    ),
+    DIRECT_HANDSHAKES: _Tuning(
+        _direct_handshakes_missing,
+        "Opening handshakes are read by autobahn's processHandshake, as before",
     ),
     DIRECT_FRAMES: _Tuning(
         _direct_frames_missing,

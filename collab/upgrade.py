@@ -20,6 +20,7 @@ string itself (``onConnect``), so the socket's scope is the same either way.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 # Names daphne's own check of a request uses; if daphne drops them, this module does not load
@@ -95,8 +96,21 @@ def hand_over(channel: Any, data: bytes) -> bool:
     protocol._raw_query_string = head[0]
     connection.protocol = protocol
     protocol.makeConnection(connection)
-    protocol.dataReceived(data)
+    if _read_handshake is None or not _read_handshake(protocol, data, head[1] - 4):
+        protocol.dataReceived(data)
     return True
+
+
+# collab/handshake.py's ``read`` once installed (``read_handshakes``): the opening handshake of
+# a socket handed over here, read in one pass when plain; else autobahn's processHandshake.
+_read_handshake: Callable[[Any, bytes, int], bool] | None = None
+
+
+def read_handshakes(reader: Callable[[Any, bytes, int], bool] | None) -> None:
+    """Hands the opening handshakes of the sockets handed over here to ``reader`` first (None:
+    to autobahn only, as before)."""
+    global _read_handshake
+    _read_handshake = reader
 
 
 def install() -> None:
