@@ -10,8 +10,8 @@ whole connect costs the server about 0.8 ms (docs/BENCHMARKS.md, change 62).
 
 Here a request that ``upgrade.upgrade_head`` took (so: a GET of a plain path over HTTP/1.1,
 every header line a token name and a colon, no body) is read once more, in one pass, and
-checked as autobahn checks it, in the same order and with autobahn's own helpers where it has
-them (the Origin's parse and policy, the extensions' parse). What autobahn would refuse, and
+checked as autobahn checks it, with autobahn's own helpers where it has them (the Origin's
+parse and policy, the extensions' parse). What autobahn would refuse, and
 what only autobahn's slower branches handle (a URI with ``//``, ``;`` or ``#``, a header value
 autobahn refuses, ``X-Forwarded-For`` trusted by autobahn, a connection cap reached, octet
 logging), is not read here: nothing is changed and the bytes go to autobahn, which answers as
@@ -32,6 +32,9 @@ from typing import Any
 from urllib import parse
 
 import txaio as _txaio
+
+# autobahn's own helpers and its rule for header values; if autobahn drops them, this module
+# does not load and the tuning's check says so (collab/transport.py).
 from autobahn.websocket.protocol import (
     _HTTP_FIELD_VALUE_INVALID,
     WebSocketProtocol,
