@@ -160,16 +160,31 @@ def installed() -> bool:
 
 
 def _options_on_the_class(connection_made: Callable[[Any], None]) -> Callable[[Any], None]:
+    from daphne.ws_protocol import WebSocketProtocol
+
+    names = tuple(WebSocketProtocol.CONFIG_ATTRS)
+
     @functools.wraps(connection_made)
     def _connectionMade(self: Any) -> None:
         cls = type(self)
         if cls.__dict__.get("_options_of") is not self.factory:
-            for name in self.CONFIG_ATTRS:
+            for name in names:
                 value = getattr(self.factory, name)
                 # A function on a class would become a method (perMessageCompressionAccept).
                 setattr(cls, name, staticmethod(value) if callable(value) else value)
             cls._options_of = self.factory
-        connection_made(self)
+        if _debug_logged():
+            connection_made(self)
+            return
+        # autobahn's _connectionMade walks the options only to find each one on the class and
+        # list it, with where it was found, for its debug line: a look-up, a tuple and an
+        # append per option (29), for every connection. With debug lines off, this connection
+        # gives it none to walk, for that call only (docs/BENCHMARKS.md, change 63).
+        self.CONFIG_ATTRS = ()
+        try:
+            connection_made(self)
+        finally:
+            del self.CONFIG_ATTRS
 
     _connectionMade.shares_options = True  # type: ignore[attr-defined]
     return _connectionMade

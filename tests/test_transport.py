@@ -222,6 +222,31 @@ def test_a_new_factory_replaces_the_shared_options(daphne_factory, connection):
     assert ws.autoPingTimeout == 99
 
 
+def test_a_connection_has_no_options_walked_unless_debug_lines_are_logged(
+    daphne_factory, connection, monkeypatch
+):
+    # autobahn walks the options on every connection to list them (and where it found each)
+    # for its debug line: with debug lines off, a connection gives it none to walk.
+    import txaio
+    from autobahn.websocket import protocol as autobahn
+
+    listed: list[list] = []
+    monkeypatch.setattr(autobahn, "pformat", lambda value, *a, **k: listed.append(value) or "")
+    connect(daphne_factory, connection)  # the first: the options go on the class
+
+    ws = connect(daphne_factory, connection)
+
+    assert listed[-1] == []
+    assert "CONFIG_ATTRS" not in ws.__dict__  # given for the one call only
+    assert (ws.autoPingTimeout, ws.maxMessagePayloadSize) == (7, 12345)
+
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
+    ws = connect(daphne_factory, connection)
+
+    assert [name for name, _, _ in listed[-1]] == list(ws.CONFIG_ATTRS)
+    assert len(listed[-1]) > 20
+
+
 # -- raw frames ------------------------------------------------------------------------------
 
 
