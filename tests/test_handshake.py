@@ -349,9 +349,9 @@ def test_a_socket_upgraded_directly_gets_the_scope_daphnes_path_gives_it(uncheck
     twisteds, _, _ = feed([UPGRADE[:40], UPGRADE[40:]])  # in pieces: Twisted's path
     assert transport.direct_handshakes() is True
     read: list[bool] = []
-    monkeypatched = upgrade._read_handshake
-    assert monkeypatched is not None
-    upgrade.read_handshakes(lambda *args: read.append(monkeypatched(*args)) or read[-1])
+    installed = upgrade._read_handshake
+    assert installed is not None
+    upgrade.read_handshakes(lambda *args: read.append(installed(*args)) or read[-1])
 
     directs, connection, _ = feed([UPGRADE])
 
