@@ -11,10 +11,12 @@ Here the channel's first bytes are looked at once: when they hold a whole reques
 plainly a WebSocket upgrade (``GET``, HTTP/1.1, ``Upgrade: websocket``, no body, every header
 line well-formed by daphne's own rules, within Twisted's size and count limits, over plain
 TCP), the connection is handed to daphne's WebSocket protocol as daphne would hand it, and
-autobahn gets the bytes as they came. Anything else (a partial head, a plain HTTP request, a
-header daphne or Twisted would refuse, TLS) takes Twisted's path unchanged, which answers it
-as before. daphne's WebSocket protocol reads the client's address, proxy headers and query
-string itself (``onConnect``), so the socket's scope is the same either way.
+autobahn gets the bytes as they came (or, once collab/handshake.py is installed, a plain
+opening handshake in them is read there, as autobahn reads it). Anything else (a partial
+head, a plain HTTP request, a header daphne or Twisted would refuse, TLS) takes Twisted's path
+unchanged, which answers it as before. daphne's WebSocket protocol reads the client's
+address, proxy headers and query string itself (``onConnect``), so the socket's scope is the
+same either way.
 """
 
 from __future__ import annotations
