@@ -81,13 +81,12 @@ class Connection:
     """One socket's session with one document (see the module docstring)."""
 
     __slots__ = (
-        "__dict__",  # functools.cached_property (identity) keeps its value there
+        "__dict__",  # functools.cached_property (identity, conn_id) keeps its value there
         "access",
         "socket",
         "client",
         "document_id",
         "room",
-        "conn_id",
         "client_ids",
         "inbox",
         "answered_step1",
@@ -113,8 +112,6 @@ class Connection:
         self.client = client
         self.document_id = access.document_id
         self.room: Room | None = None
-        # Identifies this socket's presence entries in Redis, across processes.
-        self.conn_id = uuid.uuid4().hex
         # Awareness client ids this connection introduced, with their last clock.
         self.client_ids: dict[int, int] = {}
         # Decoded messages waiting for ``_work``, in the order they came; made with the first
@@ -159,6 +156,13 @@ class Connection:
         """The ``user`` field the server writes into this socket's awareness states. Made on
         first use: sockets that never send awareness (readers, scripts) keep none."""
         return identity(self.access.user)
+
+    @functools.cached_property
+    def conn_id(self) -> str:
+        """Identifies this socket's presence entries in Redis, across processes. Drawn on first
+        use, with ``identity``: a socket that never sends awareness draws no random id (a
+        system call and 0.1 KB on every connect; docs/BENCHMARKS.md, change 64)."""
+        return uuid.uuid4().hex
 
     @property
     def scope_name(self) -> str:

@@ -3,11 +3,14 @@
 
 import asyncio
 import contextlib
+import types
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
 from pycrdt import Doc, Text
 
+from editor.realtime import connection as connection_module
 from editor.realtime import protocol, store
 from editor.realtime.auth import Access, Person
 from editor.realtime.connection import Connection, _Eager, sockets
@@ -407,6 +410,34 @@ async def test_awareness_carries_the_servers_identity_and_only_the_senders_ids(
     (echo,) = alice_socket.messages()
     assert echo == received[0]
     await bob.finish(1000)
+
+
+async def test_only_a_socket_that_sends_awareness_draws_a_presence_id(
+    document, owner, editor_user, monkeypatch
+):
+    drawn = []
+
+    def counted_uuid4() -> uuid.UUID:
+        drawn.append(1)
+        return uuid.uuid4()
+
+    # The connection's own draws only (the room draws its channel's name when it opens).
+    monkeypatch.setattr(connection_module, "uuid", types.SimpleNamespace(uuid4=counted_uuid4))
+    silent, _ = await opened(editor_user, document, "editor")
+    speaking, _ = await opened(owner, document, "owner")
+    assert drawn == []  # two sockets opened, synced, and no random id drawn for either
+
+    await speaking.handle(awareness(protocol.AwarenessEntry(21, 1, {"cursor": None})))
+    await speaking.handle(awareness(protocol.AwarenessEntry(21, 2, {"cursor": 3})))
+    assert len(drawn) == 1  # one id, kept for every later state
+    (entry,) = await get_presence().entries(str(document.pk))
+    assert entry.conn == speaking.conn_id
+    assert len(drawn) == 1
+    assert silent.conn_id != speaking.conn_id  # asked for, the silent socket draws its own
+
+    await silent.finish(1000)
+    await speaking.finish(1000)
+    assert await get_presence().entries(str(document.pk)) == []
 
 
 async def test_a_new_role_applies_at_once_and_the_client_is_told(document, editor_user):
