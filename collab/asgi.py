@@ -79,5 +79,7 @@ if settings.SERVE["GC_THRESHOLDS"] is not None:
     gc.set_threshold(*settings.SERVE["GC_THRESHOLDS"])
 
 # Under daphne: GC pauses and ping round trips are timed, and once the server runs, the
-# event-loop stall probe and the census start (editor/metrics.py).
-metrics.when_serving()
+# event-loop stall probe and the census start (editor/metrics.py). Log records then skip the
+# look-ups (the caller's line, the thread, the process) that no handler of the server shows.
+if metrics.when_serving() and settings.SERVE["LEAN_LOG_RECORDS"]:
+    logs.lean_records()

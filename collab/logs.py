@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 from typing import Any
 
 # What every LogRecord has; anything else on a record came from ``extra`` and is a field.
@@ -90,3 +91,74 @@ def log_access(protocol: str, action: str, details: dict[str, Any]) -> None:
             client,
             extra={"event": f"ws.{action}", "path": path, "client": client},
         )
+
+
+# -- the look-ups of every record ----------------------------------------------------------------
+
+# What ``logging.LogRecord`` looks up for every record whatever the handlers show, by the
+# logging module's switch that stops it (the logging HOWTO, "Optimization"), with the record
+# fields each look-up fills: the caller's file, line and function (a walk up the stack with a
+# path comparison per frame), the thread, the process id (a system call), the process's name.
+LOOK_UPS = {
+    "_srcfile": frozenset({"pathname", "filename", "module", "lineno", "funcName"}),
+    "logThreads": frozenset({"thread", "threadName"}),
+    "logProcesses": frozenset({"process"}),
+    "logMultiprocessing": frozenset({"processName"}),
+}
+_FIELDS = frozenset().union(*LOOK_UPS.values())
+
+# Handlers that write what their formatter makes and read no record field themselves.
+_PLAIN_HANDLERS = (
+    logging.StreamHandler,  # FileHandler and the rotating handlers are StreamHandlers
+    logging.NullHandler,
+)
+# The fields a format string names, by its style (``logging.Formatter(style=...)``).
+_FIELD_NAMES = (
+    (logging.StrFormatStyle, re.compile(r"\{(\w+)")),
+    (logging.StringTemplateStyle, re.compile(r"\$\{?(\w+)")),
+    (logging.PercentStyle, re.compile(r"%\((\w+)\)")),
+)
+
+
+def lean_records() -> list[str]:
+    """Stops the look-ups of ``LOOK_UPS`` that no handler of the process shows, and returns
+    the switches it turned off: collab's own formats (text and JSON) show none of those fields,
+    and a record cost 11.3 µs with them against 9.4 µs without (docs/BENCHMARKS.md, change 65),
+    two records a socket (its ``ws open`` and ``ws close`` lines). Each handler reachable from a
+    logger is read: a format string's fields count as shown; any handler or formatter whose
+    reading is unknown (another class, a filter that may read any field) counts as showing
+    everything, and then nothing is turned off. Called once logging is configured
+    (collab/asgi.py, under daphne; ``LOG_LEAN_RECORDS``); a handler added later that shows one
+    of these fields would get a placeholder (``(unknown file)``, 0, None), and a call with
+    ``stack_info=True`` (nothing in collab makes one) no stack."""
+    shown: set[str] = set()
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        if logger.filters:
+            shown |= _FIELDS
+        for handler in logger.handlers:
+            shown |= _fields_shown(handler)
+    turned_off = [switch for switch, fields in LOOK_UPS.items() if not fields & shown]
+    for switch in turned_off:
+        setattr(logging, switch, None if switch == "_srcfile" else False)
+    return turned_off
+
+
+def _fields_shown(handler: logging.Handler) -> set[str]:
+    """The record fields this handler may write (all of ``_FIELDS`` when it cannot be told)."""
+    if handler.filters or not isinstance(handler, _PLAIN_HANDLERS):
+        return set(_FIELDS)
+    formatter = handler.formatter
+    if formatter is None or type(formatter) is JSONFormatter:
+        return set()  # logging's default shows the message; the JSON object, extras only
+    if type(formatter) is not logging.Formatter:
+        return set(_FIELDS)
+    style = formatter._style  # the format string, as the formatter itself reads it
+    for kind, names in _FIELD_NAMES:
+        if type(style) is kind:
+            return set(names.findall(style._fmt))
+    return set(_FIELDS)

@@ -449,6 +449,7 @@ class ServeOptions(TypedDict):
     QUIET_HANDSHAKE: bool
     RAW_FRAMES: bool
     GC_FREEZE: bool
+    LEAN_LOG_RECORDS: bool
     LEAN_SOCKETS: bool
     SPREAD_CHECKS: bool
     DIRECT_UPGRADES: bool
@@ -488,6 +489,8 @@ SERVE: ServeOptions = {
     "RAW_FRAMES": env_bool("WS_RAW_FRAMES", True),
     # Objects loaded at start-up are frozen out of the garbage collector (collab/asgi.py).
     "GC_FREEZE": env_bool("GC_FREEZE", True),
+    # Log records skip the caller, thread and process look-ups no handler shows (collab/logs.py).
+    "LEAN_LOG_RECORDS": env_bool("LOG_LEAN_RECORDS", True),
     # What a socket's handshake left behind is let go once it is open (collab/lean.py).
     "LEAN_SOCKETS": env_bool("WS_LEAN_SOCKETS", True),
     # daphne's timeout checks (and the pings they send) a slice at a time (collab/spread.py).

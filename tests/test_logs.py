@@ -9,9 +9,12 @@ writes, stdout and stderr (LiveServers keeps them in one file), is read back.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import re
 import subprocess
 import sys
@@ -19,10 +22,12 @@ import time
 import uuid
 
 import pytest
+from django.conf import settings
 from pycrdt import Doc, Text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from collab import logs
 from collab.logs import JSONFormatter
 from editor.realtime import protocol
 from tests import live
@@ -73,6 +78,119 @@ def test_it_writes_what_json_cannot_hold_as_text():
 
     assert entry["document"] == str(document)
     assert entry["request"].startswith("<object object at ")
+
+
+# -- the look-ups of every record -----------------------------------------------------------------
+
+
+@pytest.fixture
+def only_these_loggers(monkeypatch):
+    """The process's loggers replaced by the test's own (pytest's capture handlers on the root
+    would otherwise count), and logging's switches put back afterwards."""
+    switches = {name: getattr(logging, name) for name in logs.LOOK_UPS}
+    root = logging.getLogger()
+
+    def install(*handlers: logging.Handler, filtered: bool = False) -> logging.Logger:
+        logger = logging.Logger("collab.look_ups")
+        logger.setLevel(logging.INFO)
+        logger.parent = root  # its records go to the root's handlers, as every logger's do
+        monkeypatch.setattr(logging.Logger.manager, "loggerDict", {logger.name: logger})
+        monkeypatch.setattr(root, "handlers", list(handlers))
+        monkeypatch.setattr(root, "filters", [])
+        if filtered:
+            logger.addFilter(lambda record: True)
+        return logger
+
+    yield install
+    for name, value in switches.items():
+        setattr(logging, name, value)
+
+
+def writing_to(formatter: logging.Formatter | None) -> tuple[logging.Handler, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    return handler, stream
+
+
+def collab_formatter(name: str) -> logging.Formatter:
+    config = settings.LOGGING["formatters"][name]
+    if "()" in config:
+        return JSONFormatter()
+    return logging.Formatter(config["format"])
+
+
+def test_records_skip_the_look_ups_that_collabs_formats_do_not_show(only_these_loggers):
+    text, text_out = writing_to(collab_formatter("text"))
+    json_, json_out = writing_to(collab_formatter("json"))
+    logger = only_these_loggers(text, json_)
+
+    assert logs.lean_records() == list(logs.LOOK_UPS)
+    made = []
+    logger.addFilter(lambda record: made.append(record) or True)
+    logger.info("ws open user=%s", "olive", extra={"event": "ws.open", "user": "olive"})
+
+    # The caller's file and line, the thread and the process were not looked up...
+    [record] = made
+    assert (record.lineno, record.thread, record.process, record.processName) == (
+        0,
+        None,
+        None,
+        None,
+    )
+    # ...and the lines are what they were.
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO collab\.look_ups ws open user=olive\n",
+        text_out.getvalue(),
+    )
+    entry = json.loads(json_out.getvalue())
+    assert {k: v for k, v in entry.items() if k != "time"} == {
+        "level": "INFO",
+        "logger": "collab.look_ups",
+        "message": "ws open user=olive",
+        "event": "ws.open",
+        "user": "olive",
+    }
+
+
+@pytest.mark.parametrize(
+    ("formatter", "kept"),
+    [
+        (logging.Formatter("%(asctime)s %(filename)s:%(lineno)d %(message)s"), ["_srcfile"]),
+        (logging.Formatter("{threadName} {message}", style="{"), ["logThreads"]),
+        (
+            logging.Formatter("$process $processName $message", style="$"),
+            ["logProcesses", "logMultiprocessing"],
+        ),
+    ],
+)
+def test_a_look_up_that_a_format_shows_stays(only_these_loggers, formatter, kept):
+    handler, out = writing_to(formatter)
+    logger = only_these_loggers(handler)
+
+    assert logs.lean_records() == [switch for switch in logs.LOOK_UPS if switch not in kept]
+    logger.info("hello")
+    line = out.getvalue()
+    if "_srcfile" in kept:
+        assert re.search(r" test_logs\.py:\d+ hello$", line) and ":0 " not in line
+    if "logThreads" in kept:
+        assert line == "MainThread hello\n"
+    if "logProcesses" in kept:
+        assert line == f"{os.getpid()} MainProcess hello\n"
+
+
+def test_handlers_it_cannot_read_keep_every_look_up(only_these_loggers):
+    class OwnFormatter(logging.Formatter):
+        pass
+
+    for handlers, filtered in [
+        ([logging.handlers.QueueHandler(queue.SimpleQueue())], False),
+        ([writing_to(OwnFormatter("%(message)s"))[0]], False),
+        ([writing_to(None)[0]], True),  # a filter may read any field
+    ]:
+        only_these_loggers(*handlers, filtered=filtered)
+        assert logs.lean_records() == []
+        assert logging._srcfile is not None and logging.logThreads and logging.logProcesses
 
 
 # -- a real process in each format --------------------------------------------------------------
