@@ -550,6 +550,7 @@ class CollabOptions(TypedDict):
     AUTO_VERSION_EVERY: float
     AUTH_THREADS: int
     AUTH_TRIP_WAIT: float
+    CHECKS_ON_LOOP: bool
 
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.
@@ -630,6 +631,11 @@ COLLAB: CollabOptions = {
     # (session cookies) less server CPU per connect in a connect storm (docs/BENCHMARKS.md,
     # change 49). 0: every turn's checks go at once.
     "AUTH_TRIP_WAIT": env_float("WS_AUTH_TRIP_WAIT_MS", 20.0) / 1000,
+    # On PostgreSQL, ticket sockets are checked on the event loop, their one query sent through
+    # an asynchronous connection of the loop's own, instead of a trip to a check thread: about
+    # a third of collab's own CPU per connect (editor/realtime/auth.py, docs/BENCHMARKS.md,
+    # change 66). Any other socket, or any failure, takes the check threads as before.
+    "CHECKS_ON_LOOP": env_bool("WS_CHECKS_ON_LOOP", True),
 }
 if COLLAB["AUTH_THREADS"] < 1:
     raise ImproperlyConfigured("WS_AUTH_THREADS must be at least 1.")

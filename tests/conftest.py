@@ -46,6 +46,17 @@ def private_presence_keys(settings):
 
 
 @pytest.fixture(autouse=True)
+def closed_loop_databases():
+    """Closes the connections event loops opened for their socket checks (ticket sockets are
+    checked on the loop, editor/realtime/auth.py), so none outlives its test: PostgreSQL will
+    not drop the test database while a session is connected to it."""
+    yield
+    from editor.realtime import auth
+
+    auth.close_loop_databases()
+
+
+@pytest.fixture(autouse=True)
 def settled_writes(request):
     """In async tests, waits for queued updates to be written before the database is emptied:
     an INSERT still running while pytest-django truncates the tables can deadlock PostgreSQL.

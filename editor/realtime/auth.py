@@ -347,18 +347,41 @@ class _CompiledOnce:
         ``fetch`` to find: one round trip, and one parse and plan, instead of one per tuple.
         Only PostgreSQL runs them together (a LATERAL join); elsewhere nothing is read ahead,
         and each ``fetch`` asks on its own, as without this."""
-        ahead = self._ahead.rows
+        built = self.statements(many, least=2)
+        if built is None:
+            return
+        keys, statements = built
+        connection = connections[DEFAULT_DB_ALIAS]
+        rows_of: dict[int, tuple[Any, ...]] = {}
+        for sql, params in statements:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                for n, *row in cursor.fetchall():
+                    rows_of[n] = tuple(row)
+        self.take_ahead(keys, rows_of)
+
+    def statements(
+        self, many: Iterable[tuple[Any, ...]], least: int, compile: bool = True
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, list[Any]]]] | None:
+        """The keys of ``many`` (each once, in order) and the statements that read their rows,
+        each row numbered by its key's place; None for fewer than ``least`` keys, or where
+        reading ahead cannot be done. ``compile=False``: only if the query was compiled already
+        (compiling may ask the database, which a caller on the event loop must not)."""
         keys: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         for values in many:
             keys.setdefault(values[: self._key_size], values)
         alias = DEFAULT_DB_ALIAS
-        if len(keys) < 2 or (compiled := self._compile_many(alias)) is None:
-            return
+        if len(keys) < least:
+            return None
+        compiled = self._compile_many(alias) if compile else self._compiled_many.get(alias)
+        if compiled is None:
+            return None
         sql, constants, values_row = compiled
         connection = connections[alias]
-        rows_of: dict[int, tuple[Any, ...]] = {}
-        for start in range(0, len(keys), READ_AHEAD_MAX):
-            batch = list(keys.values())[start : start + READ_AHEAD_MAX]
+        asked = list(keys.values())
+        statements = []
+        for start in range(0, len(asked), READ_AHEAD_MAX):
+            batch = asked[start : start + READ_AHEAD_MAX]
             params: list[Any] = []
             for n, values in enumerate(batch):
                 params.append(start + n)
@@ -368,10 +391,13 @@ class _CompiledOnce:
                 ]
             params += constants
             listed = ", ".join([values_row] * len(batch))
-            with connection.cursor() as cursor:
-                cursor.execute(sql.replace(_ROWS, listed, 1), params)
-                for n, *row in cursor.fetchall():
-                    rows_of[n] = tuple(row)
+            statements.append((sql.replace(_ROWS, listed, 1), params))
+        return list(keys), statements
+
+    def take_ahead(self, keys: list[tuple[Any, ...]], rows_of: dict[int, tuple[Any, ...]]) -> None:
+        """Keeps the rows ``statements``' statements read (``reading_ahead`` must be on); a key
+        without one has no row, and ``fetch`` then finds None without asking."""
+        ahead = self._ahead.rows
         for n, key in enumerate(keys):
             ahead[key] = rows_of.get(n)
 
@@ -711,9 +737,12 @@ class _Together:
         self,
         work: Callable[..., Any],
         read_ahead: Callable[[list[tuple[Any, ...]]], None] | None = None,
+        on_loop: Callable[[Any, list[tuple[Any, ...]]], Any] | None = None,
     ) -> None:
         self._work = work
         self._read_ahead = read_ahead
+        # Takes the calls it can check on the event loop (``_checks_on_loop``).
+        self._on_loop = on_loop
         self._trip = database_sync_to_async(self._run, thread_sensitive=False, executor=_checks)
         self._asked = per_event_loop(_Asked)
 
@@ -759,7 +788,10 @@ class _Together:
 
     async def _deliver(self, calls: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
         try:
-            outcomes = await self._trip([args for args, _ in calls])
+            if self._on_loop is not None:
+                outcomes = await self._on_loop(self, [args for args, _ in calls])
+            else:
+                outcomes = await self._trip([args for args, _ in calls])
         except asyncio.CancelledError:  # the loop is shutting down
             for _, answer in calls:
                 answer.cancel()
@@ -812,7 +844,154 @@ class _Asked:
         self.timer: asyncio.TimerHandle | None = None
 
 
-_checks_together = _Together(_authorize, _read_ahead_checks)
+# -- checks on the event loop ----------------------------------------------------------------
+
+# After the loop's connection failed, the checks take the threads for this long before it is
+# tried again (a database restarting is not asked once per trip).
+LOOP_DATABASE_REST = 5.0
+
+
+class _LoopDatabase:
+    """An event loop's own connection to PostgreSQL for the socket checks it makes there
+    (``CHECKS_ON_LOOP``): asynchronous (psycopg's ``AsyncConnection``), so the loop goes on with
+    other sockets while a query is out. Opened with Django's parameters for the default database
+    on first use; checks of several trips at once take turns on it (psycopg's own lock). One
+    per loop (``per_event_loop``): one per daphne process; a test's goes with its loop, and
+    ``close_loop_databases`` closes what is left."""
+
+    def __init__(self) -> None:
+        self.connection: Any = None
+        self.lock = asyncio.Lock()
+        self.resting_until = 0.0
+        _loop_databases.add(self)
+
+    async def rows(
+        self, statements: list[tuple[str, list[Any]]]
+    ) -> dict[int, tuple[Any, ...]] | None:
+        """The statements' rows by number; None when the database could not be asked here (it
+        is resting after a failure, or this failed: one warning), and the caller asks on a check
+        thread, which meets and reports whatever is wrong as before."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.resting_until:
+            return None
+        import psycopg
+
+        try:
+            async with self.lock:
+                if self.connection is None or self.connection.closed:
+                    self.connection = await _connect_on_loop()
+                connection = self.connection
+            rows_of: dict[int, tuple[Any, ...]] = {}
+            async with connection.cursor() as cursor:
+                for sql, params in statements:
+                    await cursor.execute(sql, params)
+                    for n, *row in await cursor.fetchall():
+                        rows_of[n] = tuple(row)
+            return rows_of
+        except (psycopg.Error, OSError) as exc:
+            logger.warning(
+                "socket checks could not read on the event loop; the check threads take them"
+                " for %.0f s: %r",
+                LOOP_DATABASE_REST,
+                exc,
+            )
+            self.close()
+            self.resting_until = loop.time() + LOOP_DATABASE_REST
+            return None
+        except BaseException:
+            self.close()  # cancelled mid-query: the connection's state is unknown
+            raise
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None and not connection.closed:
+            connection.pgconn.finish()  # libpq's close, which needs no event loop
+
+
+# Every loop's, held until closed: a test's loop may be gone before its connection is closed.
+_loop_databases: set[_LoopDatabase] = set()
+_loop_database = per_event_loop(_LoopDatabase)
+
+
+def close_loop_databases() -> None:
+    """Closes every event loop's check connection (tests, before their database is dropped)."""
+    while _loop_databases:
+        _loop_databases.pop().close()
+
+
+async def _connect_on_loop() -> Any:
+    import psycopg
+
+    params = connections[DEFAULT_DB_ALIAS].get_connection_params()
+    synchronous = params.pop("cursor_factory", None)
+    params["cursor_factory"] = (
+        psycopg.AsyncClientCursor
+        if synchronous is None or issubclass(synchronous, psycopg.ClientCursor)
+        else psycopg.AsyncCursor
+    )
+    return await psycopg.AsyncConnection.connect(**params, autocommit=True)
+
+
+def _checkable_on_loop() -> bool:
+    """Whether ticket sockets can be checked on the loop: the switch is on, the database is
+    PostgreSQL, and Django sets nothing up per connection that this one would lack (a role)."""
+    if not settings.COLLAB["CHECKS_ON_LOOP"]:
+        return False
+    database = connections[DEFAULT_DB_ALIAS]
+    return database.vendor == "postgresql" and not database.settings_dict["OPTIONS"].get(
+        "assume_role"
+    )
+
+
+async def _checks_on_loop(
+    together: _Together, calls: list[tuple[Any, ...]]
+) -> list[tuple[bool, Any]]:
+    """A trip of socket checks, the ticket sockets' made on the event loop: a ticket is read
+    without the database, and what the check asks of it (the user, the role) is read ahead in
+    one query through the loop's own connection (``_LoopDatabase``); the check itself then runs
+    here on the rows read, as it runs on a thread. Nothing else is asked of the database here:
+    session cookies and guests, a trip whose query is not compiled yet (the first), a failure
+    of the loop's connection, and anything else go on a check thread as before. The hand-over
+    to a thread and back (asgiref's, the pooled connection's checkout and return, the thread's
+    wake-up and its fight for the GIL) cost more than the check itself (docs/BENCHMARKS.md,
+    change 66)."""
+    here = [args for args in calls if _ticket_of(args[0])] if _checkable_on_loop() else []
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    if here:
+        claims: dict[tuple[int, str], tuple[Any, Any]] = {}
+        asked = []
+        for scope, document_id in here:
+            try:
+                claim = _claimed(scope, document_id)
+            except Exception:  # its own check meets this again, and answers it
+                continue
+            claims[(id(scope), document_id)] = (scope, claim)
+            if claim[0] is not None:
+                asked.append((claim[0], document_id))
+        built = _USER_AND_ROLE.statements(asked, least=0, compile=False)
+        rows_of = None
+        if built is not None:
+            rows_of = await _loop_database().rows(built[1]) if built[1] else {}
+        if built is not None and rows_of is not None:
+            # No await from here to the end of the block: the rows read ahead are this trip's.
+            with _USER_AND_ROLE.reading_ahead(), _reading_once():
+                _trip.claims.update(claims)
+                _USER_AND_ROLE.take_ahead(built[0], rows_of)
+                for args in here:
+                    try:
+                        outcomes[id(args)] = (True, together._work(*args))
+                    except Refused as exc:
+                        outcomes[id(args)] = (False, exc)
+                    except Exception:  # not expected here: the thread's check meets it again
+                        logger.exception("a socket check failed on the event loop; retried")
+    rest = [args for args in calls if id(args) not in outcomes]
+    if rest:
+        for args, outcome in zip(rest, await together._trip(rest), strict=True):
+            outcomes[id(args)] = outcome
+    return [outcomes[id(args)] for args in calls]
+
+
+_checks_together = _Together(_authorize, _read_ahead_checks, _checks_on_loop)
 _roles_together = _Together(_current_role, _read_ahead_roles)
 
 

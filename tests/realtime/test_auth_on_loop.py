@@ -1,0 +1,160 @@
+"""Ticket sockets checked on the event loop (editor/realtime/auth.py, ``_checks_on_loop``,
+``CHECKS_ON_LOOP``): their one query goes through the loop's own asynchronous connection, with
+no trip to a check thread; the answers are the threads' answers. Sessions, a failing loop
+connection and the switch turned off take the threads. On a real PostgreSQL database."""
+
+import asyncio
+import logging
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+
+from editor.models import Membership
+from editor.realtime import auth
+from editor.realtime.auth import Refused, authorize
+from tests.conftest import make_user
+from tests.realtime.test_auth import cookie_scope, ticket_scope
+from tests.realtime.test_session_sockets import logged_in
+
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="checks on the loop: PostgreSQL"),
+]
+
+
+@pytest.fixture
+def trips(monkeypatch):
+    """Counts the trips made to the check threads, and the queries sent on the loop."""
+    made = {"threads": 0, "loop": 0}
+    submit = auth._checks.submit
+    rows = auth._LoopDatabase.rows
+
+    def to_a_thread(*args, **kwargs):
+        made["threads"] += 1
+        return submit(*args, **kwargs)
+
+    async def on_the_loop(self, statements):
+        made["loop"] += len(statements)
+        return await rows(self, statements)
+
+    monkeypatch.setattr(auth._checks, "submit", to_a_thread)
+    monkeypatch.setattr(auth._LoopDatabase, "rows", on_the_loop)
+    return made
+
+
+async def compiled(document, viewer) -> None:
+    """A process's first check goes on a thread, which compiles the query (compiling may ask
+    the database, which the loop must not); this makes sure it has."""
+    await sync_to_async(auth._USER_AND_ROLE._compile_many)("default")
+
+
+async def test_ticket_sockets_are_checked_on_the_loop_with_the_threads_answers(
+    document, owner, editor_user, viewer, stranger, trips
+):
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    gone = await sync_to_async(make_user)("gone", is_active=False)
+    other = await sync_to_async(type(document).objects.create_for)(owner, "Other")
+    scopes = [
+        ticket_scope(owner.pk, doc),
+        ticket_scope(editor_user.pk, doc),
+        ticket_scope(viewer.pk, doc),
+        ticket_scope(viewer.pk, doc),  # the same person twice
+        ticket_scope(stranger.pk, doc),
+        ticket_scope(gone.pk, doc),
+        ticket_scope(-5, doc),  # no such user
+        ticket_scope(owner.pk, str(other.pk)),  # a ticket for another document
+        {"query_string": b"ticket=forged", "headers": []},
+    ]
+
+    outcomes = await asyncio.gather(
+        *(authorize(scope, doc) for scope in scopes), return_exceptions=True
+    )
+
+    assert trips == {"threads": 0, "loop": 1}  # one query for the trip, no thread
+    assert [(a.user.username, a.role, a.via) for a in outcomes[:4]] == [
+        ("olive", "owner", "ticket"),
+        ("eddie", "editor", "ticket"),
+        ("vera", "viewer", "ticket"),
+        ("vera", "viewer", "ticket"),
+    ]
+    refusals = [(o.code, o.reason) for o in outcomes[4:]]
+    assert refusals == [
+        (4403, "no access to this document"),
+        (4401, "ticket user no longer exists"),
+        (4401, "ticket user no longer exists"),
+        (4403, "ticket is for another document"),
+        (4401, "ticket signature invalid"),
+    ]
+    assert all(isinstance(o, Refused) for o in outcomes[4:])
+
+
+async def test_a_change_of_access_is_seen_by_the_next_check(document, viewer, trips):
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
+
+    await sync_to_async(Membership.objects.filter(document=document, user=viewer).delete)()
+    with pytest.raises(Refused) as refused:
+        await authorize(ticket_scope(viewer.pk, doc), doc)
+    assert refused.value.code == 4403
+    assert trips["threads"] == 0 and trips["loop"] == 2
+
+
+async def test_cookie_sockets_of_the_same_trip_take_a_thread(document, owner, viewer, trips):
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    cookie = await sync_to_async(logged_in)(owner)
+
+    outcomes = await asyncio.gather(
+        authorize(ticket_scope(viewer.pk, doc), doc),
+        authorize(cookie_scope(cookie), doc),
+        authorize(ticket_scope(viewer.pk, doc), doc),
+    )
+
+    assert [(a.user.username, a.role, a.via) for a in outcomes] == [
+        ("vera", "viewer", "ticket"),
+        ("olive", "owner", "session"),
+        ("vera", "viewer", "ticket"),
+    ]
+    assert trips == {"threads": 1, "loop": 1}
+
+
+async def test_a_lost_loop_connection_sends_the_checks_to_the_threads_then_comes_back(
+    document, viewer, trips, monkeypatch, caplog
+):
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
+    database = auth._loop_database()
+    pid = database.connection.info.backend_pid
+
+    def terminate() -> None:
+        # What a restarted or failed-over database does to the loop's connection.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    await sync_to_async(terminate)()
+    with caplog.at_level(logging.WARNING, logger="collab.ws"):
+        assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
+    assert trips["threads"] == 1  # answered all the same, on a thread
+    assert "could not read on the event loop" in caplog.text
+
+    # While the loop's connection rests, the threads take the checks...
+    assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
+    assert trips["threads"] == 2
+    # ...and after the rest a new connection is opened on the loop.
+    database.resting_until = 0.0
+    assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
+    assert trips["threads"] == 2
+    assert database.connection.info.backend_pid != pid
+
+
+async def test_with_the_switch_off_every_check_takes_a_thread(document, viewer, trips, settings):
+    settings.COLLAB = {**settings.COLLAB, "CHECKS_ON_LOOP": False}
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
+    assert trips == {"threads": 1, "loop": 0}
