@@ -632,8 +632,8 @@ COLLAB: CollabOptions = {
     # change 49). 0: every turn's checks go at once.
     "AUTH_TRIP_WAIT": env_float("WS_AUTH_TRIP_WAIT_MS", 20.0) / 1000,
     # On PostgreSQL, ticket sockets are checked on the event loop, their one query sent through
-    # an asynchronous connection of the loop's own, instead of a trip to a check thread: about
-    # a third of collab's own CPU per connect (editor/realtime/auth.py, docs/BENCHMARKS.md,
+    # an asynchronous connection of the loop's own, instead of a trip to a check thread: a sixth
+    # of collab's own CPU per ticket socket (editor/realtime/auth.py, docs/BENCHMARKS.md,
     # change 66). Any other socket, or any failure, takes the check threads as before.
     "CHECKS_ON_LOOP": env_bool("WS_CHECKS_ON_LOOP", True),
 }
