@@ -174,14 +174,14 @@ async def test_rechecks_of_a_documents_sockets_share_a_trip(document, owner, vie
     assert len(trips) == 1
 
 
-@only_postgresql
-async def test_a_trips_checks_look_up_their_users_in_one_query(
-    document, owner, editor_user, viewer, stranger, statements, trips
-):
+async def tickets_of_every_kind(document, owner, editor_user, viewer, stranger) -> list[dict]:
+    """Nine ticket sockets' scopes for ``document``: its owner, editor and viewer (the viewer
+    twice), then five refused: a stranger, a deactivated user, no such user, a ticket for
+    another document, a forged ticket (``TICKETS_REFUSED``)."""
     doc = str(document.pk)
     gone = await sync_to_async(make_user)("gone", is_active=False)
     other = await sync_to_async(type(document).objects.create_for)(owner, "Other")
-    scopes = [
+    return [
         ticket_scope(owner.pk, doc),
         ticket_scope(editor_user.pk, doc),
         ticket_scope(viewer.pk, doc),
@@ -192,6 +192,23 @@ async def test_a_trips_checks_look_up_their_users_in_one_query(
         ticket_scope(owner.pk, str(other.pk)),  # a ticket for another document
         {"query_string": b"ticket=forged", "headers": []},
     ]
+
+
+TICKETS_REFUSED = [
+    (4403, "no access to this document"),
+    (4401, "ticket user no longer exists"),
+    (4401, "ticket user no longer exists"),
+    (4403, "ticket is for another document"),
+    (4401, "ticket signature invalid"),
+]
+
+
+@only_postgresql
+async def test_a_trips_checks_look_up_their_users_in_one_query(
+    document, owner, editor_user, viewer, stranger, statements, trips
+):
+    doc = str(document.pk)
+    scopes = await tickets_of_every_kind(document, owner, editor_user, viewer, stranger)
     statements.clear()
 
     outcomes = await asyncio.gather(
@@ -206,14 +223,7 @@ async def test_a_trips_checks_look_up_their_users_in_one_query(
         (viewer.pk, "viewer"),
     ]
     assert outcomes[0].user.username == "olive"
-    refusals = [(o.code, o.reason) for o in outcomes[4:]]
-    assert refusals == [
-        (4403, "no access to this document"),
-        (4401, "ticket user no longer exists"),
-        (4401, "ticket user no longer exists"),
-        (4403, "ticket is for another document"),
-        (4401, "ticket signature invalid"),
-    ]
+    assert [(o.code, o.reason) for o in outcomes[4:]] == TICKETS_REFUSED
     assert reading("auth_user", statements) == 1
 
 
