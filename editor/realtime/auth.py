@@ -361,12 +361,17 @@ class _CompiledOnce:
         self.take_ahead(keys, rows_of)
 
     def statements(
-        self, many: Iterable[tuple[Any, ...]], least: int, compile: bool = True
+        self,
+        many: Iterable[tuple[Any, ...]],
+        least: int,
+        compile: bool = True,
+        connection: Any = None,
     ) -> tuple[list[tuple[Any, ...]], list[tuple[str, list[Any]]]] | None:
         """The keys of ``many`` (each once, in order) and the statements that read their rows,
         each row numbered by its key's place; None for fewer than ``least`` keys, or where
         reading ahead cannot be done. ``compile=False``: only if the query was compiled already
-        (compiling may ask the database, which a caller on the event loop must not)."""
+        (compiling may ask the database, which a caller on the event loop must not).
+        ``connection``: the Django connection whose fields prepare the values (this thread's)."""
         keys: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         for values in many:
             keys.setdefault(values[: self._key_size], values)
@@ -377,7 +382,8 @@ class _CompiledOnce:
         if compiled is None:
             return None
         sql, constants, values_row = compiled
-        connection = connections[alias]
+        if connection is None:
+            connection = connections[alias]
         asked = list(keys.values())
         statements = []
         for start in range(0, len(asked), READ_AHEAD_MAX):
@@ -860,10 +866,24 @@ class _LoopDatabase:
     ``close_loop_databases`` closes what is left."""
 
     def __init__(self) -> None:
+        # Django's connection object for the default database, never connected: its settings,
+        # its parameters and its fields' preparation of values. ``connections[...]`` on the
+        # loop would make a new one in every task (asgiref's context-local storage), 15 µs each.
+        self.django = connections.create_connection(DEFAULT_DB_ALIAS)
         self.connection: Any = None
         self.lock = asyncio.Lock()
         self.resting_until = 0.0
         _loop_databases.add(self)
+
+    @property
+    def usable(self) -> bool:
+        """Whether checks can be read here: the switch is on, the database is PostgreSQL, and
+        Django sets nothing up per connection that this one would lack (a role)."""
+        return (
+            settings.COLLAB["CHECKS_ON_LOOP"]
+            and self.django.vendor == "postgresql"
+            and not self.django.settings_dict["OPTIONS"].get("assume_role")
+        )
 
     async def rows(
         self, statements: list[tuple[str, list[Any]]]
@@ -879,7 +899,7 @@ class _LoopDatabase:
         try:
             async with self.lock:
                 if self.connection is None or self.connection.closed:
-                    self.connection = await _connect_on_loop()
+                    self.connection = await _connect_on_loop(self.django)
                 connection = self.connection
             rows_of: dict[int, tuple[Any, ...]] = {}
             async with connection.cursor() as cursor:
@@ -919,10 +939,10 @@ def close_loop_databases() -> None:
         _loop_databases.pop().close()
 
 
-async def _connect_on_loop() -> Any:
+async def _connect_on_loop(django: Any) -> Any:
     import psycopg
 
-    params = connections[DEFAULT_DB_ALIAS].get_connection_params()
+    params = django.get_connection_params()
     synchronous = params.pop("cursor_factory", None)
     params["cursor_factory"] = (
         psycopg.AsyncClientCursor
@@ -932,15 +952,11 @@ async def _connect_on_loop() -> Any:
     return await psycopg.AsyncConnection.connect(**params, autocommit=True)
 
 
-def _checkable_on_loop() -> bool:
-    """Whether ticket sockets can be checked on the loop: the switch is on, the database is
-    PostgreSQL, and Django sets nothing up per connection that this one would lack (a role)."""
-    if not settings.COLLAB["CHECKS_ON_LOOP"]:
+def _has_ticket(scope: dict[str, Any]) -> bool:
+    try:
+        return bool(_ticket_of(scope))
+    except Exception:  # a scope it cannot read: its own check on a thread meets this, alone
         return False
-    database = connections[DEFAULT_DB_ALIAS]
-    return database.vendor == "postgresql" and not database.settings_dict["OPTIONS"].get(
-        "assume_role"
-    )
 
 
 async def _checks_on_loop(
@@ -955,7 +971,8 @@ async def _checks_on_loop(
     to a thread and back (asgiref's, the pooled connection's checkout and return, the thread's
     wake-up and its fight for the GIL) cost more than the check itself (docs/BENCHMARKS.md,
     change 66)."""
-    here = [args for args in calls if _ticket_of(args[0])] if _checkable_on_loop() else []
+    database = _loop_database()
+    here = [args for args in calls if _has_ticket(args[0])] if database.usable else []
     outcomes: dict[int, tuple[bool, Any]] = {}
     if here:
         claims: dict[tuple[int, str], tuple[Any, Any]] = {}
@@ -968,10 +985,10 @@ async def _checks_on_loop(
             claims[(id(scope), document_id)] = (scope, claim)
             if claim[0] is not None:
                 asked.append((claim[0], document_id))
-        built = _USER_AND_ROLE.statements(asked, least=0, compile=False)
+        built = _USER_AND_ROLE.statements(asked, least=0, compile=False, connection=database.django)
         rows_of = None
         if built is not None:
-            rows_of = await _loop_database().rows(built[1]) if built[1] else {}
+            rows_of = await database.rows(built[1]) if built[1] else {}
         if built is not None and rows_of is not None:
             # No await from here to the end of the block: the rows read ahead are this trip's.
             with _USER_AND_ROLE.reading_ahead(), _reading_once():

@@ -143,3 +143,20 @@ async def test_with_the_switch_off_every_check_takes_a_thread(document, viewer, 
     doc = str(document.pk)
     assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
     assert trips == {"threads": 1, "loop": 0}
+
+
+async def test_a_check_that_breaks_leaves_the_others_of_its_trip_on_the_loop(
+    document, viewer, trips
+):
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    broken = ticket_scope(viewer.pk, doc) | {"query_string": None}  # no bytes: it raises
+    outcomes = await asyncio.gather(
+        authorize(ticket_scope(viewer.pk, doc), doc),
+        authorize(broken, doc),
+        authorize(ticket_scope(viewer.pk, doc), doc),
+        return_exceptions=True,
+    )
+    assert outcomes[0].role == outcomes[2].role == "viewer"
+    assert isinstance(outcomes[1], AttributeError)  # its own answer, from its thread
+    assert trips == {"threads": 1, "loop": 1}
