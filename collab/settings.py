@@ -551,6 +551,7 @@ class CollabOptions(TypedDict):
     AUTH_THREADS: int
     AUTH_TRIP_WAIT: float
     CHECKS_ON_LOOP: bool
+    CHECKS_PREPARED: bool
 
 
 # The sync core (docs/protocol.md, docs/architecture.md). Seconds unless named otherwise.
@@ -636,6 +637,11 @@ COLLAB: CollabOptions = {
     # of collab's own CPU per ticket socket (editor/realtime/auth.py, docs/BENCHMARKS.md,
     # change 66). Any other socket, or any failure, takes the check threads as before.
     "CHECKS_ON_LOOP": env_bool("WS_CHECKS_ON_LOOP", True),
+    # The event loop's socket checks (CHECKS_ON_LOOP) send their query as a prepared statement:
+    # PostgreSQL plans it once per connection, not on every trip (docs/BENCHMARKS.md, change
+    # 67). Off for a pooler that cannot keep prepared statements (PgBouncer before 1.21 in
+    # transaction mode); Django's own connections prepare nothing either way.
+    "CHECKS_PREPARED": env_bool("WS_CHECKS_PREPARED", True),
 }
 if COLLAB["AUTH_THREADS"] < 1:
     raise ImproperlyConfigured("WS_AUTH_THREADS must be at least 1.")

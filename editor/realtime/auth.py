@@ -29,7 +29,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends import db as _db_sessions
 from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, close_old_connections, connections
 from django.db.models import OuterRef, Subquery
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
@@ -269,6 +269,62 @@ def _logged_in(session: Any) -> tuple[int | None, str]:
         return None, ""
 
 
+def _bigints(params: list[Any]) -> list[Any]:
+    """The values, each integer to be sent as a bigint: psycopg otherwise picks the smallest
+    type that holds each value, and a statement prepared for one trip's types would not serve
+    the next trip's (user ids on either side of 32,767, say)."""
+    from psycopg.types.numeric import Int8
+
+    return [Int8(value) if type(value) is int else value for value in params]
+
+
+def _checks_rows(connection: Any, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows of one of the socket checks' queries, asked on this thread's Django connection.
+
+    With ``CHECKS_PREPARED`` on PostgreSQL (psycopg 3), the values are bound by the server and
+    the statement is prepared on the connection: PostgreSQL plans each of these few fixed
+    queries once per connection instead of on every trip (planning was most of their time in
+    the database, docs/BENCHMARKS.md, change 67). The cursor is still Django's (its error
+    translation, its query log, its execute wrappers); Django's own queries on the connection
+    are bound and prepared as Django set them (by default: by the client, never prepared).
+
+    A prepared query that fails drops its connection and is asked once more, unprepared, on a
+    fresh one (one warning): psycopg keeps a statement it prepared even when PostgreSQL can no
+    longer run it (a migration changed the type of a column it reads: "cached plan must not
+    change result type"; a pooler that lost it), so that connection would fail every check."""
+    import psycopg
+
+    if settings.COLLAB["CHECKS_PREPARED"] and connection.vendor == "postgresql":
+        connection.ensure_connection()
+        raw = connection.connection
+        if isinstance(raw, psycopg.Connection):
+            threshold = raw.prepare_threshold
+            raw.prepare_threshold = 0  # prepared on its first run (Django's default: never)
+            try:
+                with connection.wrap_database_errors:
+                    bound_by_the_server = psycopg.Cursor(raw)
+                if connection.queries_logged:
+                    cursor = connection.make_debug_cursor(bound_by_the_server)
+                else:
+                    cursor = connection.make_cursor(bound_by_the_server)
+                with cursor:
+                    cursor.execute(sql, _bigints(params))
+                    return cursor.fetchall()
+            except (DatabaseError, psycopg.Error) as exc:
+                logger.warning(
+                    "a socket check's prepared query failed; asked again, unprepared, on a new"
+                    " database connection: %r",
+                    exc,
+                )
+                raw.close()
+                connection.close()
+            finally:
+                raw.prepare_threshold = threshold
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 class _CompiledOnce:
     """A query built with the ORM and compiled to SQL once per database (with placeholder
     values), then run with each connect's values. Building and compiling a query took most of
@@ -328,9 +384,8 @@ class _CompiledOnce:
             for (field, _), value in zip(self._slots, values, strict=True)
         ]
         params = [prepared[m.index] if type(m) is _Slot else m for m in marked]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone()
+        rows = _checks_rows(connection, sql, params)
+        return rows[0] if rows else None
 
     @contextlib.contextmanager
     def reading_ahead(self) -> Iterator[None]:
@@ -354,10 +409,8 @@ class _CompiledOnce:
         connection = connections[DEFAULT_DB_ALIAS]
         rows_of: dict[int, tuple[Any, ...]] = {}
         for sql, params in statements:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                for n, *row in cursor.fetchall():
-                    rows_of[n] = tuple(row)
+            for n, *row in _checks_rows(connection, sql, params):
+                rows_of[n] = tuple(row)
         self.take_ahead(keys, rows_of)
 
     def statements(
@@ -902,9 +955,14 @@ class _LoopDatabase:
                     self.connection = await _connect_on_loop(self.django)
                 connection = self.connection
             rows_of: dict[int, tuple[Any, ...]] = {}
+            # Prepared (``CHECKS_PREPARED``): PostgreSQL plans each size of the trip's query
+            # once per connection, not on every trip; planning was most of its time
+            # (docs/BENCHMARKS.md, change 67). A statement gone stale fails here like any
+            # other error: a warning, the threads for a while, then a new connection.
+            prepare = settings.COLLAB["CHECKS_PREPARED"]
             async with connection.cursor() as cursor:
                 for sql, params in statements:
-                    await cursor.execute(sql, params)
+                    await cursor.execute(sql, _bigints(params), prepare=prepare)
                     for n, *row in await cursor.fetchall():
                         rows_of[n] = tuple(row)
             return rows_of
@@ -940,16 +998,26 @@ def close_loop_databases() -> None:
 
 
 async def _connect_on_loop(django: Any) -> Any:
+    """The loop's connection, with Django's parameters. With ``CHECKS_PREPARED`` its values are
+    bound by the server whatever Django's ``server_side_binding`` (the statements' text then
+    repeats from trip to trip, and can be prepared: bound by the client, each trip's values are
+    written into its text); without, they are bound as Django binds them."""
     import psycopg
 
     params = django.get_connection_params()
     synchronous = params.pop("cursor_factory", None)
-    params["cursor_factory"] = (
-        psycopg.AsyncClientCursor
-        if synchronous is None or issubclass(synchronous, psycopg.ClientCursor)
-        else psycopg.AsyncCursor
-    )
-    return await psycopg.AsyncConnection.connect(**params, autocommit=True)
+    if settings.COLLAB["CHECKS_PREPARED"]:
+        params["cursor_factory"] = psycopg.AsyncCursor
+    elif synchronous is None or issubclass(synchronous, psycopg.ClientCursor):
+        params["cursor_factory"] = psycopg.AsyncClientCursor
+    else:
+        params["cursor_factory"] = psycopg.AsyncCursor
+    connection = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+    if connection.prepare_threshold is None:
+        # Django turns psycopg's preparing off (its default, for poolers), which would refuse
+        # even a statement asked for by name; nothing but the checks' query runs here.
+        connection.prepare_threshold = 5
+    return connection
 
 
 def _has_ticket(scope: dict[str, Any]) -> bool:

@@ -14,10 +14,11 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, connections
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
+from editor.models import Membership
 from editor.realtime import auth, tickets
 from editor.realtime.auth import Refused, authorize, current_role
 from tests.conftest import make_user
@@ -508,3 +509,90 @@ async def test_with_no_trip_wait_each_turns_checks_go_at_once(trips, trip_wait):
         for turn in range(2):
             assert await asyncio.wait_for(together.ask(lambda turn=turn: turn), 5) == turn
         assert len(trips) == 3
+
+
+@only_postgresql
+async def test_a_check_threads_queries_are_planned_once_per_connection(
+    document, owner, editor_user, viewer
+):
+    # A user id past what a smallint holds: the statements' types must not follow the values.
+    far = await sync_to_async(make_user)("farid", pk=70_000)
+    await sync_to_async(Membership.objects.create)(document=document, user=far, role="viewer")
+    doc = str(document.pk)
+    owner_cookie = await sync_to_async(logged_in)(owner)
+    viewer_cookie = await sync_to_async(logged_in)(viewer)
+    trips = [
+        [ticket_scope(viewer.pk, doc), ticket_scope(far.pk, doc)],
+        [ticket_scope(far.pk, doc), ticket_scope(owner.pk, doc)],
+        [cookie_scope(owner_cookie), cookie_scope(viewer_cookie)],
+        [ticket_scope(editor_user.pk, doc)],
+        [ticket_scope(far.pk, doc)],
+    ]
+
+    def on_one_thread() -> tuple[list[list[str]], list[str]]:
+        answered = [
+            [access.role for _, access in auth._checks_together._run([(s, doc) for s in trip])]
+            for trip in trips
+        ]
+        with connection.cursor() as cursor:  # the same connection: only it sees its statements
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            return answered, [statement for (statement,) in cursor.fetchall()]
+
+    answered, prepared = await sync_to_async(on_one_thread)()
+
+    assert answered == [
+        ["viewer", "viewer"],
+        ["viewer", "owner"],
+        ["owner", "viewer"],
+        ["editor"],
+        ["viewer"],
+    ]
+    # Planned once each: the read-ahead of two sessions, of two users, and the single check.
+    sessions = [statement for statement in prepared if "django_session" in statement]
+    users = sorted("LATERAL" in statement for statement in prepared if "auth_user" in statement)
+    assert len(prepared) == 3 and len(sessions) == 1 and users == [False, True]
+
+
+@only_postgresql
+async def test_a_statement_a_migration_made_stale_is_asked_again_on_a_new_connection(
+    document, owner, viewer, caplog
+):
+    doc = str(document.pk)
+    trip = [(ticket_scope(viewer.pk, doc), doc), (ticket_scope(owner.pk, doc), doc)]
+
+    def migrate(column_type: str) -> None:
+        # As a deploy's migration would, from another connection: a column the checks read.
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute(f"ALTER TABLE auth_user ALTER COLUMN first_name TYPE {column_type}")
+        finally:
+            other.close()
+
+    def one_trip() -> list[str]:
+        try:
+            return [access.role for _, access in auth._checks_together._run(trip)]
+        finally:
+            connection.close()  # given back: the pool hands its connections round in turn
+
+    def on_one_thread() -> list[list[str]]:
+        # Only this test's connections: earlier tests' pooled ones hold the statements too.
+        connection.close()
+        if connection.settings_dict["OPTIONS"].get("pool"):
+            connection.close_pool()
+        answered = [one_trip()]
+        migrate("varchar(151)")
+        try:
+            answered += [one_trip() for _ in range(12)]
+        finally:
+            migrate("varchar(150)")
+        return answered
+
+    with caplog.at_level(logging.WARNING, logger="collab.ws"):
+        answered = await sync_to_async(on_one_thread)()
+
+    assert answered == [["viewer", "owner"]] * 13
+    # The first query after the migration failed on its stale statement and was asked again on a
+    # new connection; the connection that kept the statement was dropped, not given back.
+    warned = [r.getMessage() for r in caplog.records if r.name == "collab.ws"]
+    assert len(warned) == 1 and "cached plan must not change result type" in warned[0]

@@ -13,6 +13,7 @@ from django.db import connection
 from editor.models import Membership
 from editor.realtime import auth
 from editor.realtime.auth import Refused, authorize
+from tests.conftest import make_user
 from tests.realtime.test_auth import (
     TICKETS_REFUSED,
     cookie_scope,
@@ -152,3 +153,38 @@ async def test_a_check_that_breaks_leaves_the_others_of_its_trip_on_the_loop(
     await compiled(document, viewer)
     await one_check_breaks_among_three(document, viewer)
     assert trips == {"threads": 1, "loop": 1}  # the broken one's answer came from its thread
+
+
+async def statements_prepared_on_the_loop() -> list[str]:
+    """What PostgreSQL holds prepared for the loop's connection (only that session sees them)."""
+    async with auth._loop_database().connection.cursor() as cursor:
+        await cursor.execute("SELECT statement FROM pg_prepared_statements", prepare=False)
+        return [statement for (statement,) in await cursor.fetchall()]
+
+
+async def test_the_loops_query_is_planned_once_whatever_the_values(document, owner, viewer, trips):
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    # A user id past what a smallint holds: the statement's types must not follow the values.
+    far = await sync_to_async(make_user)("farid", pk=70_000)
+    await sync_to_async(Membership.objects.create)(document=document, user=far, role="viewer")
+
+    answered = [
+        (await authorize(ticket_scope(user.pk, doc), doc)).user.username
+        for user in (viewer, far, owner, far, viewer)
+    ]
+
+    assert answered == ["vera", "farid", "olive", "farid", "vera"]
+    assert trips == {"threads": 0, "loop": 5}
+    prepared = await statements_prepared_on_the_loop()
+    assert len(prepared) == 1 and "LATERAL" in prepared[0]  # one trip's size, one plan
+
+
+async def test_with_preparing_off_the_loop_prepares_nothing(document, viewer, trips, settings):
+    settings.COLLAB = {**settings.COLLAB, "CHECKS_PREPARED": False}
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    for _ in range(3):
+        assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
+    assert trips == {"threads": 0, "loop": 3}
+    assert await statements_prepared_on_the_loop() == []
