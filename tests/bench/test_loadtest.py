@@ -86,6 +86,8 @@ def test_it_holds_idle_connections_and_reads_server_memory(server, tmp_path):
     # And the CPU it and this client spent per connect (a clock tick is 10 ms: may round to 0).
     assert result["server_cpu_ms_per_connect"] >= 0
     assert result["client_cpu_ms_per_connect"] > 0
+    # PostgreSQL's processes, read from /proc the same way (the checks' queries; may round to 0).
+    assert result["database_cpu_ms_per_connect"] >= 0
 
 
 def test_it_connects_idle_sockets_with_a_session_cookie_as_a_browser(server, tmp_path):
@@ -261,3 +263,18 @@ def test_a_warmed_client_reads_a_join_storm_without_touching_new_memory():
     assert (cold_warmed, warm_warmed) == ("None", "True")
     assert cold > 20_000  # about 100 MB of buffers and messages, 4 KB pages
     assert warm < cold / 20
+
+
+@pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    reason="reads a local PostgreSQL's processes",
+)
+def test_it_reads_what_the_databases_processes_spent():
+    from django.db import connection
+
+    before = loadtest.database_cpu()
+    assert before  # the server's own processes, at least: PostgreSQL on this machine
+    with connection.cursor() as cursor:  # work for a backend: a few hundred ms of CPU
+        cursor.execute("SELECT count(*) FROM generate_series(1, 3000000)")
+        assert cursor.fetchone() == (3000000,)
+    assert loadtest.database_cpu_since(before) > 0.05
