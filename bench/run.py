@@ -380,6 +380,10 @@ def _get(result: dict, path: str):
     return value
 
 
+# Figures whose reference side is background, not the reference's own: no ratio is printed.
+# (The reference keeps no database: what PostgreSQL spent while it connected is other work.)
+NO_RATIO = {"database_cpu_ms_per_connect"}
+
 ROWS = [
     ("idle", "opened", "connections opened", ""),
     ("idle", "still_open", "still open after hold", ""),
@@ -458,7 +462,9 @@ def table(results: dict, modes) -> str:
         ours = _get(results["collab"].get(mode, {}), path)
         ref = _get(results["reference"].get(COLLAB_ONLY.get(mode, mode), {}), path)
         ratio = "—"
-        if isinstance(ours, int | float) and isinstance(ref, int | float) and ref:
+        if path in NO_RATIO:
+            pass
+        elif isinstance(ours, int | float) and isinstance(ref, int | float) and ref:
             ratio = f"{ours / ref:.2f}"
         label = f"{label} ({unit})" if unit else label
         lines.append(f"| {label} | {_fmt(ours)} | {_fmt(ref)} | {ratio} |")

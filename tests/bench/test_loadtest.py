@@ -278,3 +278,18 @@ def test_it_reads_what_the_databases_processes_spent():
         cursor.execute("SELECT count(*) FROM generate_series(1, 3000000)")
         assert cursor.fetchone() == (3000000,)
     assert loadtest.database_cpu_since(before) > 0.05
+
+
+def test_the_table_prints_no_ratio_for_the_database_the_reference_does_not_have():
+    from bench import run as bench_run
+
+    results = {
+        "collab": {"idle": {"connects_per_s": 1200.0, "database_cpu_ms_per_connect": 0.04}},
+        "reference": {"idle": {"connects_per_s": 2000.0, "database_cpu_ms_per_connect": 0.002}},
+    }
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
+        for line in bench_run.table(results, ["idle"]).splitlines()
+    }
+    assert rows["connects/s"] == ["1,200.0", "2,000.0", "0.60 |"]
+    assert rows["database CPU per connect (ms)"][2] == "— |"
