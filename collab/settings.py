@@ -637,10 +637,11 @@ COLLAB: CollabOptions = {
     # of collab's own CPU per ticket socket (editor/realtime/auth.py, docs/BENCHMARKS.md,
     # change 66). Any other socket, or any failure, takes the check threads as before.
     "CHECKS_ON_LOOP": env_bool("WS_CHECKS_ON_LOOP", True),
-    # The event loop's socket checks (CHECKS_ON_LOOP) send their query as a prepared statement:
-    # PostgreSQL plans it once per connection, not on every trip (docs/BENCHMARKS.md, change
-    # 67). Off for a pooler that cannot keep prepared statements (PgBouncer before 1.21 in
-    # transaction mode); Django's own connections prepare nothing either way.
+    # The socket checks' few fixed queries, on the event loop and on the check threads, are sent
+    # as prepared statements: PostgreSQL plans each once per connection, not on every trip
+    # (docs/BENCHMARKS.md, change 67). Off for a pooler that cannot keep prepared statements
+    # (PgBouncer before 1.21 in transaction mode); Django's own queries are left as Django sets
+    # them either way (by default: bound by the client, never prepared).
     "CHECKS_PREPARED": env_bool("WS_CHECKS_PREPARED", True),
 }
 if COLLAB["AUTH_THREADS"] < 1:
