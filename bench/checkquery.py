@@ -55,12 +55,18 @@ def measure(sql: str, params: list, prepared: bool, runs: int) -> tuple[float, f
             )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,4,16", help="sockets in a trip")
     parser.add_argument("--runs", type=int, default=2000, help="queries per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two ways")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    except ValueError:
+        parser.error("--sizes takes numbers, comma-separated")
+    if args.runs < 1 or args.rounds < 1 or min(sizes) < 1:
+        parser.error("--sizes, --runs and --rounds take 1 or more")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "collab.settings")
     import django
 
@@ -74,7 +80,7 @@ def main() -> None:
     print("| trip size | way | PostgreSQL CPU µs | this process's CPU µs | wall µs |")
     print("|---:|---|---:|---:|---:|")
     document = uuid.uuid4()
-    for size in [int(size) for size in args.sizes.split(",")]:
+    for size in sizes:
         asked = [(100 + n, document) for n in range(size)]
         if size == 1:
             # A trip of one asks on its own (``fetch``): the one-socket query.
@@ -89,7 +95,8 @@ def main() -> None:
                 figures = measure(sql, params, prepared, args.runs)
                 way = "prepared" if prepared else "as Django binds it"
                 print(f"| {size} | {way} | " + " | ".join(f"{f:,.1f}" for f in figures) + " |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
