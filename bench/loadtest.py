@@ -38,6 +38,7 @@ import re
 import resource
 import socket
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -753,7 +754,11 @@ async def throughput(
 
 
 async def _probe(
-    url: str, stop: asyncio.Event, interval: float = 0.1, headers: dict[str, str] | None = None
+    url: str,
+    stop: asyncio.Event,
+    interval: float = 0.1,
+    headers: dict[str, str] | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> list[tuple[float, int]]:
     """Round trips of a sync step 1 on one more socket, every ``interval`` until ``stop``: how
     long the server keeps a client waiting while it holds the others (its longest event-loop
@@ -772,6 +777,8 @@ async def _probe(
         await ws.send(EMPTY_STEP1)
         while (await ws.recv())[:2] != SYNC_STEP2_PREFIX:
             pass
+        if ready is not None:
+            ready()
         while not stop.is_set():
             sent_at = time.time()
             started = time.perf_counter_ns()
@@ -783,6 +790,82 @@ async def _probe(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
     return samples
+
+
+class _ProbeApart:
+    """``_probe`` in a process of its own (``python -m bench.loadtest --probe``), so that its
+    round trips time the server and not this client: in this process a round trip also waited
+    for whatever the client did meanwhile, its own full collections (62–173 ms with 5,000
+    sockets' objects, docs/BENCHMARKS.md), a 16 MB update read five times."""
+
+    def __init__(self, child: asyncio.subprocess.Process | None, error: str | None) -> None:
+        self._child = child
+        self._error = error
+
+    @classmethod
+    async def start(
+        cls, url: str, interval: float, headers: dict[str, str] | None, timeout: float
+    ) -> _ProbeApart:
+        """Returns once the probe's socket has synced; a probe that could not start says why
+        when stopped (``samples``), as a probe that fails later does."""
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.loadtest",
+            "--probe",
+            json.dumps({"url": url, "interval": interval, "headers": headers}),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        assert child.stdout is not None
+        try:
+            line = await asyncio.wait_for(child.stdout.readline(), timeout)
+        except TimeoutError:
+            line = b""
+        if line != b"ready\n":
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            err = (await child.communicate())[1].decode(errors="replace").strip()
+            return cls(None, err.splitlines()[-1] if err else "the probe did not start")
+        return cls(child, None)
+
+    async def samples(self) -> list[tuple[float, int]]:
+        """Stops the probe: its samples, (when sent, wall clock; round trip, ns) each."""
+        if self._child is None:
+            raise RuntimeError(self._error)
+        assert self._child.stdin is not None
+        self._child.stdin.close()  # the probe's stop
+        out, err = await self._child.communicate()
+        if self._child.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else "the probe died")
+        return [(sent_at, rtt) for sent_at, rtt in json.loads(out)]
+
+
+def _probe_alone(options: dict[str, Any]) -> None:
+    """The probe's process: ``_probe`` until its stdin closes, then its samples as JSON."""
+
+    def ready() -> None:
+        print("ready", flush=True)
+
+    async def main() -> list[tuple[float, int]]:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def wait_for_the_end() -> None:
+            while os.read(0, 65536):  # until end of file: the bench closed it
+                pass
+            loop.call_soon_threadsafe(stop.set)
+
+        # A daemon thread: a probe that failed exits at once, without waiting for it.
+        threading.Thread(target=wait_for_the_end, daemon=True).start()
+        return await _probe(
+            options["url"], stop, options["interval"], options["headers"], ready=ready
+        )
+
+    json.dump(asyncio.run(main()), sys.stdout)
 
 
 def _probe_max(samples: list[tuple[float, int]], window: tuple[float, float]) -> float | None:
@@ -819,10 +902,7 @@ async def idle(
     before = rss_bytes(pids)
     # One more socket probes the server from here to the end of the hold: its round trips
     # while the others connect, and while they are held.
-    stop_probe = asyncio.Event()
-    probe = asyncio.ensure_future(
-        _probe(target.url_for(documents[0]), stop_probe, headers=target.headers())
-    )
+    probe = await _ProbeApart.start(target.url_for(documents[0]), 0.1, target.headers(), timeout)
     await asyncio.sleep(0.5)
     connect_window = [time.time(), 0.0]
     started = time.monotonic()
@@ -854,9 +934,8 @@ async def idle(
         await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     end = rss_bytes(pids)
     hold_window[1] = time.time()
-    stop_probe.set()
     try:
-        probe_samples = await asyncio.wait_for(probe, timeout)
+        probe_samples = await asyncio.wait_for(probe.samples(), timeout)
     except Exception as exc:  # the probe's socket failed: say so, keep the rest of the figures
         progress(f"probe failed: {exc}", force=True)
         probe_samples = []
@@ -1019,10 +1098,7 @@ async def bigupdate(
     marker = "[0:0]"
     text.insert(0, marker + line * max(1, (size - len(marker)) // len(line)))
     frame = protocol.sync_update(doc.get_update())
-    stop_probe = asyncio.Event()
-    probe = asyncio.ensure_future(
-        _probe(target.url_for(neighbour), stop_probe, interval=0.01, headers=target.headers())
-    )
+    probe = await _ProbeApart.start(target.url_for(neighbour), 0.01, target.headers(), timeout)
     await asyncio.sleep(1.0)
     window = [time.time(), 0.0]
     run.sent[(0, 0)] = time.perf_counter_ns()
@@ -1032,10 +1108,9 @@ async def bigupdate(
     applied_s = (time.perf_counter_ns() - run.sent[(0, 0)]) / 1e9
     await asyncio.sleep(1.0)  # the store's write and what follows it, still in the window
     window[1] = time.time()
-    stop_probe.set()
     probe_error = None
     try:
-        samples = await asyncio.wait_for(probe, timeout)
+        samples = await asyncio.wait_for(probe.samples(), timeout)
     except Exception as exc:
         probe_error = f"{type(exc).__name__}: {exc}"[:200]
         progress(f"probe failed: {probe_error}", force=True)
@@ -1205,3 +1280,7 @@ def emit(report: dict, json_out: str | None, stream=None) -> None:
         with open(json_out, "w") as out:
             out.write(text + "\n")
     print(text, file=stream or sys.stdout)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--probe"]:
+    _probe_alone(json.loads(sys.argv[2]))

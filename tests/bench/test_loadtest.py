@@ -3,7 +3,9 @@
 figures in the documented shape. Nothing here asserts how fast anything was; `make bench`
 prints the figures."""
 
+import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +16,9 @@ from django.core.management import call_command
 
 from bench import loadtest
 from editor.models import Document
+from editor.realtime import tickets
 from tests import live
+from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,6 +118,41 @@ def test_it_delivers_one_big_update_to_every_reader(server, tmp_path):
     assert result["probe_max_ms"] > 0
     start, end = result["windows"]["apply"]
     assert start < end
+
+
+def test_the_probe_keeps_timing_the_server_while_the_load_client_is_busy(server, db):
+    owner = make_user("pat")
+    document = Document.objects.create_for(owner, "Probed")
+    token, _ = tickets.issue(owner.pk, document.pk)
+    url = f"{server.ws(0)}/{document.pk}?ticket={token}"
+
+    async def probed() -> tuple[list[tuple[float, int]], float, float]:
+        probe = await loadtest._ProbeApart.start(url, 0.02, None, timeout=30)
+        busy_from = time.time()
+        time.sleep(1.0)  # the load client's own pause: a full collection, a 16 MB read
+        busy_until = time.time()
+        await asyncio.sleep(0.2)
+        return await probe.samples(), busy_from, busy_until
+
+    samples, busy_from, busy_until = asyncio.run(probed())
+
+    # Round trips were sent, and answered, while this process could not have sent any.
+    during = [rtt for sent_at, rtt in samples if busy_from + 0.1 < sent_at < busy_until - 0.1]
+    assert len(during) >= 10
+    assert all(rtt > 0 for _, rtt in samples)
+
+
+def test_a_probe_that_cannot_connect_says_why_when_stopped():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+
+    async def probed() -> list[tuple[float, int]]:
+        probe = await loadtest._ProbeApart.start(f"ws://127.0.0.1:{port}/x", 0.1, None, 30)
+        return await probe.samples()
+
+    with pytest.raises(RuntimeError, match="Connect|refused|Errno"):
+        asyncio.run(probed())
 
 
 def test_it_syncs_every_joiner_of_a_seeded_document(server, tmp_path):
