@@ -865,7 +865,11 @@ def _probe_alone(options: dict[str, Any]) -> None:
             options["url"], stop, options["interval"], options["headers"], ready=ready
         )
 
-    json.dump(asyncio.run(main()), sys.stdout)
+    try:  # the event loop the load client runs on (``execute``)
+        import uvloop
+    except ImportError:
+        uvloop = None
+    json.dump(uvloop.run(main()) if uvloop is not None else asyncio.run(main()), sys.stdout)
 
 
 def _probe_max(samples: list[tuple[float, int]], window: tuple[float, float]) -> float | None:
