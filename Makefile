@@ -56,7 +56,8 @@ test: install chromium nginx promtool $(MYPY_CACHE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # collab and the reference y-websocket server under the same loads, side by side
-# (docs/BENCHMARKS.md). Loopback only, bounded; e.g. make bench BENCH_ARGS="--readers 50".
+# (docs/BENCHMARKS.md), three rounds each. Loopback only, bounded;
+# e.g. make bench BENCH_ARGS="--readers 50 --rounds 1".
 bench: install
 	$(PY) -m bench.run $(BENCH_ARGS)
 

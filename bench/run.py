@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -371,6 +372,102 @@ def server_stalls(logs: list[Path], windows: dict) -> dict:
 # -- the table ----------------------------------------------------------------------------------
 
 
+# -- rounds -------------------------------------------------------------------------------------
+#
+# Every mode runs ``--rounds`` times against each server, the two taking turns (collab first in
+# odd rounds, the reference first in even ones, so that a machine growing busier or quieter
+# through a mode does not favour either); a fresh mode's rounds each get fresh servers. One run
+# of identical code swung by about a quarter from one `make bench` to the next on these shared
+# machines (docs/BENCHMARKS.md), more than most targets' margins: a figure of several rounds
+# says which side of a line a build is on where one round cannot.
+#
+# How one figure of several rounds is made, by its name: counts of what went wrong are added
+# up; counts of what worked and minima are the fewest; maxima (the longest stall, the slowest
+# delivery) are the largest; everything else (percentiles, rates, memory, CPU) is the median.
+SUMMED = {"lost", "duplicates", "failures", "connect_failures", "over_50_ms"}
+LEAST = {"opened", "still_open", "delivered", "synced", "complete", "connected", "closed"}
+# Figures whose rounds the table also prints one by one (with each round's ratio): the rows
+# of the round-2 targets (docs/BENCHMARKS.md, issue 16).
+EACH_ROUND = [
+    ("idle", "connects_per_s"),
+    ("idle_session", "connects_per_s"),
+    ("idle", "server_kb_per_connection"),
+    ("idle_session", "server_kb_per_connection"),
+    ("fanout", "latency_ms.p99"),
+    ("fanout1000", "latency_ms.p99"),
+    ("joinstorm", "time_to_sync_ms.p50"),
+    ("joinstorm", "wall_s"),
+]
+
+
+def schedule(modes: list[str], rounds: int) -> list[list[tuple[str, int]]]:
+    """The bench's phases (each on servers of its own) as (mode, round) in the order run:
+    the modes that share servers, each mode's rounds one after another, in one phase; then
+    every round of each fresh mode (``FRESH``) in a phase of its own."""
+    shared = [(mode, n) for mode in modes if mode not in FRESH for n in range(1, rounds + 1)]
+    fresh = [[(mode, n)] for mode in modes if mode in FRESH for n in range(1, rounds + 1)]
+    return [phase for phase in [shared, *fresh] if phase]
+
+
+def turns(targets: list[dict], mode: str, round_: int) -> list[dict]:
+    """The targets a mode's round runs against, in order: collab first in odd rounds, the
+    reference first in even ones; modes for collab only (``COLLAB_ONLY``) skip the
+    reference."""
+    chosen = [t for t in targets if not (t["reference"] and mode in COLLAB_ONLY)]
+    return chosen if round_ % 2 else chosen[::-1]
+
+
+def combine(rounds: list[dict]) -> dict:
+    """One result from a mode's rounds against one server (module comment above). A failed
+    round (``error``) is left out of the figures and its error kept: the bench then fails."""
+    good = [r for r in rounds if "error" not in r]
+    errors = [r["error"] for r in rounds if "error" in r]
+    combined = _combine(good) if good else {}
+    if errors:
+        combined["error"] = "; ".join(errors)
+    if len(rounds) > 1:
+        combined["rounds"] = rounds
+    return combined
+
+
+def _combine(results: list[dict]) -> dict:
+    first = results[0]
+    combined: dict = {}
+    for key, value in first.items():
+        values = [r.get(key) for r in results]
+        if isinstance(value, dict) and "max_ms" in value:
+            # A window's longest stall: the whole entry of the round where it was longest.
+            stalls = [v for v in values if isinstance(v, dict)]
+            longest = dict(max(stalls, key=lambda v: v.get("max_ms") or 0))
+            longest["over_50_ms"] = sum(v.get("over_50_ms") or 0 for v in stalls)
+            combined[key] = longest
+        elif isinstance(value, dict):
+            combined[key] = _combine([v for v in values if isinstance(v, dict)])
+        elif _number(value) and all(_number(v) for v in values):
+            combined[key] = _figure(key, values)
+        elif isinstance(value, list) and key.endswith("errors"):
+            combined[key] = [e for v in values if isinstance(v, list) for e in v]
+        else:
+            combined[key] = value
+    return combined
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _figure(key: str, values: list):
+    words = key.split("_")
+    if key in SUMMED:
+        return sum(values)
+    if key in LEAST or "min" in words:
+        return min(values)
+    if "max" in words:
+        return max(values)
+    middle = statistics.median(values)
+    return int(middle) if all(isinstance(v, int) for v in values) and middle % 1 == 0 else middle
+
+
 def _get(result: dict, path: str):
     value = result
     for part in path.split("."):
@@ -471,8 +568,36 @@ def table(results: dict, modes) -> str:
     return "\n".join(lines)
 
 
+def each_round(results: dict, modes) -> str:
+    """The ``EACH_ROUND`` figures round by round, with each round's ratio; empty for one
+    round."""
+    lines = []
+    for mode, path in EACH_ROUND:
+        if mode not in modes:
+            continue
+        label = next(label for m, p, label, _ in ROWS if (m, p) == (mode, path))
+        ours = [_get(r, path) for r in results["collab"].get(mode, {}).get("rounds", [])]
+        ref = results["reference"].get(COLLAB_ONLY.get(mode, mode), {}).get("rounds", [])
+        theirs = [_get(r, path) for r in ref]
+        if len(ours) < 2:
+            continue
+        ratios = [
+            f"{a / b:.2f}" if _number(a) and _number(b) and b else "—"
+            for a, b in zip(ours, theirs, strict=False)
+        ]
+        lines.append(
+            f"| {label} | {' / '.join(map(_fmt, ours))} | {' / '.join(map(_fmt, theirs)) or '—'}"
+            f" | {' / '.join(ratios) or '—'} |"
+        )
+    if not lines:
+        return ""
+    head = ["| each round | collab | reference | collab / reference |", "|---|---:|---:|---:|"]
+    return "\n".join(head + lines)
+
+
 def parameters(args) -> str:
     return (
+        f"{args.rounds} round(s) of each mode, the servers taking turns; "
         f"{args.processes} collab process(es) vs 1 node process; "
         f"fanout 1 writer → {args.readers} readers, {args.updates} updates at {args.rate}/s; "
         f"flood {args.flood_rate:.0f} updates/s on one document while 1 → {args.flood_readers} "
@@ -491,6 +616,13 @@ def parameters(args) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2, help="collab daphne processes")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of each mode against each server, taking turns; the table shows each"
+        " figure's median (longest stalls: the longest; losses: the sum)",
+    )
     parser.add_argument("--modes", default=",".join(MODE_ORDER))
     parser.add_argument("--readers", type=int, default=100)
     parser.add_argument("--updates", type=int, default=200)
@@ -601,19 +733,22 @@ def main(argv=None) -> int:
         # Idle gets servers of its own, fresh: memory freed by the other loads would be reused
         # by its connections and hide their cost (the reference's figure halved that way),
         # and closing its 5,000 sockets leaves garbage whose collection stalled the next load.
-        phases = [[m for m in modes if m not in FRESH]] + [[m] for m in modes if m in FRESH]
-        for phase in (p for p in phases if p):
+        rounds: dict = {"collab": {}, "reference": {}}
+        for phase in schedule(modes, args.rounds):
             targets = start_targets()
-            for mode in phase:
-                for target in targets:
-                    if target["reference"] and mode in COLLAB_ONLY:
-                        continue
-                    out = folder / f"{target['name']}-{mode}.json"
-                    results[target["name"]][mode] = run_loadtest(mode, target, env, args, out)
+            for mode, round_ in phase:
+                for target in turns(targets, mode, round_):
+                    if args.rounds > 1:
+                        say(f"round {round_} of {args.rounds}")
+                    out = folder / f"{target['name']}-{mode}-{round_}.json"
+                    result = run_loadtest(mode, target, env, args, out)
+                    rounds[target["name"]].setdefault(mode, []).append(result)
                     time.sleep(2)  # let the last sockets close before the next load
             say("stopping servers")
             servers.stop()
             servers = Servers(folder)
+        for name, by_mode in rounds.items():
+            results[name] = {mode: combine(each) for mode, each in by_mode.items()}
     finally:
         say("stopping servers")
         servers.stop()
@@ -636,6 +771,9 @@ def main(argv=None) -> int:
     print()
     print(table(results, modes))
     print()
+    if per_round := each_round(results, modes):
+        print(per_round)
+        print()
     print(f"bench took {report['duration_s']} s; all figures in {out}")
     errors = [
         f"{name} {mode}: {result['error']}"

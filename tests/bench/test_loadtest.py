@@ -206,64 +206,6 @@ def test_it_reports_percentiles_by_nearest_rank():
     assert loadtest.percentiles([])["p99"] is None
 
 
-def test_the_bench_reads_the_longest_stall_of_each_window_from_the_server_logs(tmp_path):
-    from bench.run import server_stalls
-
-    log = tmp_path / "collab-1.log"
-    log.write_text(
-        "2026-12-03 06:00:00,100 INFO collab.ws ws open user=a\n"
-        "2026-12-03 06:00:01,250 WARNING collab.metrics event loop stalled "
-        "stall_ms=12.5 cause=loop\n"
-        "2026-12-03 06:00:02,000 WARNING collab.metrics garbage collection paused the process "
-        "stall_ms=118.0 cause=gc2\n"
-        "2026-12-03 06:00:09,000 WARNING collab.metrics event loop stalled "
-        "stall_ms=300.0 cause=loop\n"
-    )
-    base = time.mktime(time.strptime("2026-12-03 06:00:00", "%Y-%m-%d %H:%M:%S"))
-    found = server_stalls([log], {"connect": [base, base + 3], "quiet": [base + 4, base + 5]})
-
-    assert found["connect"] == {"max_ms": 118.0, "cause": "gc2", "over_50_ms": 1}
-    assert found["quiet"] == {"max_ms": 0.0, "cause": None, "over_50_ms": 0}
-
-
-def test_a_stall_counts_in_the_window_it_overlapped_and_not_in_one_that_ended_before_it(tmp_path):
-    from bench.run import server_stalls
-
-    log = tmp_path / "collab-1.log"
-    log.write_text(
-        # 06:00:05.000-05.080: began inside "hold", ended after it.
-        "2026-12-03 06:00:05,080 WARNING collab.metrics event loop stalled "
-        "stall_ms=80.0 cause=loop\n"
-        # 06:00:05.060-05.150: began after "hold" ended (the closes that follow it).
-        "2026-12-03 06:00:05,150 WARNING collab.metrics event loop stalled "
-        "stall_ms=90.0 cause=loop\n"
-    )
-    base = time.mktime(time.strptime("2026-12-03 06:00:00", "%Y-%m-%d %H:%M:%S"))
-    found = server_stalls([log], {"hold": [base + 1, base + 5.05], "close": [base + 5.1, base + 6]})
-
-    assert found["hold"] == {"max_ms": 80.0, "cause": "loop", "over_50_ms": 1}
-    assert found["close"] == {"max_ms": 90.0, "cause": "loop", "over_50_ms": 1}
-
-
-def test_the_bench_reads_when_the_servers_were_done_closing_from_their_logs(tmp_path):
-    from bench.run import server_closes
-
-    base = time.mktime(time.strptime("2026-12-03 06:00:00", "%Y-%m-%d %H:%M:%S"))
-    (tmp_path / "collab-1.log").write_text(
-        "2026-12-03 06:00:00,500 INFO collab.ws ws close user=a document=d code=1000\n"
-        "2026-12-03 06:00:02,100 INFO collab.ws ws close user=b document=d code=1000\n"
-    )
-    (tmp_path / "collab-2.log").write_text(
-        "2026-12-03 06:00:01,000 INFO collab.ws ws open user=c document=d role=editor via=ticket\n"
-        "2026-12-03 06:00:03,000 INFO collab.ws ws close user=c document=d code=1000\n"
-    )
-    logs = [tmp_path / "collab-1.log", tmp_path / "collab-2.log"]
-
-    # The line before the closes started is someone else's.
-    assert server_closes(logs, base + 1, expected=2) == {"closed": 2, "seconds": 2.0, "per_s": 1.0}
-    assert server_closes(logs, base + 1, expected=3, timeout=0.3)["seconds"] is None
-
-
 # Fifty 1 MB messages whose bytes arrive interleaved, as a join storm's answers do when the
 # server has sent them all at once: each buffer grows a read at a time, then the message is cut.
 _FIFTY_INTERLEAVED = """
@@ -317,18 +259,3 @@ def test_it_reads_what_the_databases_processes_spent():
         cursor.execute("SELECT count(*) FROM generate_series(1, 3000000)")
         assert cursor.fetchone() == (3000000,)
     assert loadtest.database_cpu_since(before) > 0.05
-
-
-def test_the_table_prints_no_ratio_for_the_database_the_reference_does_not_have():
-    from bench import run as bench_run
-
-    results = {
-        "collab": {"idle": {"connects_per_s": 1200.0, "database_cpu_ms_per_connect": 0.04}},
-        "reference": {"idle": {"connects_per_s": 2000.0, "database_cpu_ms_per_connect": 0.002}},
-    }
-    rows = {
-        line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
-        for line in bench_run.table(results, ["idle"]).splitlines()
-    }
-    assert rows["connects/s"] == ["1,200.0", "2,000.0", "0.60 |"]
-    assert rows["database CPU per connect (ms)"][2] == "— |"

@@ -1,0 +1,181 @@
+"""bench/run.py: what `make bench` reads from the servers' logs, how it runs and combines its
+rounds, and the table it prints (its loads: tests/bench/test_loadtest.py)."""
+
+import time
+
+from bench import run
+
+
+def test_the_bench_reads_the_longest_stall_of_each_window_from_the_server_logs(tmp_path):
+    log = tmp_path / "collab-1.log"
+    log.write_text(
+        "2026-12-03 06:00:00,100 INFO collab.ws ws open user=a\n"
+        "2026-12-03 06:00:01,250 WARNING collab.metrics event loop stalled "
+        "stall_ms=12.5 cause=loop\n"
+        "2026-12-03 06:00:02,000 WARNING collab.metrics garbage collection paused the process "
+        "stall_ms=118.0 cause=gc2\n"
+        "2026-12-03 06:00:09,000 WARNING collab.metrics event loop stalled "
+        "stall_ms=300.0 cause=loop\n"
+    )
+    base = time.mktime(time.strptime("2026-12-03 06:00:00", "%Y-%m-%d %H:%M:%S"))
+    found = run.server_stalls([log], {"connect": [base, base + 3], "quiet": [base + 4, base + 5]})
+
+    assert found["connect"] == {"max_ms": 118.0, "cause": "gc2", "over_50_ms": 1}
+    assert found["quiet"] == {"max_ms": 0.0, "cause": None, "over_50_ms": 0}
+
+
+def test_a_stall_counts_in_the_window_it_overlapped_and_not_in_one_that_ended_before_it(tmp_path):
+    log = tmp_path / "collab-1.log"
+    log.write_text(
+        # 06:00:05.000-05.080: began inside "hold", ended after it.
+        "2026-12-03 06:00:05,080 WARNING collab.metrics event loop stalled "
+        "stall_ms=80.0 cause=loop\n"
+        # 06:00:05.060-05.150: began after "hold" ended (the closes that follow it).
+        "2026-12-03 06:00:05,150 WARNING collab.metrics event loop stalled "
+        "stall_ms=90.0 cause=loop\n"
+    )
+    base = time.mktime(time.strptime("2026-12-03 06:00:00", "%Y-%m-%d %H:%M:%S"))
+    found = run.server_stalls(
+        [log], {"hold": [base + 1, base + 5.05], "close": [base + 5.1, base + 6]}
+    )
+
+    assert found["hold"] == {"max_ms": 80.0, "cause": "loop", "over_50_ms": 1}
+    assert found["close"] == {"max_ms": 90.0, "cause": "loop", "over_50_ms": 1}
+
+
+def test_the_bench_reads_when_the_servers_were_done_closing_from_their_logs(tmp_path):
+    base = time.mktime(time.strptime("2026-12-03 06:00:00", "%Y-%m-%d %H:%M:%S"))
+    (tmp_path / "collab-1.log").write_text(
+        "2026-12-03 06:00:00,500 INFO collab.ws ws close user=a document=d code=1000\n"
+        "2026-12-03 06:00:02,100 INFO collab.ws ws close user=b document=d code=1000\n"
+    )
+    (tmp_path / "collab-2.log").write_text(
+        "2026-12-03 06:00:01,000 INFO collab.ws ws open user=c document=d role=editor via=ticket\n"
+        "2026-12-03 06:00:03,000 INFO collab.ws ws close user=c document=d code=1000\n"
+    )
+    logs = [tmp_path / "collab-1.log", tmp_path / "collab-2.log"]
+
+    # The line before the closes started is someone else's.
+    assert run.server_closes(logs, base + 1, expected=2) == {
+        "closed": 2,
+        "seconds": 2.0,
+        "per_s": 1.0,
+    }
+    assert run.server_closes(logs, base + 1, expected=3, timeout=0.3)["seconds"] is None
+
+
+def test_the_table_prints_no_ratio_for_the_database_the_reference_does_not_have():
+    results = {
+        "collab": {"idle": {"connects_per_s": 1200.0, "database_cpu_ms_per_connect": 0.04}},
+        "reference": {"idle": {"connects_per_s": 2000.0, "database_cpu_ms_per_connect": 0.002}},
+    }
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
+        for line in run.table(results, ["idle"]).splitlines()
+    }
+    assert rows["connects/s"] == ["1,200.0", "2,000.0", "0.60 |"]
+    assert rows["database CPU per connect (ms)"][2] == "— |"
+
+
+def test_each_mode_runs_its_rounds_and_each_fresh_round_gets_servers_of_its_own():
+    phases = run.schedule(["fanout", "idle", "joinstorm", "idle_session"], rounds=3)
+
+    assert phases == [
+        [("fanout", 1), ("fanout", 2), ("fanout", 3)]
+        + [("joinstorm", 1), ("joinstorm", 2), ("joinstorm", 3)],
+        [("idle", 1)],
+        [("idle", 2)],
+        [("idle", 3)],
+        [("idle_session", 1)],
+        [("idle_session", 2)],
+        [("idle_session", 3)],
+    ]
+    assert run.schedule(["idle"], rounds=1) == [[("idle", 1)]]
+
+
+def test_the_servers_take_turns_going_first_and_collab_only_modes_skip_the_reference():
+    collab = {"name": "collab", "reference": False}
+    reference = {"name": "reference", "reference": True}
+    targets = [collab, reference]
+
+    assert run.turns(targets, "fanout", 1) == [collab, reference]
+    assert run.turns(targets, "fanout", 2) == [reference, collab]
+    assert run.turns(targets, "fanout", 3) == [collab, reference]
+    assert run.turns(targets, "idle_session", 2) == [collab]
+
+
+def _round(p99, stall, *, lost=0, opened=5000, cause="loop"):
+    return {
+        "opened": opened,
+        "lost": lost,
+        "latency_ms": {"p50": p99 / 2, "p99": p99, "max": p99 * 2},
+        "achieved_rate_per_writer_min": p99,
+        "server_stalls": {"connect": {"max_ms": stall, "cause": cause, "over_50_ms": 1}},
+        "connect_errors": [f"error {p99}"] if lost else [],
+        "auth": "ticket",
+    }
+
+
+def test_rounds_combine_into_medians_the_worst_stall_and_every_loss():
+    rounds = [
+        _round(6.0, 20.0),
+        _round(9.0, 60.0, lost=2, opened=4998, cause="gc"),
+        _round(5.0, 30.0),
+    ]
+
+    combined = run.combine(rounds)
+
+    assert combined["latency_ms"] == {"p50": 3.0, "p99": 6.0, "max": 18.0}  # medians; the max
+    assert combined["achieved_rate_per_writer_min"] == 5.0  # the least
+    assert combined["server_stalls"]["connect"] == {"max_ms": 60.0, "cause": "gc", "over_50_ms": 3}
+    assert (combined["lost"], combined["opened"]) == (2, 4998)
+    assert combined["connect_errors"] == ["error 9.0"]
+    assert combined["auth"] == "ticket"
+    assert combined["rounds"] == rounds
+    assert "error" not in combined
+
+
+def test_a_failed_round_is_left_out_of_the_figures_and_fails_the_bench():
+    combined = run.combine([_round(6.0, 20.0), {"error": "timed out after 240 s"}])
+
+    assert combined["latency_ms"]["p99"] == 6.0
+    assert combined["error"] == "timed out after 240 s"
+    assert run.combine([{"error": "no result"}]) == {"error": "no result"}
+
+
+def test_one_round_is_the_result_as_the_load_tool_gave_it():
+    only = _round(6.0, 20.0)
+
+    assert run.combine([only]) == only
+
+
+def test_the_table_shows_the_median_and_the_rounds_one_by_one_with_their_ratios():
+    def idle(*rates):
+        return run.combine([{"connects_per_s": rate} for rate in rates])
+
+    results = {
+        "collab": {"idle": idle(1200.0, 900.0, 1300.0), "idle_session": idle(1000.0, 1100.0)},
+        "reference": {"idle": idle(2000.0, 1800.0, 2100.0)},
+    }
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
+        for line in run.table(results, ["idle", "idle_session"]).splitlines()
+    }
+    each = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
+        for line in run.each_round(results, ["idle", "idle_session"]).splitlines()
+    }
+
+    assert rows["connects/s"] == ["1,200.0", "2,000.0", "0.60 |"]
+    assert each["connects/s"] == [
+        "1,200.0 / 900.0 / 1,300.0",
+        "2,000.0 / 1,800.0 / 2,100.0",
+        "0.60 / 0.50 / 0.62 |",
+    ]
+    # A collab-only mode is compared round by round with the reference's idle.
+    assert each["session cookie: connects/s"] == [
+        "1,000.0 / 1,100.0",
+        "2,000.0 / 1,800.0 / 2,100.0",
+        "0.50 / 0.61 |",
+    ]
+    assert run.each_round({"collab": {"idle": idle(1.0)}, "reference": {}}, ["idle"]) == ""
