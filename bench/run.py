@@ -556,16 +556,29 @@ def table(results: dict, modes) -> str:
     for mode, path, label, unit in ROWS:
         if mode not in modes:
             continue
-        ours = _get(results["collab"].get(mode, {}), path)
-        ref = _get(results["reference"].get(COLLAB_ONLY.get(mode, mode), {}), path)
+        mine = results["collab"].get(mode, {})
+        theirs = results["reference"].get(COLLAB_ONLY.get(mode, mode), {})
+        ours, ref = _get(mine, path), _get(theirs, path)
         ratio = "—"
         if path in NO_RATIO:
             pass
-        elif isinstance(ours, int | float) and isinstance(ref, int | float) and ref:
+        elif ratios := _ratios(mine.get("rounds", []), theirs.get("rounds", []), path):
+            # Each round's ratio is of two figures taken minutes apart, not a quarter of an
+            # hour: their median, not the medians' ratio, is what the machine's drift least
+            # moves.
+            ratio = f"{statistics.median(ratios):.2f}"
+        elif _number(ours) and _number(ref) and ref:
             ratio = f"{ours / ref:.2f}"
         label = f"{label} ({unit})" if unit else label
         lines.append(f"| {label} | {_fmt(ours)} | {_fmt(ref)} | {ratio} |")
     return "\n".join(lines)
+
+
+def _ratios(ours: list[dict], theirs: list[dict], path: str) -> list[float]:
+    """Each round's collab figure over the reference's figure of the same round, for the
+    rounds where both have one (none for one round)."""
+    pairs = [(_get(a, path), _get(b, path)) for a, b in zip(ours, theirs, strict=False)]
+    return [a / b for a, b in pairs if _number(a) and _number(b) and b] if len(pairs) > 1 else []
 
 
 def each_round(results: dict, modes) -> str:
@@ -584,7 +597,7 @@ def each_round(results: dict, modes) -> str:
         ratios = [
             f"{a / b:.2f}" if _number(a) and _number(b) and b else "—"
             for a, b in zip(ours, theirs, strict=False)
-        ]
+        ]  # every round's, "—" where one side has no figure
         lines.append(
             f"| {label} | {' / '.join(map(_fmt, ours))} | {' / '.join(map(_fmt, theirs)) or '—'}"
             f" | {' / '.join(ratios) or '—'} |"
