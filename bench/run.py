@@ -369,9 +369,6 @@ def server_stalls(logs: list[Path], windows: dict) -> dict:
     return found
 
 
-# -- the table ----------------------------------------------------------------------------------
-
-
 # -- rounds -------------------------------------------------------------------------------------
 #
 # Every mode runs ``--rounds`` times against each server, the two taking turns (collab first in
@@ -466,6 +463,9 @@ def _figure(key: str, values: list):
         return max(values)
     middle = statistics.median(values)
     return int(middle) if all(isinstance(v, int) for v in values) and middle % 1 == 0 else middle
+
+
+# -- the table ----------------------------------------------------------------------------------
 
 
 def _get(result: dict, path: str):
@@ -563,9 +563,9 @@ def table(results: dict, modes) -> str:
         if path in NO_RATIO:
             pass
         elif ratios := _ratios(mine.get("rounds", []), theirs.get("rounds", []), path):
-            # Each round's ratio is of two figures taken minutes apart, not a quarter of an
-            # hour: their median, not the medians' ratio, is what the machine's drift least
-            # moves.
+            # A round's ratio compares two figures taken a minute or so apart; the two sides'
+            # medians may come from rounds ten minutes apart. The median of the rounds' ratios
+            # is what the machine's drift through a run moves least.
             ratio = f"{statistics.median(ratios):.2f}"
         elif _number(ours) and _number(ref) and ref:
             ratio = f"{ours / ref:.2f}"
@@ -634,7 +634,8 @@ def main(argv=None) -> int:
         type=int,
         default=3,
         help="rounds of each mode against each server, taking turns; the table shows each"
-        " figure's median (longest stalls: the longest; losses: the sum)",
+        " figure's median (longest stalls: the longest; losses: the sum) and the median of"
+        " the rounds' ratios",
     )
     parser.add_argument("--modes", default=",".join(MODE_ORDER))
     parser.add_argument("--readers", type=int, default=100)
@@ -673,6 +674,8 @@ def main(argv=None) -> int:
         "--out", default=str(ROOT / "var" / "bench" / "latest.json"), help="all results, JSON"
     )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     modes = [m for m in args.modes.split(",") if m in MODE_ORDER]  # in the order given
     nofile = raise_nofile_limit()  # inherited by every process started below
     started = time.monotonic()

@@ -3,6 +3,8 @@ rounds, and the table it prints (its loads: tests/bench/test_loadtest.py)."""
 
 import time
 
+import pytest
+
 from bench import run
 
 
@@ -180,3 +182,11 @@ def test_the_table_shows_the_median_and_the_rounds_one_by_one_with_their_ratios(
         "0.50 / 1.10 |",
     ]
     assert run.each_round({"collab": {"idle": idle(1.0)}, "reference": {}}, ["idle"]) == ""
+
+
+def test_it_refuses_a_bench_of_no_rounds(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        run.main(["--rounds", "0"])
+
+    assert stopped.value.code == 2
+    assert "--rounds must be 1 or more" in capsys.readouterr().err
