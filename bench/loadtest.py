@@ -163,8 +163,14 @@ class Client:
         self.closed_code: int | None = None
         self.refusal = ""
         self._reader: asyncio.Task | None = None
+        # How long its open took, in two parts (ns): from the TCP connect to the server's 101
+        # read, and from there to the sync step 2 read (the first round trip on the socket).
+        self.handshake_ns = 0
+        self.sync_ns = 0
+        self.synced_at_ns = 0
 
     async def open(self, timeout: float) -> None:
+        started = time.perf_counter_ns()
         self.ws = await asyncio.wait_for(
             connect(
                 self.url,
@@ -182,6 +188,8 @@ class Client:
             ),
             timeout,
         )
+        upgraded = time.perf_counter_ns()
+        self.handshake_ns = upgraded - started
         self._reader = asyncio.ensure_future(self._read())
         await self.ws.send(EMPTY_STEP1)
         synced = asyncio.ensure_future(self.synced.wait())
@@ -191,6 +199,7 @@ class Client:
             if self.closed_code is not None:
                 raise ConnectionError(f"closed {self.closed_code} before sync: {self.refusal}")
             raise TimeoutError(f"no sync step 2 within {timeout} s")
+        self.sync_ns = self.synced_at_ns - upgraded
 
     def _handshake(self) -> dict[str, Any]:
         """A browser's handshake when the run has a session cookie: the cookie, and the Origin
@@ -214,6 +223,8 @@ class Client:
                     run.on_update(self, frame, now)
                 elif head == SYNC_STEP2_PREFIX:
                     self.step2_size = len(frame)
+                    if not self.synced.is_set():
+                        self.synced_at_ns = now
                     self.synced.set()
                 elif head == b"\x00\x00":
                     await ws.send(EMPTY_STEP2)  # answer the server's step 1, as Yjs does
@@ -967,6 +978,12 @@ async def idle(
         "connect_errors": errors[:10],
         "open_s": round(open_s, 2),
         "connects_per_s": round(opened / open_s, 1) if open_s > 0 else None,
+        # Each socket's open in two parts, as this client saw them: until the server's 101
+        # (the TCP connect, the upgrade, the server's checks), then until its sync step 2
+        # (the first round trip on the open socket). Waits in either process's event loop
+        # count in both; the servers' own stall lines say which loop was busy.
+        "handshake_ms": percentiles([client.handshake_ns for client in clients]),
+        "first_round_trip_ms": percentiles([client.sync_ns for client in clients]),
         "hold_s": hold,
         "still_open": still_open,
         "closed_codes": closed_codes,

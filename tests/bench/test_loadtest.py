@@ -13,6 +13,7 @@ import time
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from websockets.asyncio.server import serve
 
 from bench import loadtest
 from editor.models import Document
@@ -92,6 +93,35 @@ def test_it_holds_idle_connections_and_reads_server_memory(server, tmp_path):
     assert result["client_cpu_ms_per_connect"] > 0
     # PostgreSQL's processes, read from /proc the same way (the checks' queries; may round to 0).
     assert result["database_cpu_ms_per_connect"] >= 0
+    # Each socket's open in its two parts, over the 30 sockets.
+    assert_latency_shape(result["handshake_ms"])
+    assert_latency_shape(result["first_round_trip_ms"])
+    assert result["handshake_ms"]["p50"] > 0 and result["first_round_trip_ms"]["p50"] > 0
+
+
+def test_a_client_times_its_upgrade_and_its_first_round_trip_apart():
+    # A server that takes 0.6 s to answer the upgrade, then 0.3 s to answer sync step 1: each
+    # wait shows in its own part, and neither part holds the other's.
+    async def slow_upgrade(connection, request):
+        await asyncio.sleep(0.6)
+
+    async def slow_answer(websocket):
+        async for frame in websocket:
+            if frame == loadtest.EMPTY_STEP1:
+                await asyncio.sleep(0.3)
+                await websocket.send(loadtest.SYNC_STEP2_PREFIX + b"\x02\x00\x00")
+
+    async def scenario():
+        async with serve(slow_answer, "127.0.0.1", 0, process_request=slow_upgrade) as server:
+            port = server.sockets[0].getsockname()[1]
+            client = loadtest.Client(f"ws://127.0.0.1:{port}/", loadtest.Run())
+            await client.open(10)
+            await client.close()
+            return client
+
+    client = asyncio.run(scenario())
+    assert client.handshake_ns >= 0.6e9
+    assert 0.3e9 <= client.sync_ns < client.handshake_ns
 
 
 def test_it_connects_idle_sockets_with_a_session_cookie_as_a_browser(server, tmp_path):
