@@ -979,9 +979,9 @@ async def idle(
         "open_s": round(open_s, 2),
         "connects_per_s": round(opened / open_s, 1) if open_s > 0 else None,
         # Each socket's open in two parts, as this client saw them: until the server's 101
-        # (the TCP connect, the upgrade, the server's checks), then until its sync step 2
-        # (the first round trip on the open socket). Waits in either process's event loop
-        # count in both; the servers' own stall lines say which loop was busy.
+        # (the TCP connect, the upgrade), then until its sync step 2 (the first round trip
+        # on the open socket; collab checks the socket after its 101, so its check is in this
+        # part). Waits in either process's event loop count in both.
         "handshake_ms": percentiles([client.handshake_ns for client in clients]),
         "first_round_trip_ms": percentiles([client.sync_ns for client in clients]),
         "hold_s": hold,
