@@ -105,7 +105,9 @@ def env_addresses(name: str, default_port: int) -> list[tuple[str, int]]:
 
 
 def env_gc_thresholds(name: str, default: tuple[int, int, int]) -> tuple[int, int, int] | None:
-    """Three positive integers for ``gc.set_threshold`` ("20000,20,10"); "python": leave
+    """Three integers for ``gc.set_threshold`` ("20000,20,10"), the first positive (0 would
+    turn the collector off) and the others positive or 0 (0: every collection of the younger
+    generation but the first after one of this one takes this one too); "python": leave
     Python's own (700, 10, 10)."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -113,8 +115,9 @@ def env_gc_thresholds(name: str, default: tuple[int, int, int]) -> tuple[int, in
     if raw.strip().lower() == "python":
         return None
     parts = [part.strip() for part in raw.split(",")]
-    if len(parts) != 3 or not all(part.isdigit() and int(part) > 0 for part in parts):
+    if len(parts) != 3 or not all(part.isdigit() for part in parts) or int(parts[0]) == 0:
         raise ImproperlyConfigured(
-            f"{name} must be three positive integers like 20000,20,10 (or python), not {raw!r}"
+            f"{name} must be three integers like 20000,20,10, the first above 0 (or python),"
+            f" not {raw!r}"
         )
     return int(parts[0]), int(parts[1]), int(parts[2])

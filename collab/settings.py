@@ -511,7 +511,7 @@ SERVE: ServeOptions = {
     "EAGER_WORK": env_bool("WS_EAGER_WORK", True),
     # The collector's thresholds (gc.set_threshold), set at load (collab/asgi.py); "python":
     # Python's own 700,10,10.
-    "GC_THRESHOLDS": env_gc_thresholds("GC_THRESHOLDS", (10_000, 1, 230)),
+    "GC_THRESHOLDS": env_gc_thresholds("GC_THRESHOLDS", (5_000, 0, 460)),
     # Seconds a client has to send its first request head before its connection is dropped
     # (collab/transport.py); 0: no deadline. A WebSocket upgrade comes after the head.
     "HEADER_TIMEOUT": env_float("HTTP_HEADER_TIMEOUT", 20.0),
