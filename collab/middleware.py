@@ -4,8 +4,6 @@ stack."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
-
 from asgiref.typing import (
     ASGI3Application,
     ASGIReceiveCallable,
@@ -14,6 +12,8 @@ from asgiref.typing import (
 )
 from django.conf import settings
 from django.http.cookie import parse_cookie
+
+from editor.realtime import tickets
 
 
 class SessionUnlessTicket:
@@ -47,5 +47,4 @@ def _session_key(scope: WebSocketScope) -> str | None:
 
 
 def _has_ticket(scope: WebSocketScope) -> bool:
-    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
-    return bool(query.get("ticket", [None])[0])
+    return bool(tickets.in_query(scope.get("query_string", b"")))

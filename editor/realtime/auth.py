@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -688,8 +688,7 @@ def _claimed_once(scope: dict[str, Any], document_id: str) -> tuple[Any, ...]:
 
 
 def _ticket_of(scope: dict[str, Any]) -> str | None:
-    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
-    return query.get("ticket", [None])[0]
+    return tickets.in_query(scope.get("query_string", b""))
 
 
 def _session_of(scope: dict[str, Any]) -> Any:

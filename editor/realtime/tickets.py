@@ -5,8 +5,10 @@ table and no Redis round trip). It stays valid until it expires, so a client can
 the same ticket; it is useless for any other document or after TICKET_TTL seconds.
 """
 
+import functools
 import uuid
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.core import signing
@@ -42,3 +44,25 @@ def read(token: str) -> Ticket:
         return Ticket(user_id=int(payload["u"]), document_id=str(payload["d"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise TicketError("ticket payload malformed") from exc
+
+
+# Query strings up to this long are remembered by ``in_query``; longer ones (no ticket is
+# near it) are parsed each time, so the cache holds at most about 128 KB of them.
+_REMEMBERED_QUERY = 512
+
+
+def in_query(query_string: bytes) -> str | None:
+    """The ticket a socket's query string carries (``?ticket=…``), or None. The middleware
+    (collab/middleware.py) and the socket check (editor/realtime/auth.py) each ask while the
+    socket connects, the check twice: the string is parsed once, and the answer kept for the
+    next few hundred sockets' asking (docs/BENCHMARKS.md, change 72)."""
+    if len(query_string) > _REMEMBERED_QUERY:
+        return _parsed(query_string)
+    return _remembered(query_string)
+
+
+def _parsed(query_string: bytes) -> str | None:
+    return parse_qs(query_string.decode("latin1")).get("ticket", [None])[0]
+
+
+_remembered = functools.lru_cache(maxsize=256)(_parsed)

@@ -5,11 +5,13 @@ connection and the switch turned off take the threads. On a real PostgreSQL data
 
 import asyncio
 import logging
+import urllib.parse
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
+from collab.middleware import SessionUnlessTicket
 from editor.models import Membership
 from editor.realtime import auth
 from editor.realtime.auth import Refused, authorize
@@ -188,3 +190,36 @@ async def test_with_preparing_off_the_loop_prepares_nothing(document, viewer, tr
         assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
     assert trips == {"threads": 0, "loop": 3}
     assert await statements_prepared_on_the_loop() == []
+
+
+async def test_a_sockets_query_string_is_parsed_once_for_its_ticket(
+    document, owner, editor_user, viewer, monkeypatch, trips
+):
+    """The middleware asks whether a socket brings a ticket, and its check on the loop asks
+    twice more (which sockets the loop checks; the ticket itself): one parse of the query string
+    serves all three."""
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    parsed = []
+    parse_qsl = urllib.parse.parse_qsl
+
+    def counted(query, *args, **kwargs):
+        parsed.append(query)
+        return parse_qsl(query, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.parse, "parse_qsl", counted)
+    scopes = [ticket_scope(user.pk, doc) for user in (owner, editor_user, viewer)]
+    checked = {}
+
+    async def check(scope, receive, send):
+        checked[scope["query_string"]] = await authorize(scope, doc)
+
+    await asyncio.gather(*(SessionUnlessTicket(check)(scope, None, None) for scope in scopes))
+
+    assert trips == {"threads": 0, "loop": 1}
+    assert [checked[scope["query_string"]].role for scope in scopes] == [
+        "owner",
+        "editor",
+        "viewer",
+    ]
+    assert sorted(parsed) == sorted(scope["query_string"].decode() for scope in scopes)
