@@ -77,9 +77,9 @@ if settings.SERVE["GC_THRESHOLDS"] is not None:
     # 5,000 connects ended in one 200 ms collection of 330,000 objects (change 45). Young
     # collections every 5,000, and every other one takes the middle generation too (its
     # threshold 0): a middle collection examines one young collection's survivors and the
-    # young generation, about 10,000 objects instead of 30,000, so its pause is a third
-    # (30 ms -> 12 ms at most on a slow VM), and the collector's time while sockets connect
-    # fell by about a third (change 71). Full collections are tried as often as before, every
+    # young generation, about 10,000 objects instead of 30,000: the longest pause while 10,000
+    # sockets connect 26-31 ms -> 12-15 ms, and the collector's time then fell by about a
+    # third (change 71). Full collections are tried as often as before, every
     # 4.6 million net allocations.
     gc.set_threshold(*settings.SERVE["GC_THRESHOLDS"])
 

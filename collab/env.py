@@ -106,8 +106,8 @@ def env_addresses(name: str, default_port: int) -> list[tuple[str, int]]:
 
 def env_gc_thresholds(name: str, default: tuple[int, int, int]) -> tuple[int, int, int] | None:
     """Three integers for ``gc.set_threshold`` ("20000,20,10"), the first positive (0 would
-    turn the collector off) and the others positive or 0 (0: every collection of the younger
-    generation but the first after one of this one takes this one too); "python": leave
+    turn the collector off), the others 0 or more (0: that generation is collected whenever the
+    younger one has been since it last was, so every other collection); "python": leave
     Python's own (700, 10, 10)."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
