@@ -99,7 +99,7 @@ print(json.dumps({str(g): sizes for g, sizes in examined.items()}))
 def test_a_connect_burst_is_collected_in_small_pieces():
     """The pause of a collection grows with the objects it examines (0.6-0.9 µs each on a busy
     VM: 200 ms for the middle generation's 330,000 after 5,000 connects, change 45). A burst
-    of connects is examined a few young collections' worth at a time, and runs no full
+    of connects is examined two young collections' worth at most at a time, and runs no full
     collection (every object the process holds) of its own."""
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings"}
     examined = json.loads(run_python(BURST, environment).strip().splitlines()[-1])

@@ -46,8 +46,8 @@ def read(token: str) -> Ticket:
         raise TicketError("ticket payload malformed") from exc
 
 
-# Query strings up to this long are remembered by ``in_query``; longer ones (no ticket is
-# near it) are parsed each time, so the cache holds at most about 128 KB of them.
+# Query strings up to this long are remembered by ``in_query`` (a ticket's is about 150 bytes);
+# longer ones are parsed each time, so the cache holds at most about 128 KB of them.
 _REMEMBERED_QUERY = 512
 
 
