@@ -44,6 +44,8 @@ if settings.SERVE["DIRECT_FRAMES"]:
     transport.available(transport.DIRECT_FRAMES)  # the consumer asks again per socket
 if settings.SERVE["FAST_FRAMES"]:
     transport.fast_frames()
+if settings.SERVE["TURN_BUDGET"]:
+    transport.turn_budget(settings.SERVE["TURN_BUDGET"])
 if settings.SERVE["HEADER_TIMEOUT"]:
     transport.limit_request_heads(settings.SERVE["HEADER_TIMEOUT"])
 if settings.LOG_FORMAT == "json":

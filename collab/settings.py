@@ -456,11 +456,18 @@ class ServeOptions(TypedDict):
     DIRECT_HANDSHAKES: bool
     DIRECT_FRAMES: bool
     FAST_FRAMES: bool
+    TURN_BUDGET: float
     EAGER_WORK: bool
     GC_THRESHOLDS: tuple[int, int, int] | None
     HEADER_TIMEOUT: float
     EVENT_LOOP: str
 
+
+_TURN_BUDGET_MS = env_int("WS_TURN_BUDGET_MS", 10)
+if _TURN_BUDGET_MS < 0:
+    raise ImproperlyConfigured(
+        f"WS_TURN_BUDGET_MS must be 0 (no cap) or more milliseconds, not {_TURN_BUDGET_MS}"
+    )
 
 # Options for daphne, passed by `manage.py serve` (the one place the server is started from).
 SERVE: ServeOptions = {
@@ -504,6 +511,10 @@ SERVE: ServeOptions = {
     "DIRECT_FRAMES": env_bool("WS_DIRECT_FRAMES", True),
     # A socket's small, whole binary frames skip autobahn's parser (collab/frames.py).
     "FAST_FRAMES": env_bool("WS_FAST_FRAMES", True),
+    # Seconds of socket callbacks after which a turn of the event loop leaves the sockets still
+    # ready to the next turn, so that timers and waiting tasks run between (collab/turns.py): a
+    # close storm's turns of 48-72 ms became 18-20 ms. 0: no cap, every ready socket each turn.
+    "TURN_BUDGET": _TURN_BUDGET_MS / 1000,
     # A frame's work (apply, pass on) runs in the turn of the event loop that read it, up to its
     # first wait, not after every other frame of that turn (editor/realtime/connection.py): a
     # tenth to a seventh off the throughput mode's latency p50 (docs/BENCHMARKS.md, changes 52

@@ -42,6 +42,10 @@ to its connection as daphne puts them in the consumer's queue.
 **Plain frames read directly** (``fast_frames``, collab/frames.py): a socket's small, whole
 binary frames skip autobahn's parser.
 
+**A turn's socket work capped** (``turn_budget``, collab/turns.py): a turn of the event loop
+stops calling ready sockets back once they have taken ``WS_TURN_BUDGET_MS``; the rest are read
+next turn, after the timers and tasks that were waiting.
+
 **A lingering close** (``hang_up``): a socket the server closes without waiting for the
 client's reply (a flood, 1011, 1013) ends its own half once the close frame is out, throws away
 what the client still sends and closes when the client ends, instead of closing with unread
@@ -55,7 +59,7 @@ pyproject.toml pins Twisted and autobahn to the release lines it was tested with
 still move, so each tuning (``EAGER_WRITES``, ``SHARED_PROTOCOL_OPTIONS``, ``RAW_FRAMES``,
 ``QUEUED_BYTES``, ``HEADER_DEADLINE``, ``ACCESS_LOG``, ``QUIET_HANDSHAKE``, ``LEAN_SOCKETS``,
 ``SHUTDOWN_CANCEL``, ``SPREAD_CHECKS``, ``DIRECT_UPGRADES``, ``DIRECT_HANDSHAKES``,
-``DIRECT_FRAMES``, ``LINGERING_CLOSE``, ``FAST_FRAMES``)
+``DIRECT_FRAMES``, ``LINGERING_CLOSE``, ``FAST_FRAMES``, ``TURN_BUDGET``)
 first checks, once per process, that what it relies on is there (``available(tuning)``;
 ``check()`` asks for all of them): the functions it replaces or calls take the arguments it
 passes (``inspect.signature``); throw-away objects built off the live server (a Twisted
@@ -103,6 +107,7 @@ DIRECT_HANDSHAKES = "direct_handshakes"
 DIRECT_FRAMES = "direct_frames"
 LINGERING_CLOSE = "lingering_close"
 FAST_FRAMES = "fast_frames"
+TURN_BUDGET = "turn_budget"
 
 # Twisted's own write (through its TLS mixin, which buffers plain connections); what
 # eager_write falls back to. install() takes it again from tcp.Server when it replaces it.
@@ -608,6 +613,27 @@ def _spread_checks_missing() -> list[str]:
     return spread.missing()
 
 
+# -- a cap on one turn's socket callbacks (collab/turns.py) ------------------------------------
+
+
+def turn_budget(seconds: float) -> bool:
+    """Each turn of the event loop stops calling ready sockets back once they have taken
+    ``seconds``; the rest are read next turn (collab/turns.py). Says whether it is installed;
+    idempotent."""
+    if not available(TURN_BUDGET):
+        return False
+    from collab import turns
+
+    turns.install(seconds)
+    return True
+
+
+def _turn_budget_missing() -> list[str]:
+    from collab import turns
+
+    return turns.missing()
+
+
 # -- upgrade requests handed to autobahn directly (collab/upgrade.py) ---------------------------
 
 
@@ -893,7 +919,7 @@ _checked: dict[str, bool] = {}
 
 def available(tuning: str) -> bool:
     """Whether ``tuning`` (one of the names at the top of this module, EAGER_WRITES to
-    FAST_FRAMES) finds what it relies on in the installed Twisted, autobahn,
+    TURN_BUDGET) finds what it relies on in the installed Twisted, autobahn,
     daphne and Channels. Checked on the first ask, once per process; a failed check logs one
     warning, and the tuning stays off."""
     try:
@@ -1270,6 +1296,10 @@ _TUNINGS: dict[str, _Tuning] = {
     ),
     FAST_FRAMES: _Tuning(
         _fast_frames_missing, "Every frame is read by autobahn's parser, as before"
+    ),
+    TURN_BUDGET: _Tuning(
+        _turn_budget_missing,
+        "Each turn of the event loop reads every ready socket, however long that takes",
     ),
     LINGERING_CLOSE: _Tuning(
         _lingering_close_missing,

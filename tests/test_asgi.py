@@ -16,7 +16,13 @@ import gc, json
 import collab.asgi
 from collab import transport
 from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+from collab import turns
 print(json.dumps({
+    "turn_budget": (
+        getattr(AsyncioSelectorReactor._readOrWrite, "collab_budget", False)
+        and turns._Budget.seconds
+    ),
     "eager_writes": transport.installed(),
     "shared_options": getattr(WebSocketProtocol._connectionMade, "shares_options", False),
     "frozen": gc.get_freeze_count(),
@@ -40,14 +46,21 @@ def test_loading_the_application_tunes_the_server_by_default():
     # Fewer, larger young collections; every other one takes the middle generation too
     # (GC_THRESHOLDS).
     assert loaded["thresholds"] == [5_000, 0, 460]
+    # A turn of the event loop calls ready sockets back for 10 ms at most (collab/turns.py).
+    assert loaded["turn_budget"] == 0.01
 
 
 def test_each_tuning_can_be_turned_off():
     loaded = load_asgi(
-        WS_EAGER_WRITES="0", WS_SHARED_PROTOCOL_OPTIONS="0", GC_FREEZE="0", GC_THRESHOLDS="python"
+        WS_EAGER_WRITES="0",
+        WS_SHARED_PROTOCOL_OPTIONS="0",
+        GC_FREEZE="0",
+        GC_THRESHOLDS="python",
+        WS_TURN_BUDGET_MS="0",
     )
 
     assert loaded == {
+        "turn_budget": False,
         "eager_writes": False,
         "shared_options": False,
         "frozen": 0,
@@ -73,6 +86,20 @@ def test_the_collectors_thresholds_can_be_set_and_nonsense_is_refused():
         )
         assert result.returncode != 0, nonsense
         assert "GC_THRESHOLDS must be three integers like 20000,20,10" in result.stderr
+
+
+def test_the_turn_budget_can_be_set_and_a_negative_one_is_refused():
+    assert load_asgi(WS_TURN_BUDGET_MS="25")["turn_budget"] == 0.025
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings", "WS_TURN_BUDGET_MS": "-5"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "WS_TURN_BUDGET_MS must be 0 (no cap) or more milliseconds, not -5" in result.stderr
 
 
 # What a connect burst leaves with the collector: 8,000 sockets, each keeping 70 small

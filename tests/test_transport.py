@@ -517,6 +517,7 @@ def test_every_tuning_passes_its_check_on_the_installed_libraries(unchecked, cap
         "direct_frames": True,
         "lingering_close": True,
         "fast_frames": True,
+        "turn_budget": True,
     }
     assert [r for r in caplog.records if r.name == "collab.transport"] == []
 
@@ -883,6 +884,7 @@ def test_loading_the_application_leaves_a_changed_twisted_alone():
         "direct_frames": True,
         "lingering_close": True,
         "fast_frames": True,
+        "turn_budget": True,
     }
     assert result.stderr.count("transport tuning eager_writes is off") == 1
     assert result.stderr.count("transport tuning") == 1
