@@ -124,6 +124,13 @@ def test_the_self_check_passes_on_the_installed_twisted():
     assert transport.available(transport.TURN_BUDGET)
 
 
+def test_the_self_check_runs_when_asked_from_inside_a_running_event_loop():
+    async def ask():
+        return turns.missing()
+
+    assert asyncio.run(ask()) == []
+
+
 def test_the_self_check_fails_when_the_cap_does_not_pass_sockets_over(monkeypatch):
     monkeypatch.setattr(turns, "_capped", lambda read_or_write: read_or_write)
     assert turns.missing() == [
