@@ -40,24 +40,27 @@ from typing import Any
 _perf = time.perf_counter
 
 
-class _Budget:
-    """The installed budget (seconds), read on every socket callback."""
-
-    seconds = 0.0
-
-
 def install(seconds: float) -> None:
     """Caps each turn's socket callbacks at ``seconds``; idempotent (a second call changes the
     budget)."""
     from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
-    _Budget.seconds = seconds
-    if getattr(AsyncioSelectorReactor._readOrWrite, "collab_budget", False):
-        return
     reactor: Any = AsyncioSelectorReactor
+    reactor._collab_budget = seconds  # read by every reactor on each socket callback
+    if getattr(reactor._readOrWrite, "collab_budget", False):
+        return
     reactor._readOrWrite = _capped(reactor._readOrWrite)
     reactor._collab_turn_started = None
     reactor._collab_turn_over = _turn_over
+
+
+def budget() -> float | None:
+    """The installed budget in seconds; None when the cap is not installed."""
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if not getattr(AsyncioSelectorReactor._readOrWrite, "collab_budget", False):
+        return None
+    return getattr(AsyncioSelectorReactor, "_collab_budget", None)
 
 
 def _capped(read_or_write: Callable[[Any, Any, bool], None]) -> Callable[[Any, Any, bool], None]:
@@ -67,7 +70,7 @@ def _capped(read_or_write: Callable[[Any, Any, bool], None]) -> Callable[[Any, A
             self._collab_turn_started = _perf()
             # Runs before the next turn's socket callbacks: a new turn, a new budget.
             self._asyncioEventloop.call_soon(self._collab_turn_over)
-        elif _perf() - started >= _Budget.seconds:
+        elif _perf() - started >= self._collab_budget:
             return  # still ready: the next poll reports it again
         read_or_write(self, selectable, read)
 
@@ -129,10 +132,10 @@ def _one_a_turn(original: Callable[[Any, Any, bool], None]) -> list[str]:
 
     class Reactor(AsyncioSelectorReactor):
         _readOrWrite = _capped(original)
+        _collab_budget = 0.0
         _collab_turn_started = None
         _collab_turn_over = _turn_over
 
-    kept, _Budget.seconds = _Budget.seconds, 0.0
     loop = asyncio.new_event_loop()
     try:
         with _socket_pairs(2) as pairs:
@@ -160,7 +163,6 @@ def _one_a_turn(original: Callable[[Any, Any, bool], None]) -> list[str]:
                 reactor.removeReader(waker)
                 waker.connectionLost(None)
     finally:
-        _Budget.seconds = kept
         loop.close()
     if len(turns) != 2 or turns[0] == turns[1]:
         return [f"two ready sockets on a reactor with a budget of 0 were read in turns {turns}"]

@@ -85,13 +85,12 @@ def reads_per_turn(log):
 
 
 @pytest.fixture
-def budget():
-    def install(seconds):
-        turns.install(seconds)
-
-    kept = turns._Budget.seconds
-    yield install
-    turns._Budget.seconds = kept
+def budget(monkeypatch):
+    """Installs the cap (process-wide, as collab/asgi.py does) with the test's budget, and puts
+    the budget back afterwards."""
+    turns.install(0.01)
+    monkeypatch.setattr(AsyncioSelectorReactor, "_collab_budget", 0.01)
+    return turns.install
 
 
 @pytest.mark.parametrize("kind", LOOPS)
