@@ -513,7 +513,7 @@ SERVE: ServeOptions = {
     "FAST_FRAMES": env_bool("WS_FAST_FRAMES", True),
     # Seconds of socket callbacks after which a turn of the event loop leaves the sockets still
     # ready to the next turn, so that timers and waiting tasks run between (collab/turns.py): a
-    # close storm's turns of 48-72 ms became 18-20 ms. 0: no cap, every ready socket each turn.
+    # close storm's turns of 33-72 ms became 14-35 ms. 0: no cap, every ready socket each turn.
     "TURN_BUDGET": _TURN_BUDGET_MS / 1000,
     # A frame's work (apply, pass on) runs in the turn of the event loop that read it, up to its
     # first wait, not after every other frame of that turn (editor/realtime/connection.py): a

@@ -6,7 +6,7 @@ polls, calls the reactor back for every socket that is ready, one after another
 runs the timers and the tasks that are waiting. When many sockets are ready at once, that turn
 lasts as long as all of them take. In a close storm (a proxy restarting, a network blip, every
 tab of an office closing) each socket's close frame, its reply, its teardown and its consumer's
-end are all in that one read: 2,500 sockets closing on one process made turns of 36–72 ms, a
+end are all in that one read: 2,500 sockets closing on one process made turns of 33–72 ms, a
 stall for every other socket of the process (docs/BENCHMARKS.md, change 73).
 
 Here a turn's socket callbacks stop once they have taken ``budget`` seconds: the first callback
