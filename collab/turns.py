@@ -70,8 +70,10 @@ def _capped(read_or_write: Callable[[Any, Any, bool], None]) -> Callable[[Any, A
             self._collab_turn_started = _perf()
             # Runs before the next turn's socket callbacks: a new turn, a new budget.
             self._asyncioEventloop.call_soon(self._collab_turn_over)
-        elif _perf() - started >= self._collab_budget:
-            return  # still ready: the next poll reports it again
+        elif _perf() - started >= self._collab_budget and selectable.fileno() != -1:
+            # Still ready: the next poll reports it again. (A socket with no descriptor left
+            # would never be reported again: Twisted's own call disconnects it now.)
+            return
         read_or_write(self, selectable, read)
 
     _readOrWrite.collab_budget = True  # type: ignore[attr-defined]

@@ -161,3 +161,27 @@ def test_a_changed_twisted_is_left_alone_with_one_warning(unchecked, monkeypatch
     assert warning.endswith(
         "Each turn of the event loop reads every ready socket, however long that takes."
     )
+
+
+def test_a_socket_with_no_descriptor_left_is_not_passed_over():
+    """Twisted disconnects a selectable whose descriptor is gone when it is called back; the
+    poll would never report it again, so the cap lets that call through even over budget."""
+    called = []
+
+    class Reactor:
+        _collab_budget = 0.0
+        _collab_turn_started = 0.0  # this turn's budget long spent
+
+    class Gone:
+        def fileno(self):
+            return -1
+
+    class Open:
+        def fileno(self):
+            return 7
+
+    capped = turns._capped(lambda reactor, selectable, read: called.append(selectable))
+    gone, still_open = Gone(), Open()
+    capped(Reactor(), still_open, True)
+    capped(Reactor(), gone, True)
+    assert called == [gone]
