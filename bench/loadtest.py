@@ -848,7 +848,16 @@ class _ProbeApart:
             raise RuntimeError(self._error)
         assert self._child.stdin is not None
         self._child.stdin.close()  # the probe's stop
-        out, err = await self._child.communicate()
+        try:
+            out, err = await self._child.communicate()
+        except BaseException:
+            # The caller gave up waiting (its timeout, its cancellation): a probe still running
+            # would go on loading the machine through the next mode's figures.
+            if self._child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._child.kill()
+                await asyncio.shield(self._child.wait())
+            raise
         if self._child.returncode != 0:
             lines = err.decode(errors="replace").strip().splitlines()
             raise RuntimeError(lines[-1] if lines else "the probe died")

@@ -4,7 +4,10 @@ figures in the documented shape. Nothing here asserts how fast anything was; `ma
 prints the figures."""
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -183,6 +186,33 @@ def test_a_probe_that_cannot_connect_says_why_when_stopped():
 
     with pytest.raises(RuntimeError, match="Connect|refused|Errno"):
         asyncio.run(probed())
+
+
+def test_a_probe_that_does_not_stop_in_time_is_killed_not_left_running():
+    # A probe process that never answers its stop (closed stdin), as a hung one would not.
+    async def probed() -> asyncio.subprocess.Process:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        probe = loadtest._ProbeApart(child, None)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(probe.samples(), 0.5)
+        return child
+
+    child = asyncio.run(probed())
+    try:
+        # Gone with the bench's wait for it, not running on into the next mode's figures.
+        assert child.returncode is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(child.pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)
 
 
 def test_it_syncs_every_joiner_of_a_seeded_document(server, tmp_path):
