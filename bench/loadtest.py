@@ -369,6 +369,35 @@ def cpu_seconds(pids: Sequence[int]) -> float | None:
     return total
 
 
+def run_queue_seconds(pids: Sequence[int]) -> float | None:
+    """Summed time the processes' threads were ready to run and waited for a core (the kernel's
+    run queue), from each thread's /proc/<pid>/task/<tid>/schedstat. The servers share the
+    machine's cores with this client and the database: a server that waits there is late by as
+    much, which its CPU time does not show (docs/BENCHMARKS.md, "What holds the rest back")."""
+    if not pids:
+        return None
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return None
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+                    total += int(stat.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
+def _per(spent: float | None, since: float | None, count: int) -> float | None:
+    """Milliseconds of ``spent - since`` per one of ``count``, or None when not measured."""
+    if spent is None or since is None or not count:
+        return None
+    return round(1000 * (spent - since) / count, 3)
+
+
 def database_cpu() -> dict[int, float]:
     """CPU time (user and system) of each PostgreSQL process on this machine, from /proc: the
     database shares the cores with the servers and this client. A backend that exits inside a
@@ -571,7 +600,9 @@ async def fanout(
     expected = len(readers_open) * updates if len(writers_open) == len(documents) else 0
     frames = {index: make_updates(index, updates) for index in range(len(writers_open))}
     await asyncio.sleep(0.5)  # let joins settle (presence, room loads) before timing
+    pids = target.server_pids or listening_pids(target.urls)
     cpu = CpuMeter()
+    server_waited = run_queue_seconds(pids)
     started = time.monotonic()
 
     async def write(client: Client) -> float:
@@ -583,6 +614,8 @@ async def fanout(
     ticker.cancel()
     elapsed = time.monotonic() - started
     client_cpu = cpu.percent()
+    sent = len(writers_open) * updates
+    server_wait_ms = _per(run_queue_seconds(pids), server_waited, sent)
     await close_all(readers_open + writers_open)
     return {
         "documents": len(documents),
@@ -597,6 +630,8 @@ async def fanout(
         "latency_ms": percentiles(run.latencies_ns),
         "duration_s": round(elapsed, 2),
         "client_cpu_percent": client_cpu,
+        # The servers' time ready to run but without a core, per update sent.
+        "server_wait_ms_per_update": server_wait_ms,
     }
 
 
@@ -934,6 +969,7 @@ async def idle(
     # what one spends per socket the other cannot (docs/BENCHMARKS.md).
     server_cpu = cpu_seconds(pids)
     client_cpu = time.process_time()
+    server_waited, client_waited = run_queue_seconds(pids), run_queue_seconds([os.getpid()])
     database = database_cpu()
     specs: list[tuple[str | Callable[[], str], int | None]] = [
         (functools.partial(target.url_for, documents[i % len(documents)]), None)
@@ -944,6 +980,8 @@ async def idle(
     connect_window[1] = time.time()
     server_cpu_after = cpu_seconds(pids)
     client_cpu = time.process_time() - client_cpu
+    server_wait_ms = _per(run_queue_seconds(pids), server_waited, len(clients))
+    client_wait_ms = _per(run_queue_seconds([os.getpid()]), client_waited, len(clients))
     database_spent = database_cpu_since(database)
     server_cpu_ms = None
     if server_cpu is not None and server_cpu_after is not None and clients:
@@ -1003,6 +1041,9 @@ async def idle(
         "server_kb_per_connection": per_conn,
         "server_cpu_ms_per_connect": server_cpu_ms,
         "client_cpu_ms_per_connect": round(1000 * client_cpu / opened, 3) if opened else None,
+        # Time ready to run but without a core (the kernel's run queue), every thread's.
+        "server_wait_ms_per_connect": server_wait_ms,
+        "client_wait_ms_per_connect": client_wait_ms,
         # PostgreSQL's, whoever asked it (the socket checks' queries): 0 for a server without.
         "database_cpu_ms_per_connect": round(1000 * database_spent / opened, 3) if opened else None,
         "auth": "session" if target.cookies else ("ticket" if target.ticket else "none"),

@@ -62,6 +62,8 @@ def test_it_delivers_every_fanout_update_to_every_reader(server, tmp_path):
     assert result["duplicates"] == 0
     assert_latency_shape(result["latency_ms"])
     assert result["client_cpu_percent"] >= 0
+    # The server's time without a core while the updates went out, read from /proc.
+    assert result["server_wait_ms_per_update"] >= 0
 
 
 def test_it_counts_every_other_writers_updates_in_throughput(server, tmp_path):
@@ -96,10 +98,42 @@ def test_it_holds_idle_connections_and_reads_server_memory(server, tmp_path):
     assert result["client_cpu_ms_per_connect"] > 0
     # PostgreSQL's processes, read from /proc the same way (the checks' queries; may round to 0).
     assert result["database_cpu_ms_per_connect"] >= 0
+    # And the time the server's threads and this client's waited for a core, from /proc.
+    assert result["server_wait_ms_per_connect"] >= 0
+    assert result["client_wait_ms_per_connect"] >= 0
     # Each socket's open in its two parts, over the 30 sockets.
     assert_latency_shape(result["handshake_ms"])
     assert_latency_shape(result["first_round_trip_ms"])
     assert result["handshake_ms"]["p50"] > 0 and result["first_round_trip_ms"]["p50"] > 0
+
+
+def test_the_run_queue_wait_shows_processes_that_outnumber_the_cores():
+    # Three busy processes a core for half a second: the kernel holds each back two thirds of
+    # the time, and the run queue's clock (what the bench reports as "run-queue wait") says so.
+    spinners = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import time\nend = time.time() + 0.5\nwhile time.time() < end: pass",
+            ]
+        )
+        for _ in range(3 * len(os.sched_getaffinity(0)))
+    ]
+    pids = [spinner.pid for spinner in spinners]
+    try:
+        before = loadtest.run_queue_seconds(pids)
+        time.sleep(0.4)
+        after = loadtest.run_queue_seconds(pids)
+    finally:
+        for spinner in spinners:
+            spinner.wait(timeout=30)
+
+    assert before is not None and after is not None
+    # 0.4 s of three processes a core, one of them running: about 0.8 s a core of waiting.
+    assert after - before > 0.1
+    # A process that is gone is not measured (its figure would be a guess).
+    assert loadtest.run_queue_seconds(pids) is None
 
 
 def test_a_client_times_its_upgrade_and_its_first_round_trip_apart():
