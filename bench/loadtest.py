@@ -983,9 +983,7 @@ async def idle(
     server_wait_ms = _per(run_queue_seconds(pids), server_waited, len(clients))
     client_wait_ms = _per(run_queue_seconds([os.getpid()]), client_waited, len(clients))
     database_spent = database_cpu_since(database)
-    server_cpu_ms = None
-    if server_cpu is not None and server_cpu_after is not None and clients:
-        server_cpu_ms = round(1000 * (server_cpu_after - server_cpu) / len(clients), 3)
+    server_cpu_ms = _per(server_cpu_after, server_cpu, len(clients))
     await asyncio.sleep(2)
     after = rss_bytes(pids)
     hold_window = [time.time(), 0.0]
