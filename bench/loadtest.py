@@ -602,7 +602,9 @@ async def fanout(
     await asyncio.sleep(0.5)  # let joins settle (presence, room loads) before timing
     pids = target.server_pids or listening_pids(target.urls)
     cpu = CpuMeter()
+    server_cpu = cpu_seconds(pids)
     server_waited = run_queue_seconds(pids)
+    client_waited = run_queue_seconds([os.getpid()])
     started = time.monotonic()
 
     async def write(client: Client) -> float:
@@ -615,7 +617,9 @@ async def fanout(
     elapsed = time.monotonic() - started
     client_cpu = cpu.percent()
     sent = len(writers_open) * updates
+    server_cpu_ms = _per(cpu_seconds(pids), server_cpu, sent)
     server_wait_ms = _per(run_queue_seconds(pids), server_waited, sent)
+    client_wait_ms = _per(run_queue_seconds([os.getpid()]), client_waited, sent)
     await close_all(readers_open + writers_open)
     return {
         "documents": len(documents),
@@ -630,8 +634,11 @@ async def fanout(
         "latency_ms": percentiles(run.latencies_ns),
         "duration_s": round(elapsed, 2),
         "client_cpu_percent": client_cpu,
-        # The servers' time ready to run but without a core, per update sent.
+        # The servers' CPU (every process, every thread: the database writes' Python too) and
+        # their time ready to run but without a core, per update sent; the load client's wait.
+        "server_cpu_ms_per_update": server_cpu_ms,
         "server_wait_ms_per_update": server_wait_ms,
+        "client_wait_ms_per_update": client_wait_ms,
     }
 
 

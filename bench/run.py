@@ -168,6 +168,31 @@ class Servers:
                 process.wait(timeout=10)
 
 
+def split_cores(available: set[int]) -> tuple[set[int], set[int]]:
+    """``--pin``: the cores for the servers and the one for the load client (the highest)."""
+    if len(available) < 2:
+        raise SystemExit(
+            "--pin needs at least two cores: one for the load client, one or more for the servers"
+        )
+    client = max(available)
+    return available - {client}, {client}
+
+
+@contextlib.contextmanager
+def on_cores(cores: set[int] | None):
+    """Runs the block on ``cores`` (None: wherever it ran), so that what it starts runs there:
+    a process starts on its parent's cores. This process's own are restored afterwards."""
+    if cores is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def server_pids(process: subprocess.Popen) -> list[int]:
     """The daphne process under a `manage.py serve` (or the process itself): serve runs it as
     `python -m collab.eventloop LOOP ...` (collab/eventloop.py)."""
@@ -267,7 +292,9 @@ def mode_arguments(mode: str, args) -> list[str]:
     return common + ["--clients", str(args.clients), "--size", str(args.size)]
 
 
-def run_loadtest(mode: str, target: dict, env: dict, args, out: Path) -> dict:
+def run_loadtest(
+    mode: str, target: dict, env: dict, args, out: Path, cores: set[int] | None = None
+) -> dict:
     command = [sys.executable, "manage.py", "loadtest", LOADTEST_MODE.get(mode, mode)]
     command += ["--json-out", str(out)]
     for url in target["urls"]:
@@ -279,9 +306,10 @@ def run_loadtest(mode: str, target: dict, env: dict, args, out: Path) -> dict:
     command += mode_arguments(mode, args)
     say(f"{mode} against {target['name']}")
     try:
-        subprocess.run(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, timeout=args.mode_timeout
-        )
+        with on_cores(cores):
+            subprocess.run(
+                command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, timeout=args.mode_timeout
+            )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.mode_timeout} s"}
     try:
@@ -526,7 +554,9 @@ ROWS = [
     ("fanout", "latency_ms.p95", "fan-out latency p95", "ms"),
     ("fanout", "latency_ms.p99", "fan-out latency p99", "ms"),
     ("fanout", "latency_ms.max", "fan-out latency max", "ms"),
+    ("fanout", "server_cpu_ms_per_update", "fan-out: server CPU per update", "ms"),
     ("fanout", "server_wait_ms_per_update", "fan-out: server run-queue wait per update", "ms"),
+    ("fanout", "client_wait_ms_per_update", "fan-out: load client run-queue wait per update", "ms"),
     ("fanout", "delivered", "fan-out delivered", ""),
     ("fanout", "lost", "fan-out lost", ""),
     ("fanout", "client_cpu_percent", "fan-out client CPU", "%"),
@@ -635,6 +665,11 @@ def parameters(args) -> str:
         f"join storm {args.clients} clients on a {args.size:,}-byte document; "
         f"wide fan-out 1 → {args.wide_readers} readers, {args.wide_updates} updates at "
         f"{args.wide_rate}/s; one {args.big_size:,}-byte update to {args.big_readers} readers"
+        + (
+            "; pinned: the load client on a core of its own, the servers on the others"
+            if args.pin
+            else ""
+        )
     )
 
 
@@ -686,12 +721,20 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--only", choices=("collab", "reference"), help="one side only")
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the load client on the machine's last core and every server on the others"
+        " (the database and Valkey where the kernel puts them): how much of a figure is the"
+        " servers and the load client sharing cores. A diagnostic, not the target rows' setup",
+    )
+    parser.add_argument(
         "--out", default=str(ROOT / "var" / "bench" / "latest.json"), help="all results, JSON"
     )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be 1 or more")
     modes = [m for m in args.modes.split(",") if m in MODE_ORDER]  # in the order given
+    server_cores, client_cores = split_cores(os.sched_getaffinity(0)) if args.pin else (None, None)
     nofile = raise_nofile_limit()  # inherited by every process started below
     started = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="collab-bench-"))
@@ -731,15 +774,16 @@ def main(argv=None) -> int:
             targets = []
             if args.only != "reference":
                 ports = [free_port() for _ in range(args.processes)]
-                collab = [
-                    servers.spawn(
-                        f"collab {port}",
-                        [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]
-                        + ["--port", str(port)],
-                        env,
-                    )
-                    for port in ports
-                ]
+                with on_cores(server_cores):
+                    collab = [
+                        servers.spawn(
+                            f"collab {port}",
+                            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]
+                            + ["--port", str(port)],
+                            env,
+                        )
+                        for port in ports
+                    ]
                 for port, process in zip(ports, collab, strict=True):
                     wait_healthy(port, process, 60)
                 pids = [pid for process in collab for pid in server_pids(process)]
@@ -755,7 +799,8 @@ def main(argv=None) -> int:
                     }
                 )
             if args.only != "collab":
-                url, pid = start_reference(servers, server_js, env)
+                with on_cores(server_cores):
+                    url, pid = start_reference(servers, server_js, env)
                 targets.append(
                     {"name": "reference", "reference": True, "urls": [url], "pids": [pid]}
                 )
@@ -772,7 +817,7 @@ def main(argv=None) -> int:
                     if args.rounds > 1:
                         say(f"round {round_} of {args.rounds}")
                     out = folder / f"{target['name']}-{mode}-{round_}.json"
-                    result = run_loadtest(mode, target, env, args, out)
+                    result = run_loadtest(mode, target, env, args, out, client_cores)
                     rounds[target["name"]].setdefault(mode, []).append(result)
                     time.sleep(2)  # let the last sockets close before the next load
             say("stopping servers")

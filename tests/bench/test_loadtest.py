@@ -62,8 +62,11 @@ def test_it_delivers_every_fanout_update_to_every_reader(server, tmp_path):
     assert result["duplicates"] == 0
     assert_latency_shape(result["latency_ms"])
     assert result["client_cpu_percent"] >= 0
-    # The server's time without a core while the updates went out, read from /proc.
+    # The server's CPU and its time without a core while the updates went out, and this
+    # client's time without a core, read from /proc (None if a process could not be read).
+    assert result["server_cpu_ms_per_update"] >= 0
     assert result["server_wait_ms_per_update"] >= 0
+    assert result["client_wait_ms_per_update"] >= 0
 
 
 def test_it_counts_every_other_writers_updates_in_throughput(server, tmp_path):

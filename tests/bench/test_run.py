@@ -1,6 +1,9 @@
 """bench/run.py: what `make bench` reads from the servers' logs, how it runs and combines its
 rounds, and the table it prints (its loads: tests/bench/test_loadtest.py)."""
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -190,3 +193,28 @@ def test_it_refuses_a_bench_of_no_rounds(capsys):
 
     assert stopped.value.code == 2
     assert "--rounds must be 1 or more" in capsys.readouterr().err
+
+
+def test_pinned_the_load_client_gets_the_last_core_and_the_servers_the_others():
+    assert run.split_cores({0, 1}) == ({0}, {1})
+    assert run.split_cores({0, 1, 2, 3}) == ({0, 1, 2}, {3})
+    with pytest.raises(SystemExit, match="at least two cores"):
+        run.split_cores({0})
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two cores")
+def test_what_the_bench_starts_while_pinned_runs_on_those_cores_and_the_bench_goes_back():
+    before = os.sched_getaffinity(0)
+    servers, client = run.split_cores(before)
+    with run.on_cores(client):
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+        )
+    try:
+        assert os.sched_getaffinity(child.pid) == client
+    finally:
+        child.communicate(b"")
+    assert os.sched_getaffinity(0) == before
+    # Unpinned (the target rows): a process starts wherever the bench may run.
+    with run.on_cores(None):
+        assert os.sched_getaffinity(0) == before
