@@ -48,14 +48,12 @@ def private_presence_keys(settings):
 @pytest.fixture(autouse=True)
 def closed_loop_databases():
     """Closes the connections event loops opened for their socket checks (ticket sockets are
-    checked on the loop, editor/realtime/auth.py) and the update writers' threads kept
-    (editor/realtime/store.py), so none outlives its test: PostgreSQL will not drop the test
-    database while a session is connected to it."""
+    checked on the loop, editor/realtime/auth.py), so none outlives its test: PostgreSQL will
+    not drop the test database while a session is connected to it."""
     yield
-    from editor.realtime import auth, store
+    from editor.realtime import auth
 
     auth.close_loop_databases()
-    store.stop_commit_threads()
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,8 @@ This module is the only code that touches ``DocumentUpdate`` rows and ``Document
 Writes (``UpdateWriter``): rooms call ``append()`` for every accepted update without waiting.
 One writer per process (per event loop) gathers what arrives within
 ``COLLAB["STORE_FLUSH_INTERVAL"]`` of the first queued update and commits the lot in one
-transaction and one hop to the writer's own thread (``_CommitThread``, which keeps its database
-connection while batches keep coming): the rows and their documents' ``updated_at`` (one
-statement on PostgreSQL, ``_insert``; ``bulk_create`` and one ``UPDATE`` elsewhere).
+transaction and one thread hop: the rows and their documents' ``updated_at`` (one statement on
+PostgreSQL, ``_insert``; ``bulk_create`` and one ``UPDATE`` elsewhere).
 That is group commit: a burst of keystrokes from many sockets costs one commit instead of one per
 keystroke, and the event loop never waits on the database. The price is that an update is durable
 about one interval after it was accepted; ``flush()`` waits for that, and
@@ -36,12 +35,10 @@ keeps (does not delete) any row that the folded document does not fully contain.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import datetime
 import itertools
 import logging
-import queue
 import sys
 import threading
 import uuid
@@ -51,6 +48,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
@@ -88,9 +86,6 @@ SHUTDOWN_FLUSH_TIMEOUT = 8.0
 _SHUTDOWN_SETTLE = 0.05
 # Rows per DELETE in compaction: stays far below SQLite's limit on query parameters.
 _DELETE_CHUNK = 500
-# How long a writer's thread waits for its next batch before it gives its database connection
-# back (to the pool, or closes it) and ends (``_CommitThread``).
-KEEP_CONNECTION = 10.0
 
 
 # -- reads ----------------------------------------------------------------------------------
@@ -445,83 +440,6 @@ def _without_orphans(batch: list[_Pending]) -> list[_Pending]:
     return cleaned
 
 
-class _CommitThread:
-    """The thread a writer commits its batches in, which keeps its database connection from one
-    batch to the next while batches keep coming (someone is typing), and gives it back once none
-    has come for ``KEEP_CONNECTION`` seconds, then ends; the next batch starts it again.
-
-    Through ``database_sync_to_async``, every batch went through the thread the ORM calls of
-    the whole process queue on, which gave its connection back to the pool after each call and
-    took one again for the next: about a third of the writer's CPU per batch (docs/BENCHMARKS.md,
-    change 78), on the cores a fan-out's sends and readers need."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        _commit_threads.add(self)
-
-    def submit(self, function: Callable, *args: object) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        with self._lock:
-            self._jobs.put((future, function, args))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._work, name="collab-store-writer", daemon=True
-                )
-                self._thread.start()
-        return future
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Gives the connection back and ends the thread now, once the batches submitted
-        before are done (tests, before their database is dropped)."""
-        with self._lock:
-            thread = self._thread
-            if thread is not None:
-                self._jobs.put(None)
-        if thread is not None:
-            thread.join(timeout)
-
-    def _work(self) -> None:
-        try:
-            while True:
-                try:
-                    job = self._jobs.get(timeout=KEEP_CONNECTION)
-                except queue.Empty:
-                    with self._lock:
-                        if self._jobs.empty():
-                            self._thread = None
-                            return
-                    continue
-                if job is None:
-                    with self._lock:
-                        self._thread = None
-                    return
-                future, function, args = job
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    future.set_result(function(*args))
-                except BaseException as exc:
-                    # Its state unknown (the database went away, say): the next batch connects
-                    # anew rather than fail on it again.
-                    connection.close()
-                    future.set_exception(exc)
-        finally:
-            connection.close()
-
-
-# Every writer's, held weakly: a test's loop, and its writer, may be gone before their end.
-_commit_threads: weakref.WeakSet[_CommitThread] = weakref.WeakSet()
-
-
-def stop_commit_threads() -> None:
-    """Ends every writer's thread and gives its connection back (tests, before their database
-    is dropped: PostgreSQL will not drop it while a session is connected to it)."""
-    for commits in list(_commit_threads):
-        commits.stop()
-
-
 class UpdateWriter:
     """Queues updates and commits them in batches from one background task (group commit).
 
@@ -535,7 +453,6 @@ class UpdateWriter:
         self._task: asyncio.Task | None = None
         self._flush_requested = asyncio.Event()  # cuts the gathering pause short
         self._waiters: list[tuple[int, asyncio.Future]] = []
-        self._commits = _CommitThread()
 
     @property
     def pending(self) -> int:
@@ -607,7 +524,7 @@ class UpdateWriter:
             batch = list(itertools.islice(self._queue, max_batch))
             try:
                 # Looked up at call time (not bound once) so tests can inject a failure.
-                written = await asyncio.wrap_future(self._commits.submit(_write_batch, batch))
+                written = await database_sync_to_async(_write_batch)(batch)
             except Exception:
                 failures += 1
                 metrics.DATABASE["write"].inc()

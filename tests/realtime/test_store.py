@@ -10,16 +10,13 @@ import logging
 import os
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from django.db import OperationalError, connection
-from django.db.backends.signals import connection_created
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pycrdt import Doc, Text
@@ -309,120 +306,6 @@ def test_it_splits_batches_at_the_maximum_size(document, settings, record_batche
     assert stored_text(document) == "abcdefg"
 
 
-def writer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "collab-store-writer"]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_updates_are_written_while_the_thread_orm_calls_share_is_busy(document, owner, settings):
-    """The writer commits in a thread of its own: a slow ORM call elsewhere in the process (a
-    socket check waiting on the database, say) does not hold the document's updates back."""
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 0}
-    client = Client()
-
-    async def scenario():
-        # The thread every ``database_sync_to_async`` call of the process queues on, held 3 s.
-        busy = asyncio.ensure_future(database_sync_to_async(time.sleep)(3))
-        await asyncio.sleep(0.2)
-        writer = store.get_writer()
-        writer.append(document.id, client.type("not held back"), owner.id)
-        await writer.flush(timeout=2)
-        written_before_it_was_free = not busy.done()
-        await busy
-        return written_before_it_was_free
-
-    assert asyncio.run(scenario())
-    assert stored_text(document) == "not held back"
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_writer_that_keeps_writing_keeps_its_database_connection(document, owner, settings):
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 0}
-    client = Client()
-    connects = []
-
-    def created(sender, connection, **kwargs):
-        connects.append(threading.current_thread().name)
-
-    async def scenario():
-        writer = store.get_writer()
-        for word in ("one ", "two ", "three"):
-            writer.append(document.id, client.type(word), owner.id)
-            await writer.flush(timeout=10)  # three batches, one after the other
-
-    connection_created.connect(created)
-    try:
-        asyncio.run(scenario())
-    finally:
-        connection_created.disconnect(created)
-    assert connects == ["collab-store-writer"]  # one connection for the three
-    assert stored_text(document) == "one two three"
-
-
-@pytest.mark.django_db(transaction=True)
-def test_an_idle_writer_gives_its_connection_back_and_starts_again_when_needed(
-    document, owner, settings, monkeypatch
-):
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 0}
-    monkeypatch.setattr(store, "KEEP_CONNECTION", 0.3)
-    client = Client()
-
-    async def write(word):
-        writer = store.get_writer()
-        writer.append(document.id, client.type(word), owner.id)
-        await writer.flush(timeout=10)
-        return len(writer_threads())
-
-    async def scenario():
-        alive_after_a_batch = await write("first ")
-        await asyncio.sleep(1.0)
-        alive_when_idle = len(writer_threads())
-        return alive_after_a_batch, alive_when_idle, await write("second")
-
-    assert asyncio.run(scenario()) == (1, 0, 1)
-    assert stored_text(document) == "first second"
-
-
-@pytest.mark.django_db(transaction=True)
-def test_updates_are_written_after_the_database_drops_the_writers_connection(
-    document, owner, settings, monkeypatch, caplog
-):
-    if connection.vendor != "postgresql":
-        pytest.skip("ends a session with PostgreSQL's pg_terminate_backend")
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 0}
-    client = Client()
-    sessions = []
-    original = store._write_batch
-
-    def recording(batch):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            sessions.append(cursor.fetchone()[0])
-        return original(batch)
-
-    def terminate(pid):
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-        finally:
-            connection.close()
-
-    monkeypatch.setattr(store, "_write_batch", recording)
-
-    async def scenario():
-        writer = store.get_writer()
-        writer.append(document.id, client.type("before "), owner.id)
-        await writer.flush(timeout=10)
-        await asyncio.to_thread(terminate, sessions[-1])  # a restart, a pooler, an admin
-        writer.append(document.id, client.type("after"), owner.id)
-        await writer.flush(timeout=10)
-
-    with caplog.at_level(logging.ERROR, logger="collab.store"):
-        asyncio.run(scenario())
-    assert stored_text(document) == "before after"
-    assert sessions[0] != sessions[-1]  # the next batch took a new connection
-
-
 @pytest.mark.django_db(transaction=True)
 def test_it_keeps_a_failed_batch_and_writes_it_on_retry(
     document, owner, settings, monkeypatch, caplog
@@ -494,7 +377,7 @@ def test_it_drops_only_the_updates_of_a_document_deleted_meanwhile(
         writer = store.get_writer()
         writer.append(document.id, Client().type("survives"), owner.id)
         writer.append(doomed.id, Client().type("gone"), owner.id)
-        await database_sync_to_async(doomed.delete)()
+        await sync_to_async(doomed.delete)()
         await writer.flush(timeout=30)
         return writer.pending
 
