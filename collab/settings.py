@@ -539,7 +539,6 @@ class CollabOptions(TypedDict):
     MAX_INCOMING_FRAME: int
     MAX_SEND_BUFFER: int
     STORE_FLUSH_INTERVAL: float
-    STORE_FLUSH_QUIET: float
     STORE_MAX_BATCH: int
     COMPACT_THRESHOLD: int
     ROOM_GRACE: float
@@ -579,10 +578,6 @@ COLLAB: CollabOptions = {
     # Updates are written in batches: one INSERT for everything received in this window, so
     # an update is durable within ~this + one commit, never one query per keystroke.
     "STORE_FLUSH_INTERVAL": env_float("STORE_FLUSH_INTERVAL", 0.05),
-    # A batch is written sooner, once this long has passed without a new update (the lull
-    # after a broadcast), rather than on top of the next update's; never sooner than one
-    # interval after the last batch began, so commits stay at most one an interval.
-    "STORE_FLUSH_QUIET": env_float("STORE_FLUSH_QUIET", 0.01),
     "STORE_MAX_BATCH": env_int("STORE_MAX_BATCH", 1000),
     # Past this many log rows a document's log is folded into its snapshot.
     "COMPACT_THRESHOLD": env_int("COMPACT_THRESHOLD", 500),

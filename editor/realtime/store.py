@@ -453,7 +453,6 @@ class UpdateWriter:
         self._task: asyncio.Task | None = None
         self._flush_requested = asyncio.Event()  # cuts the gathering pause short
         self._waiters: list[tuple[int, asyncio.Future]] = []
-        self._began = float("-inf")  # when the last batch's write began (``loop.time()``)
 
     @property
     def pending(self) -> int:
@@ -518,14 +517,10 @@ class UpdateWriter:
             if failures:
                 delay = min(RETRY_FIRST_DELAY * 2 ** (failures - 1), RETRY_MAX_DELAY)
                 await asyncio.sleep(delay)
-            else:
-                while len(self._queue) < max_batch and not self._flush_requested.is_set():
-                    due = self._due(options["STORE_FLUSH_INTERVAL"], options["STORE_FLUSH_QUIET"])
-                    wait = due - loop.time()
-                    if wait <= 0:
-                        break
-                    await self._pause(wait)
-            self._began = loop.time()
+            elif len(self._queue) < max_batch:
+                # Gather: wait until the oldest queued update is one interval old.
+                due = self._queue[0].queued_at + options["STORE_FLUSH_INTERVAL"]
+                await self._pause(due - loop.time())
             batch = list(itertools.islice(self._queue, max_batch))
             try:
                 # Looked up at call time (not bound once) so tests can inject a failure.
@@ -558,16 +553,6 @@ class UpdateWriter:
             for target, waiter in self._waiters:
                 if target <= self._written and not waiter.done():
                     waiter.set_result(None)
-
-    def _due(self, interval: float, quiet: float) -> float:
-        """When the queued updates are written: once the oldest has waited ``interval``, or
-        sooner, once the newest has waited ``quiet`` (a lull: the broadcast of the last update
-        is done, the next has not come) and the last write began ``interval`` ago. Written in a
-        lull, a commit (its thread, the database's process) does not compete for the cores
-        with the next update's broadcast, as it did when a steady writer's updates came once an
-        interval (docs/BENCHMARKS.md, change 78); commits stay at most one an interval."""
-        lull = max(self._queue[-1].queued_at + quiet, self._began + interval)
-        return min(self._queue[0].queued_at + interval, lull)
 
     async def _pause(self, seconds: float) -> None:
         if seconds <= 0 or self._flush_requested.is_set():

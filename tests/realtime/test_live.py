@@ -220,7 +220,7 @@ def test_a_stop_cancels_every_socket_while_a_request_is_still_arriving(
 
 def test_a_graceful_stop_flushes_queued_updates(start_servers, node, document, owner):
     # Updates wait up to 5 s for their batch: SIGTERM comes well before that.
-    servers = start_servers(1, STORE_FLUSH_INTERVAL=5, STORE_FLUSH_QUIET=5)
+    servers = start_servers(1, STORE_FLUSH_INTERVAL=5)
     ticket = live.ticket_for(owner, document)
     client = node.start(
         live.scenario(

@@ -695,8 +695,7 @@ async def test_rooms_of_a_document_in_two_processes_find_each_other(
     From then on both publish, until one says goodbye."""
     monkeypatch.setattr(room_module, "HELLO_WINDOW", 0.0)
     monkeypatch.setattr(room_module, "_CATCHUP_AFTER_LOAD", ())
-    # Not in the log.
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60.0, "STORE_FLUSH_QUIET": 60.0}
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60.0}  # not in the log
     here, there = Rooms(), Rooms()
     sender, far = Sink(), Sink()
     room = await here.join(document.id, sender)

@@ -6,12 +6,10 @@ with ``asyncio.run`` and need ``transaction=True``: its queries run on another t
 
 import asyncio
 import datetime
-import itertools
 import logging
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -173,7 +171,7 @@ def test_it_leaves_out_the_recent_rows_the_caller_holds(document):
 @pytest.mark.django_db(transaction=True)
 def test_it_writes_appended_updates_with_their_author_on_flush(document, editor_user, settings):
     # A long interval: only flush() can have made these durable this soon.
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "STORE_FLUSH_QUIET": 60}
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60}
     client = Client()
     updates = [client.type("hi"), client.type(" there")]
     updated_at = document.updated_at
@@ -233,90 +231,11 @@ def test_it_writes_without_a_flush_once_the_interval_has_passed(
     assert stored_text(document) == "on its own"
 
 
-async def until_written(writer: store.UpdateWriter, seconds: float = 30.0) -> None:
-    """Returns once the writer has nothing pending; polls, and the deadline is generous, not a
-    performance claim."""
-    for _ in range(int(seconds / 0.01)):
-        if not writer.pending:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the writer never wrote the updates")
-
-
-@pytest.mark.django_db(transaction=True)
-def test_it_writes_updates_once_they_go_quiet_long_before_the_interval(
-    document, owner, settings, record_batches
-):
-    # A minute's interval: only the lull after the last update can have written them.
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "STORE_FLUSH_QUIET": 0.05}
-    client = Client()
-
-    async def scenario():
-        writer = store.get_writer()
-        writer.append(document.id, client.type("typed "), owner.id)
-        writer.append(document.id, client.type("then quiet"), owner.id)
-        await until_written(writer)
-
-    asyncio.run(scenario())
-    assert [size for size, _ in record_batches] == [2]
-    assert stored_text(document) == "typed then quiet"
-
-
-@pytest.mark.django_db(transaction=True)
-def test_updates_that_keep_coming_are_written_together_after_the_last_one(
-    document, owner, settings, record_batches
-):
-    """The lull is counted from the newest update, not the oldest: a burst whose gaps are all
-    shorter than it is one batch."""
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "STORE_FLUSH_QUIET": 2.0}
-    client = Client()
-
-    async def scenario():
-        writer = store.get_writer()
-        for letter in "abcdefghij":
-            writer.append(document.id, client.type(letter), owner.id)
-            await asyncio.sleep(0.02)
-        await until_written(writer)
-
-    asyncio.run(scenario())
-    assert [size for size, _ in record_batches] == [10]
-    assert stored_text(document) == "abcdefghij"
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_lull_never_makes_commits_closer_than_one_interval(
-    document, owner, settings, monkeypatch
-):
-    """However quiet it gets, a write begins at least STORE_FLUSH_INTERVAL after the last one
-    began: at most one commit an interval, as without lulls."""
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 0.5, "STORE_FLUSH_QUIET": 0.01}
-    began = []
-    original = store._write_batch
-
-    def timed(batch):
-        began.append(time.monotonic())
-        return original(batch)
-
-    monkeypatch.setattr(store, "_write_batch", timed)
-    client = Client()
-
-    async def scenario():
-        writer = store.get_writer()
-        for letter in "abc":
-            writer.append(document.id, client.type(letter), owner.id)
-            await until_written(writer)
-
-    asyncio.run(scenario())
-    assert len(began) == 3
-    assert all(later - earlier >= 0.4 for earlier, later in itertools.pairwise(began))
-    assert stored_text(document) == "abc"
-
-
 @pytest.mark.django_db(transaction=True)
 def test_it_commits_what_arrives_within_one_interval_as_one_batch(
     document, owner, settings, record_batches
 ):
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "STORE_FLUSH_QUIET": 60}
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60}
     other = Document.objects.create_for(owner, "Other")
     here, there = Client(), Client()
 
@@ -373,12 +292,7 @@ def test_a_batch_gives_each_update_its_own_row_id_and_touches_its_documents(docu
 
 @pytest.mark.django_db(transaction=True)
 def test_it_splits_batches_at_the_maximum_size(document, settings, record_batches):
-    settings.COLLAB = {
-        **settings.COLLAB,
-        "STORE_FLUSH_INTERVAL": 60,
-        "STORE_FLUSH_QUIET": 60,
-        "STORE_MAX_BATCH": 3,
-    }
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "STORE_MAX_BATCH": 3}
     client = Client()
 
     async def scenario():
@@ -456,7 +370,7 @@ def test_it_raises_when_a_flush_cannot_finish_and_keeps_the_updates(
 def test_it_drops_only_the_updates_of_a_document_deleted_meanwhile(
     document, owner, settings, caplog
 ):
-    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "STORE_FLUSH_QUIET": 60}
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60}
     doomed = Document.objects.create_for(owner, "Doomed")
 
     async def scenario():
@@ -479,12 +393,7 @@ def test_it_drops_only_the_updates_of_a_document_deleted_meanwhile(
 def test_it_compacts_a_document_automatically_past_the_threshold(
     document, owner, settings, record_batches
 ):
-    settings.COLLAB = {
-        **settings.COLLAB,
-        "STORE_FLUSH_INTERVAL": 60,
-        "STORE_FLUSH_QUIET": 60,
-        "COMPACT_THRESHOLD": 5,
-    }
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "COMPACT_THRESHOLD": 5}
     quiet = Document.objects.create_for(owner, "Quiet")
     busy = Client()
 
@@ -512,12 +421,7 @@ def test_a_documents_log_is_counted_only_when_it_may_be_past_the_threshold(
     """One batch after another of a document being typed in: the log's length is known from
     the rows written, so only the first batch and the one that takes it past the threshold
     count it in the database, and that one compacts it."""
-    settings.COLLAB = {
-        **settings.COLLAB,
-        "STORE_FLUSH_INTERVAL": 60,
-        "STORE_FLUSH_QUIET": 60,
-        "COMPACT_THRESHOLD": 5,
-    }
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "COMPACT_THRESHOLD": 5}
     typist = Client()
 
     async def type_words(words: list[str]) -> None:
@@ -542,12 +446,7 @@ def test_rows_another_process_wrote_are_seen_at_the_next_count(document, setting
     """Rows this process did not write (another process's) are not in what it knows of the
     log: they are counted, and compacted, once its own rows take the log past the threshold
     by its count."""
-    settings.COLLAB = {
-        **settings.COLLAB,
-        "STORE_FLUSH_INTERVAL": 60,
-        "STORE_FLUSH_QUIET": 60,
-        "COMPACT_THRESHOLD": 5,
-    }
+    settings.COLLAB = {**settings.COLLAB, "STORE_FLUSH_INTERVAL": 60, "COMPACT_THRESHOLD": 5}
     typist = Client()
 
     async def type_word(word: str) -> None:
@@ -736,7 +635,6 @@ def test_it_writes_pending_updates_when_daphne_is_stopped(document, hook, kept):
         "DATABASE_URL": database_url(),
         # Nothing is written in the normal course of things before the SIGTERM.
         "STORE_FLUSH_INTERVAL": "600",
-        "STORE_FLUSH_QUIET": "600",
     }
     process = subprocess.run(
         [sys.executable, "-c", DAPHNE_SCRIPT, str(document.id), str(free_port()), hook]
