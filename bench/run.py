@@ -55,6 +55,13 @@ LOADTEST_MODE = {"fanout1000": "fanout", "idle_session": "idle"}
 COLLAB_ONLY = {"idle_session": "idle"}
 # Modes that get fresh servers of their own (each its own phase, after the others).
 FRESH = ("idle", "idle_session")
+# Modes with a "longest server stall" row: their collab processes look at the event loop every
+# STALL_PROBE_MS, so that a stall is timed to within that. Every other mode runs its servers at
+# the probe's own default (50 ms, as deployed): a process waking every 5 ms costs 25-35 ms of
+# CPU a second on this bench's machines, idle or not, which the reference does not pay and a
+# deployment does not either (docs/BENCHMARKS.md, change 78).
+STALL_MODES = ("bigupdate", "idle", "idle_session")
+STALL_PROBE_MS = 5
 
 
 def say(message: str) -> None:
@@ -427,11 +434,24 @@ EACH_ROUND = [
 
 def schedule(modes: list[str], rounds: int) -> list[list[tuple[str, int]]]:
     """The bench's phases (each on servers of its own) as (mode, round) in the order run:
-    the modes that share servers, each mode's rounds one after another, in one phase; then
-    every round of each fresh mode (``FRESH``) in a phase of its own."""
-    shared = [(mode, n) for mode in modes if mode not in FRESH for n in range(1, rounds + 1)]
+    the modes that share servers, each mode's rounds one after another, in one phase, those
+    timing stalls (``STALL_MODES``) in a phase after the others; then every round of each fresh
+    mode (``FRESH``) in a phase of its own."""
+    shared = [m for m in modes if m not in FRESH]
+    quiet = [(m, n) for m in shared if m not in STALL_MODES for n in range(1, rounds + 1)]
+    timed = [(m, n) for m in shared if m in STALL_MODES for n in range(1, rounds + 1)]
     fresh = [[(mode, n)] for mode in modes if mode in FRESH for n in range(1, rounds + 1)]
-    return [phase for phase in [shared, *fresh] if phase]
+    return [phase for phase in [quiet, timed, *fresh] if phase]
+
+
+def collab_env(env: dict, phase: list[tuple[str, int]], server_env: dict) -> dict:
+    """The collab processes' environment for a phase: ``env``, with the event loop looked at
+    every ``STALL_PROBE_MS`` when a mode of the phase reports their longest stall (else at the
+    servers' own default), and ``--server-env``'s settings over both."""
+    chosen = {k: v for k, v in env.items() if k != "STALL_PROBE_INTERVAL_MS"}
+    if any(mode in STALL_MODES for mode, _ in phase):
+        chosen["STALL_PROBE_INTERVAL_MS"] = str(STALL_PROBE_MS)
+    return {**chosen, **server_env}
 
 
 def turns(targets: list[dict], mode: str, round_: int) -> list[dict]:
@@ -664,7 +684,9 @@ def parameters(args) -> str:
         f"for {args.duration} s; idle {args.connections} connections held {args.hold} s; "
         f"join storm {args.clients} clients on a {args.size:,}-byte document; "
         f"wide fan-out 1 → {args.wide_readers} readers, {args.wide_updates} updates at "
-        f"{args.wide_rate}/s; one {args.big_size:,}-byte update to {args.big_readers} readers"
+        f"{args.wide_rate}/s; one {args.big_size:,}-byte update to {args.big_readers} readers; "
+        f"collab's event loop looked at every {STALL_PROBE_MS} ms where its stalls are timed"
+        f" ({', '.join(STALL_MODES)}), at its default elsewhere"
         + (
             "; pinned: the load client on a core of its own, the servers on the others"
             if args.pin
@@ -761,26 +783,28 @@ def main(argv=None) -> int:
             # The load-test clients are 50 people (manage.py loadtest's CROWD): a mode with
             # 10,000 sockets gives each more than the per-user socket cap, meant for tabs.
             WS_MAX_CONNECTIONS_PER_USER="0",
-            # Every stall of 5 ms or more is logged, the loop looked at every 5 ms: the table's
-            # "longest server stall" rows come from these lines (server_stalls).
+            # Every stall of 5 ms or more is logged: the table's "longest server stall" rows
+            # come from these lines (server_stalls), the loop looked at every 5 ms in the
+            # phases that have such rows (collab_env).
             STALL_WARNING_MS="5",
-            STALL_PROBE_INTERVAL_MS="5",
         )
-        env.update(dict(item.split("=", 1) for item in args.server_env))
+        server_env = dict(item.split("=", 1) for item in args.server_env)
+        env.update(server_env)
         migrate(env)
         server_js = None if args.only == "collab" else install_reference(folder / "reference")
 
-        def start_targets() -> list[dict]:
+        def start_targets(phase: list[tuple[str, int]]) -> list[dict]:
             targets = []
             if args.only != "reference":
                 ports = [free_port() for _ in range(args.processes)]
+                own_env = collab_env(env, phase, server_env)
                 with on_cores(server_cores):
                     collab = [
                         servers.spawn(
                             f"collab {port}",
                             [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]
                             + ["--port", str(port)],
-                            env,
+                            own_env,
                         )
                         for port in ports
                     ]
@@ -788,7 +812,11 @@ def main(argv=None) -> int:
                     wait_healthy(port, process, 60)
                 pids = [pid for process in collab for pid in server_pids(process)]
                 logs = [folder / f"collab-{port}.log" for port in ports]
-                say(f"collab: {args.processes} daphne process(es) on ports {ports}, pids {pids}")
+                probe = own_env.get("STALL_PROBE_INTERVAL_MS")
+                say(
+                    f"collab: {args.processes} daphne process(es) on ports {ports}, pids {pids};"
+                    + (f" stall probe every {probe} ms" if probe else " stall probe at its default")
+                )
                 targets.append(
                     {
                         "name": "collab",
@@ -811,7 +839,7 @@ def main(argv=None) -> int:
         # and closing its 5,000 sockets leaves garbage whose collection stalled the next load.
         rounds: dict = {"collab": {}, "reference": {}}
         for phase in schedule(modes, args.rounds):
-            targets = start_targets()
+            targets = start_targets(phase)
             for mode, round_ in phase:
                 for target in turns(targets, mode, round_):
                     if args.rounds > 1:

@@ -83,11 +83,12 @@ def test_the_table_prints_no_ratio_for_the_database_the_reference_does_not_have(
 
 
 def test_each_mode_runs_its_rounds_and_each_fresh_round_gets_servers_of_its_own():
-    phases = run.schedule(["fanout", "idle", "joinstorm", "idle_session"], rounds=3)
+    phases = run.schedule(["fanout", "idle", "bigupdate", "joinstorm", "idle_session"], rounds=3)
 
     assert phases == [
         [("fanout", 1), ("fanout", 2), ("fanout", 3)]
         + [("joinstorm", 1), ("joinstorm", 2), ("joinstorm", 3)],
+        [("bigupdate", 1), ("bigupdate", 2), ("bigupdate", 3)],
         [("idle", 1)],
         [("idle", 2)],
         [("idle", 3)],
@@ -96,6 +97,31 @@ def test_each_mode_runs_its_rounds_and_each_fresh_round_gets_servers_of_its_own(
         [("idle_session", 3)],
     ]
     assert run.schedule(["idle"], rounds=1) == [[("idle", 1)]]
+
+
+def test_only_the_servers_whose_stalls_are_timed_look_at_their_loop_every_5_ms():
+    env = {"DATABASE_URL": "x", "STALL_PROBE_INTERVAL_MS": "7"}
+    timed = [run.collab_env(env, [(mode, 1)], {}) for mode in ("bigupdate", "idle", "idle_session")]
+    latency = [
+        run.collab_env(env, [(mode, 1), (mode, 2)], {})
+        for mode in ("fanout", "flood", "throughput", "joinstorm", "fanout1000")
+    ]
+
+    assert [e["STALL_PROBE_INTERVAL_MS"] for e in timed] == ["5", "5", "5"]
+    # The servers' own default (50 ms, as deployed), whatever the shell had.
+    assert all("STALL_PROBE_INTERVAL_MS" not in e for e in latency)
+    assert all(e["DATABASE_URL"] == "x" for e in timed + latency)
+    # An experiment's --server-env wins in every phase.
+    assert run.collab_env(env, [("fanout", 1)], {"STALL_PROBE_INTERVAL_MS": "1"}) == {
+        "DATABASE_URL": "x",
+        "STALL_PROBE_INTERVAL_MS": "1",
+    }
+    assert (
+        run.collab_env(env, [("idle", 1)], {"STALL_PROBE_INTERVAL_MS": "1"})[
+            "STALL_PROBE_INTERVAL_MS"
+        ]
+        == "1"
+    )
 
 
 def test_the_servers_take_turns_going_first_and_collab_only_modes_skip_the_reference():
