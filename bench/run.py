@@ -57,9 +57,9 @@ COLLAB_ONLY = {"idle_session": "idle"}
 FRESH = ("idle", "idle_session")
 # Modes with a "longest server stall" row: their collab processes look at the event loop every
 # STALL_PROBE_MS, so that a stall is timed to within that. Every other mode runs its servers at
-# the probe's own default (50 ms, as deployed): a process waking every 5 ms costs 25-35 ms of
-# CPU a second on this bench's machines, idle or not, which the reference does not pay and a
-# deployment does not either (docs/BENCHMARKS.md, change 78).
+# the probe's own default (50 ms, as deployed): an idle process waking every 5 ms spent 30-36 ms
+# of CPU a second on this bench's machines (6-7 ms at 50 ms), which the reference does not pay
+# and a deployment does not either (docs/BENCHMARKS.md, change 78).
 STALL_MODES = ("bigupdate", "idle", "idle_session")
 STALL_PROBE_MS = 5
 
