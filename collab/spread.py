@@ -15,6 +15,11 @@ checked once a round, by daphne's own ``check_timeouts``; one that appears durin
 waits for the next, so a check (a ping, the connect timeout) may come up to one period later
 than daphne's own walk would make it. A connection gone before its step is skipped.
 
+A round of fewer connections than steps skips the steps that would check nobody and sleeps
+until the next round's start: an idle process wakes for the walk once a period, as under
+daphne's own walk, instead of ``SLICES`` times (each wake cost an idle process about 0.3 ms of
+CPU; docs/BENCHMARKS.md, change 79). Every connection is checked when it would have been.
+
 The self-check (collab/transport.py, ``SPREAD_CHECKS``) confirms at start-up that daphne still
 starts the walk through ``self.timeout_checker``, that the method takes only the server, and
 that its HTTP and WebSocket protocols have ``check_timeouts``.
@@ -80,9 +85,15 @@ def step(server: Any, call_later: Callable[..., Any]) -> None:
                     logger.exception("timeout check of %r failed", protocol)
     finally:
         current.step += 1
-        if current.step >= SLICES:
+        slices = 1
+        if current.step >= min(len(current.connections), SLICES):
+            # The rest of the round's steps would check nobody (a round of fewer connections
+            # than steps, none at all on an idle process): the next step is the next round's
+            # first, when it would have come anyway, with no wakes in between.
+            slices = SLICES - current.step + 1
+            current.step = SLICES
             current.connections = []  # let go of the round's protocols now, not in a step
-        call_later(PERIOD / SLICES, server.timeout_checker)
+        call_later(slices * PERIOD / SLICES, server.timeout_checker)
 
 
 def missing() -> list[str]:

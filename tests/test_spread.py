@@ -35,6 +35,18 @@ def one_round(server, checked):
     return steps, delays
 
 
+def walk(server, checked, seconds):
+    """Runs the walk as the reactor would for ``seconds`` from time 0, each step at the time
+    the one before asked for; returns each step's (time, what it checked)."""
+    now, steps, asked = 0.0, [], []
+    while now < seconds - 1e-9:
+        checked.clear()
+        spread.step(server, lambda delay, then: asked.append(delay))
+        steps.append((round(now, 6), list(checked)))
+        now += asked.pop()
+    return steps
+
+
 def test_a_round_checks_every_connection_once_and_spreads_those_that_came_together():
     checked, server = [], Server()
     server.connections = {Connection(n, checked): {} for n in range(200)}
@@ -57,17 +69,17 @@ def test_a_connection_gone_is_skipped_and_a_new_one_is_checked_in_the_next_round
     server.connections = {first: {}, gone: {}}
     late = Connection("late", checked)
 
+    slice_ = spread.PERIOD / spread.SLICES
     spread.step(server, lambda delay, then: None)  # lists the round (first, gone), checks first
     del server.connections[gone]
     server.connections[late] = {}
     checked.clear()
-    for _ in range(spread.SLICES - 1):  # the rest of this round
-        spread.step(server, lambda delay, then: None)
+    spread.step(server, lambda delay, then: None)  # gone's step: nobody left to check
     assert checked == []
 
-    steps, _ = one_round(server, checked)  # the next round
+    steps = walk(server, checked, spread.PERIOD)  # the next round
 
-    assert sorted(name for names in steps for name in names) == ["first", "late"]
+    assert steps == [(0.0, ["first"]), (slice_, ["late"])]
 
 
 def test_a_connection_whose_check_fails_stops_neither_the_others_nor_the_walk(caplog):
@@ -85,6 +97,38 @@ def test_a_connection_whose_check_fails_stops_neither_the_others_nor_the_walk(ca
     assert "fine" in [name for names in steps for name in names]
     assert len(delays) == spread.SLICES  # every step scheduled the next
     assert any("timeout check of" in r.getMessage() for r in caplog.records)
+
+
+def test_an_idle_process_wakes_for_the_walk_once_a_period():
+    checked, server = [], Server()
+
+    steps = walk(server, checked, 5 * spread.PERIOD)
+
+    # One step a round (daphne's own walk's rate), not SLICES steps that check nobody.
+    assert steps == [(n * spread.PERIOD, []) for n in range(5)]
+
+
+def test_a_few_connections_are_checked_when_a_full_round_would_check_them_and_no_more_often():
+    checked, server = [], Server()
+    server.connections = {Connection(n, checked): {} for n in range(3)}
+    slice_ = spread.PERIOD / spread.SLICES
+
+    steps = walk(server, checked, 2 * spread.PERIOD)
+
+    # Each at its step's time, every period; the round's other 17 steps are not taken.
+    assert steps == [
+        (round(start + n * slice_, 6), [n]) for start in (0.0, spread.PERIOD) for n in range(3)
+    ]
+
+
+def test_a_connection_that_comes_to_an_idle_process_is_checked_from_the_next_round():
+    checked, server = [], Server()
+    spread.step(server, lambda delay, then: None)  # an empty round: sleeps a period
+    server.connections = {Connection("new", checked): {}}
+
+    steps = walk(server, checked, 2 * spread.PERIOD)
+
+    assert steps == [(0.0, ["new"]), (spread.PERIOD, ["new"])]
 
 
 def test_daphnes_server_runs_the_spread_walk_once_checked(monkeypatch):
