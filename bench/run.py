@@ -454,6 +454,60 @@ def collab_env(env: dict, phase: list[tuple[str, int]], server_env: dict) -> dic
     return {**chosen, **server_env}
 
 
+def start_phase(
+    phase: list[tuple[str, int]],
+    servers: Servers,
+    env: dict,
+    server_env: dict,
+    *,
+    processes: int,
+    only: str | None,
+    server_cores: set[int] | None,
+    server_js: Path | None,
+) -> list[dict]:
+    """Starts a phase's servers (``only`` one side, or both) and returns them as targets: the
+    collab processes with the phase's environment (``collab_env``), the reference with the
+    bench's own."""
+    targets = []
+    if only != "reference":
+        ports = [free_port() for _ in range(processes)]
+        own_env = collab_env(env, phase, server_env)
+        with on_cores(server_cores):
+            collab = [
+                servers.spawn(
+                    f"collab {port}",
+                    [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]
+                    + ["--port", str(port)],
+                    own_env,
+                )
+                for port in ports
+            ]
+        for port, process in zip(ports, collab, strict=True):
+            wait_healthy(port, process, 60)
+        pids = [pid for process in collab for pid in server_pids(process)]
+        logs = [servers.folder / f"collab-{port}.log" for port in ports]
+        probe = own_env.get("STALL_PROBE_INTERVAL_MS")
+        say(
+            f"collab: {processes} daphne process(es) on ports {ports}, pids {pids};"
+            + (f" stall probe every {probe} ms" if probe else " stall probe at its default")
+        )
+        targets.append(
+            {
+                "name": "collab",
+                "reference": False,
+                "urls": [f"ws://127.0.0.1:{p}/ws/documents" for p in ports],
+                "pids": pids,
+                "logs": logs,
+            }
+        )
+    if only != "collab":
+        assert server_js is not None, "the reference is installed before its phases start"
+        with on_cores(server_cores):
+            url, pid = start_reference(servers, server_js, env)
+        targets.append({"name": "reference", "reference": True, "urls": [url], "pids": [pid]})
+    return targets
+
+
 def turns(targets: list[dict], mode: str, round_: int) -> list[dict]:
     """The targets a mode's round runs against, in order: collab first in odd rounds, the
     reference first in even ones; modes for collab only (``COLLAB_ONLY``) skip the
@@ -794,45 +848,16 @@ def main(argv=None) -> int:
         server_js = None if args.only == "collab" else install_reference(folder / "reference")
 
         def start_targets(phase: list[tuple[str, int]]) -> list[dict]:
-            targets = []
-            if args.only != "reference":
-                ports = [free_port() for _ in range(args.processes)]
-                own_env = collab_env(env, phase, server_env)
-                with on_cores(server_cores):
-                    collab = [
-                        servers.spawn(
-                            f"collab {port}",
-                            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]
-                            + ["--port", str(port)],
-                            own_env,
-                        )
-                        for port in ports
-                    ]
-                for port, process in zip(ports, collab, strict=True):
-                    wait_healthy(port, process, 60)
-                pids = [pid for process in collab for pid in server_pids(process)]
-                logs = [folder / f"collab-{port}.log" for port in ports]
-                probe = own_env.get("STALL_PROBE_INTERVAL_MS")
-                say(
-                    f"collab: {args.processes} daphne process(es) on ports {ports}, pids {pids};"
-                    + (f" stall probe every {probe} ms" if probe else " stall probe at its default")
-                )
-                targets.append(
-                    {
-                        "name": "collab",
-                        "reference": False,
-                        "urls": [f"ws://127.0.0.1:{p}/ws/documents" for p in ports],
-                        "pids": pids,
-                        "logs": logs,
-                    }
-                )
-            if args.only != "collab":
-                with on_cores(server_cores):
-                    url, pid = start_reference(servers, server_js, env)
-                targets.append(
-                    {"name": "reference", "reference": True, "urls": [url], "pids": [pid]}
-                )
-            return targets
+            return start_phase(
+                phase,
+                servers,
+                env,
+                server_env,
+                processes=args.processes,
+                only=args.only,
+                server_cores=server_cores,
+                server_js=server_js,
+            )
 
         # Idle gets servers of its own, fresh: memory freed by the other loads would be reused
         # by its connections and hide their cost (the reference's figure halved that way),

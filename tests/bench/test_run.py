@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +123,36 @@ def test_only_the_servers_whose_stalls_are_timed_look_at_their_loop_every_5_ms()
         ]
         == "1"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_phases_collab_processes_are_started_with_its_stall_probe(tmp_path):
+    from tests.live import server_env
+
+    servers = run.Servers(tmp_path)
+    env = server_env(STALL_PROBE_INTERVAL_MS="50")  # a shell's setting, which no phase keeps
+    seen = {}
+    try:
+        for mode in ("bigupdate", "fanout"):
+            (target,) = run.start_phase(
+                [(mode, 1)],
+                servers,
+                env,
+                {},
+                processes=1,
+                only="collab",
+                server_cores=None,
+                server_js=None,
+            )
+            (pid,) = target["pids"]
+            environ = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+            seen[mode] = [v for v in environ if v.startswith(b"STALL_PROBE_INTERVAL_MS=")]
+    finally:
+        servers.stop()
+
+    # What the daphne processes themselves run with: the 5 ms probe where the stalls are
+    # timed, the servers' own default (no setting) elsewhere.
+    assert seen == {"bigupdate": [b"STALL_PROBE_INTERVAL_MS=5"], "fanout": []}
 
 
 def test_the_servers_take_turns_going_first_and_collab_only_modes_skip_the_reference():
