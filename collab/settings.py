@@ -643,10 +643,11 @@ COLLAB: CollabOptions = {
     # (session cookies) less server CPU per connect in a connect storm (docs/BENCHMARKS.md,
     # change 49). 0: every turn's checks go at once.
     "AUTH_TRIP_WAIT": env_float("WS_AUTH_TRIP_WAIT_MS", 20.0) / 1000,
-    # On PostgreSQL, ticket sockets are checked on the event loop, their one query sent through
-    # an asynchronous connection of the loop's own, instead of a trip to a check thread: a sixth
-    # of collab's own CPU per ticket socket (editor/realtime/auth.py, docs/BENCHMARKS.md,
-    # change 66). Any other socket, or any failure, takes the check threads as before.
+    # On PostgreSQL, ticket sockets and logged-in session cookies are checked on the event loop,
+    # their queries sent through an asynchronous connection of the loop's own, instead of a trip
+    # to a check thread: a sixth of collab's own CPU per ticket socket, an eighth per cookie
+    # socket (editor/realtime/auth.py, docs/BENCHMARKS.md, changes 66 and 80). Guests, any
+    # other socket, or any failure take the check threads as before.
     "CHECKS_ON_LOOP": env_bool("WS_CHECKS_ON_LOOP", True),
     # The socket checks' few fixed queries, on the event loop and on the check threads, are sent
     # as prepared statements: PostgreSQL plans each once per connection, not on every trip

@@ -47,8 +47,8 @@ def private_presence_keys(settings):
 
 @pytest.fixture(autouse=True)
 def closed_loop_databases():
-    """Closes the connections event loops opened for their socket checks (ticket sockets are
-    checked on the loop, editor/realtime/auth.py), so none outlives its test: PostgreSQL will
+    """Closes the connections event loops opened for their socket checks (ticket and cookie
+    sockets are checked on the loop, editor/realtime/auth.py), so none outlives its test: PostgreSQL will
     not drop the test database while a session is connected to it."""
     yield
     from editor.realtime import auth

@@ -453,6 +453,11 @@ class _CompiledOnce:
             statements.append((sql.replace(_ROWS, listed, 1), params))
         return list(keys), statements
 
+    def compile_many(self) -> None:
+        """Compiles the query for many values now, if it was not (``statements`` with
+        ``compile=False`` finds it from then on)."""
+        self._compile_many(DEFAULT_DB_ALIAS)
+
     def take_ahead(self, keys: list[tuple[Any, ...]], rows_of: dict[int, tuple[Any, ...]]) -> None:
         """Keeps the rows ``statements``' statements read (``reading_ahead`` must be on); a key
         without one has no row, and ``fetch`` then finds None without asking."""
@@ -467,15 +472,17 @@ class _CompiledOnce:
         PostgreSQL; SQL whose placeholders cannot be told apart)."""
         if alias in self._compiled_many:
             return self._compiled_many[alias]
-        self._compiled_many[alias] = None
         connection = connections[alias]
         if connection.vendor != "postgresql":
+            self._compiled_many[alias] = None
             return None
+        # A compile that fails (it may ask the database) is tried again by the next caller.
         compiled = self._compiled.get(alias) or self._compile(alias)
         self._compiled[alias] = compiled
         sql, marked = compiled
         pieces = sql.split("%s")
         if "%%" in sql or len(pieces) != len(marked) + 1:
+            self._compiled_many[alias] = None
             return None
         lateral = pieces[0]
         constants: list[Any] = []
@@ -730,7 +737,14 @@ def _current_role(access: Access) -> str | None:
 
 def _read_ahead_checks(calls: list[tuple[Any, ...]]) -> None:
     """What a trip's socket checks will ask the database, read in one query each: the stored
-    sessions of cookie sockets, then every claimed user with their role in the document."""
+    sessions of cookie sockets, then every claimed user with their role in the document.
+    Asked for every trip, of one socket too (nothing is read ahead for one): the trip compiles
+    the queries the event loop's checks read with (``_checks_on_loop``), which the loop does
+    not do itself, so a process whose sockets come one at a time checks them on the loop from
+    its second on."""
+    if settings.COLLAB["CHECKS_ON_LOOP"]:
+        _SESSION.compile_many()
+        _USER_AND_ROLE.compile_many()
     keys = [
         scope["session_key"]
         for scope, _ in calls
@@ -870,7 +884,7 @@ class _Together:
     def _run(self, calls: list[tuple[Any, ...]]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         with _SESSION.reading_ahead(), _USER_AND_ROLE.reading_ahead(), _reading_once():
-            if self._read_ahead is not None and len(calls) > 1:
+            if self._read_ahead is not None:
                 try:
                     self._read_ahead(calls)
                 except Exception as exc:
@@ -1014,65 +1028,114 @@ async def _connect_on_loop(django: Any) -> Any:
     connection = await psycopg.AsyncConnection.connect(**params, autocommit=True)
     if connection.prepare_threshold is None:
         # Django turns psycopg's preparing off (its default, for poolers), which would refuse
-        # even a statement asked for by name; nothing but the checks' query runs here.
+        # even a statement asked for by name; nothing but the checks' queries run here.
         connection.prepare_threshold = 5
     return connection
 
 
-def _has_ticket(scope: dict[str, Any]) -> bool:
+def _checked_on_loop(scope: dict[str, Any]) -> str | None:
+    """How the event loop can check this socket: "ticket", "session" (the key of a stored
+    session of Django's database engine, as collab's middleware leaves it, unread), or None,
+    for a check thread (a session or user some other middleware put in the scope, another
+    session engine, no credentials, a scope this cannot read: its own check meets that)."""
     try:
-        return bool(_ticket_of(scope))
-    except Exception:  # a scope it cannot read: its own check on a thread meets this, alone
-        return False
+        if _ticket_of(scope):
+            return "ticket"
+        if (
+            scope.get("session_key")
+            and scope.get("session") is None
+            and scope.get("user") is None
+            and settings.SESSION_ENGINE == _DB_SESSIONS
+        ):
+            return "session"
+    except Exception:
+        pass
+    return None
 
 
 async def _checks_on_loop(
     together: _Together, calls: list[tuple[Any, ...]]
 ) -> list[tuple[bool, Any]]:
-    """A trip of socket checks, the ticket sockets' made on the event loop: a ticket is read
-    without the database, and what the check asks of it (the user, the role) is read ahead in
-    one query through the loop's own connection (``_LoopDatabase``); the check itself then runs
-    here on the rows read, as it runs on a thread. Nothing else is asked of the database here:
-    session cookies and guests, a trip whose query is not compiled yet (the first), a failure
-    of the loop's connection, and anything else go on a check thread as before. The hand-over
-    to a thread and back (asgiref's, the pooled connection's checkout and return, the thread's
-    wake-up and its fight for the GIL) cost more than the check itself (docs/BENCHMARKS.md,
-    change 66)."""
+    """A trip of socket checks, made on the event loop where it can be: what the checks ask of
+    the database is read ahead, through the loop's own connection (``_LoopDatabase``), in the
+    queries a thread's trip reads ahead with (``_read_ahead_checks``): the cookie sockets'
+    stored sessions in one, then the users and roles that the tickets and sessions claim in
+    another; the checks then run here on the rows read, as they run on a thread. A ticket is
+    read without the database. The rest goes on a check thread as before: guests and sockets
+    that claim nobody (a guest's link is read from the database), what ``_checked_on_loop``
+    leaves out, a query not compiled yet (compiling may ask the database: a thread's trip
+    compiles it), a failure of the loop's connection. The hand-over to a thread and back
+    (asgiref's, the pooled connection's checkout and return, the thread's wake-up and its
+    fight for the GIL) cost more than the check itself (docs/BENCHMARKS.md, changes 66 and
+    80)."""
     database = _loop_database()
-    here = [args for args in calls if _has_ticket(args[0])] if database.usable else []
     outcomes: dict[int, tuple[bool, Any]] = {}
-    if here:
-        claims: dict[tuple[int, str], tuple[Any, Any]] = {}
-        asked = []
-        for scope, document_id in here:
-            try:
-                claim = _claimed(scope, document_id)
-            except Exception:  # its own check meets this again, and answers it
-                continue
-            claims[(id(scope), document_id)] = (scope, claim)
-            if claim[0] is not None:
-                asked.append((claim[0], document_id))
-        built = _USER_AND_ROLE.statements(asked, least=0, compile=False, connection=database.django)
-        rows_of = None
-        if built is not None:
-            rows_of = await database.rows(built[1]) if built[1] else {}
-        if built is not None and rows_of is not None:
-            # No await from here to the end of the block: the rows read ahead are this trip's.
-            with _USER_AND_ROLE.reading_ahead(), _reading_once():
-                _trip.claims.update(claims)
-                _USER_AND_ROLE.take_ahead(built[0], rows_of)
-                for args in here:
-                    try:
-                        outcomes[id(args)] = (True, together._work(*args))
-                    except Refused as exc:
-                        outcomes[id(args)] = (False, exc)
-                    except Exception:  # not expected here: the thread's check meets it again
-                        logger.exception("a socket check failed on the event loop; retried")
+    if database.usable:
+        await _check_on_loop(database, together, calls, outcomes)
     rest = [args for args in calls if id(args) not in outcomes]
     if rest:
         for args, outcome in zip(rest, await together._trip(rest), strict=True):
             outcomes[id(args)] = outcome
     return [outcomes[id(args)] for args in calls]
+
+
+async def _check_on_loop(
+    database: _LoopDatabase,
+    together: _Together,
+    calls: list[tuple[Any, ...]],
+    outcomes: dict[int, tuple[bool, Any]],
+) -> None:
+    """``_checks_on_loop``'s part on the loop: puts in ``outcomes`` the answers of the calls it
+    could check here. Each block that holds rows read ahead is free of awaits, so other trips
+    on the loop never see this one's."""
+    kinds = {id(args): _checked_on_loop(args[0]) for args in calls}
+    here = [args for args in calls if kinds[id(args)] is not None]
+    cookies = [args for args in here if kinds[id(args)] == "session"]
+    sessions: tuple[list[tuple[Any, ...]], dict[int, tuple[Any, ...]]] | None = None
+    if cookies:
+        now = timezone.now()
+        asked = [(scope["session_key"], now) for scope, _ in cookies]
+        built = _SESSION.statements(asked, least=0, compile=False, connection=database.django)
+        rows_of = await database.rows(built[1]) if built is not None else None
+        if built is None or rows_of is None:
+            here = [args for args in here if kinds[id(args)] == "ticket"]
+        else:
+            sessions = (built[0], rows_of)
+    claims: dict[tuple[int, str], tuple[Any, Any]] = {}
+    with _SESSION.reading_ahead():
+        if sessions is not None:
+            _SESSION.take_ahead(*sessions)
+        for args in here:
+            scope, document_id = args
+            try:
+                claim = _claimed(scope, document_id)
+            except Refused as exc:  # a ticket refused before the database is asked
+                outcomes[id(args)] = (False, exc)
+                continue
+            except Exception:  # its own check on a thread meets this again, and answers it
+                continue
+            if claim[0] is not None:  # a guest's link, or nobody: a thread's
+                claims[(id(scope), document_id)] = (scope, claim)
+    here = [args for args in here if (id(args[0]), args[1]) in claims]
+    if not here:
+        return
+    users = [(claim[0], document_id) for (_, document_id), (_, claim) in claims.items()]
+    built = _USER_AND_ROLE.statements(users, least=0, compile=False, connection=database.django)
+    if built is None:
+        return
+    rows_of = await database.rows(built[1])
+    if rows_of is None:
+        return
+    with _USER_AND_ROLE.reading_ahead(), _reading_once():
+        _trip.claims.update(claims)
+        _USER_AND_ROLE.take_ahead(built[0], rows_of)
+        for args in here:
+            try:
+                outcomes[id(args)] = (True, together._work(*args))
+            except Refused as exc:
+                outcomes[id(args)] = (False, exc)
+            except Exception:  # not expected here: the thread's check meets it again
+                logger.exception("a socket check failed on the event loop; retried")
 
 
 _checks_together = _Together(_authorize, _read_ahead_checks, _checks_on_loop)

@@ -1,7 +1,7 @@
 """Socket checks asked together (editor/realtime/auth.py, ``_Together``): one trip to a check
 thread for all the sockets that ask in the same turn of the event loop, each with its own
 answer, and what the trip's checks ask the database read in one query each, on a real
-database. Ticket sockets on the event loop: tests/realtime/test_auth_on_loop.py."""
+database. Checks on the event loop: tests/realtime/test_auth_on_loop.py."""
 
 import asyncio
 import contextlib
@@ -30,9 +30,9 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(autouse=True)
 def checks_on_threads(settings):
-    """The trips to the check threads: ticket sockets are checked on the event loop unless
-    ``CHECKS_ON_LOOP`` is off (tests/realtime/test_auth_on_loop.py); sessions, guests and
-    anything the loop cannot check still take these trips."""
+    """The trips to the check threads: ticket sockets and logged-in session cookies are checked
+    on the event loop unless ``CHECKS_ON_LOOP`` is off (tests/realtime/test_auth_on_loop.py);
+    guests and anything the loop cannot check still take these trips."""
     settings.COLLAB = {**settings.COLLAB, "CHECKS_ON_LOOP": False}
 
 

@@ -1,21 +1,28 @@
-"""Ticket sockets checked on the event loop (editor/realtime/auth.py, ``_checks_on_loop``,
-``CHECKS_ON_LOOP``): their one query goes through the loop's own asynchronous connection, with
-no trip to a check thread; the answers are the threads' answers. Sessions, a failing loop
+"""Socket checks on the event loop (editor/realtime/auth.py, ``_checks_on_loop``,
+``CHECKS_ON_LOOP``): ticket sockets, and cookie sockets of Django's database sessions, are
+checked with queries through the loop's own asynchronous connection, with no trip to a check
+thread; the answers are the threads' answers. Guests, sockets that claim nobody, a failing loop
 connection and the switch turned off take the threads. On a real PostgreSQL database."""
 
 import asyncio
 import logging
 import urllib.parse
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
 from django.db import connection
+from django.utils import timezone
 
 from collab.middleware import SessionUnlessTicket
-from editor.models import Membership
+from editor import links
+from editor.models import Membership, ShareLink
 from editor.realtime import auth
 from editor.realtime.auth import Refused, authorize
 from tests.conftest import make_user
+from tests.realtime.conftest import HOST
 from tests.realtime.test_auth import (
     TICKETS_REFUSED,
     cookie_scope,
@@ -53,9 +60,10 @@ def trips(monkeypatch):
 
 
 async def compiled(document, viewer) -> None:
-    """A process's first check goes on a thread, which compiles the query (compiling may ask
+    """A process's first check goes on a thread, which compiles the queries (compiling may ask
     the database, which the loop must not); this makes sure it has."""
-    await sync_to_async(auth._USER_AND_ROLE._compile_many)("default")
+    await sync_to_async(auth._USER_AND_ROLE.compile_many)()
+    await sync_to_async(auth._SESSION.compile_many)()
 
 
 async def test_ticket_sockets_are_checked_on_the_loop_with_the_threads_answers(
@@ -92,7 +100,41 @@ async def test_a_change_of_access_is_seen_by_the_next_check(document, viewer, tr
     assert trips["threads"] == 0 and trips["loop"] == 2
 
 
-async def test_cookie_sockets_of_the_same_trip_take_a_thread(document, owner, viewer, trips):
+async def test_cookie_sockets_are_checked_on_the_loop_with_the_threads_answers(
+    document, owner, editor_user, viewer, stranger, trips
+):
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    keys = {
+        user.username: await sync_to_async(logged_in)(user)
+        for user in (owner, editor_user, viewer, stranger)
+    }
+    # A password changed since the login ends the session (Django's rule).
+    editor_user.set_password("changed-since")
+    await sync_to_async(editor_user.save)()
+    scopes = [cookie_scope(keys[name]) for name in ("olive", "vera", "vera", "sam", "eddie")]
+    scopes.append({**cookie_scope(keys["olive"]), "headers": [HOST]})  # no origin
+
+    outcomes = await asyncio.gather(
+        *(authorize(scope, doc) for scope in scopes), return_exceptions=True
+    )
+
+    assert trips == {"threads": 0, "loop": 2}  # the sessions, then the users: no thread
+    assert [(o.user.username, o.role, o.via, o.session) for o in outcomes[:3]] == [
+        ("olive", "owner", "session", keys["olive"]),
+        ("vera", "viewer", "session", keys["vera"]),
+        ("vera", "viewer", "session", keys["vera"]),
+    ]
+    assert [(o.code, o.reason) for o in outcomes[3:]] == [
+        (4403, "no access to this document"),
+        (4401, "session no longer valid: log in again"),
+        (4403, "origin not allowed"),
+    ]
+
+
+async def test_tickets_and_cookies_of_one_trip_are_checked_together_on_the_loop(
+    document, owner, viewer, trips
+):
     await compiled(document, viewer)
     doc = str(document.pk)
     cookie = await sync_to_async(logged_in)(owner)
@@ -108,7 +150,65 @@ async def test_cookie_sockets_of_the_same_trip_take_a_thread(document, owner, vi
         ("olive", "owner", "session"),
         ("vera", "viewer", "ticket"),
     ]
+    assert trips == {"threads": 0, "loop": 2}  # one query of users for tickets and session
+
+
+async def test_cookies_that_claim_nobody_take_a_thread_and_get_its_answer(
+    document, owner, viewer, trips
+):
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    expired = await sync_to_async(logged_in)(owner)
+    await sync_to_async(Session.objects.filter(session_key=expired).update)(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+    link = await sync_to_async(ShareLink.objects.create)(
+        document=document, role="viewer", anyone=True, created_by=owner
+    )
+    guest = SessionStore()
+    guest[links.SESSION_KEY] = {doc: link.token}
+    await sync_to_async(guest.save)()
+    scopes = [cookie_scope(key) for key in (expired, "no-such-session-key", guest.session_key)]
+
+    outcomes = await asyncio.gather(
+        *(authorize(scope, doc) for scope in scopes), return_exceptions=True
+    )
+
+    assert [(o.code, o.reason) for o in outcomes[:2]] == [(4401, "log in, or pass ?ticket=")] * 2
+    assert (outcomes[2].via, outcomes[2].role) == ("link", "viewer")
+    # Their sessions were read on the loop; a guest's link is read on a thread.
     assert trips == {"threads": 1, "loop": 1}
+
+
+async def test_a_session_ended_between_two_checks_is_seen_by_the_second(
+    document, owner, viewer, trips
+):
+    await compiled(document, viewer)
+    doc = str(document.pk)
+    key = await sync_to_async(logged_in)(owner)
+    assert (await authorize(cookie_scope(key), doc)).role == "owner"
+
+    await sync_to_async(Session.objects.filter(session_key=key).delete)()  # a logout
+    with pytest.raises(Refused) as refused:
+        await authorize(cookie_scope(key), doc)
+    assert (refused.value.code, refused.value.reason) == (4401, "log in, or pass ?ticket=")
+
+
+async def test_sockets_that_come_one_at_a_time_are_checked_on_the_loop_from_the_second(
+    document, owner, viewer, trips, monkeypatch
+):
+    """A process whose first checks came alone never compiled the loop's queries: a thread's
+    trip of one socket compiles them now."""
+    monkeypatch.setattr(auth._USER_AND_ROLE, "_compiled_many", {})
+    monkeypatch.setattr(auth._SESSION, "_compiled_many", {})
+    doc = str(document.pk)
+    cookie = await sync_to_async(logged_in)(owner)
+
+    assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
+    assert trips == {"threads": 1, "loop": 0}  # the first: on a thread, which compiles
+    assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
+    assert (await authorize(cookie_scope(cookie), doc)).role == "owner"
+    assert trips == {"threads": 1, "loop": 3}
 
 
 async def test_a_lost_loop_connection_sends_the_checks_to_the_threads_then_comes_back(
