@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import sys
+import threading
 import uuid
 
 import pytest
@@ -45,11 +46,41 @@ def private_presence_keys(settings):
     settings.PRESENCE_PREFIX = f"collab-test:{uuid.uuid4().hex[:12]}:presence"
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's; and before the test database is dropped, gives back the connections
+    threads still hold: the pool closes the connections it has, not those threads keep, and
+    PostgreSQL will not drop a database a session is connected to ("is being accessed by other
+    users"). They are asgiref's one thread for ``sync_to_async`` (what async tests call the ORM
+    through) and the socket check threads, whose trips give their connections back after each
+    one except under Channels' test communicators (they make
+    ``channels.db.close_old_connections`` a no-op while an application runs,
+    channels/testing/application.py)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from editor.realtime import auth
+
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+        # One call on each check thread: each waits at the barrier until all have started.
+        threads = auth._checks._max_workers
+        started = threading.Barrier(threads)
+
+        def close_this_threads() -> None:
+            started.wait(timeout=30)
+            connections.close_all()
+
+        for done in [auth._checks.submit(close_this_threads) for _ in range(threads)]:
+            done.result(timeout=60)
+
+
 @pytest.fixture(autouse=True)
 def closed_loop_databases():
     """Closes the connections event loops opened for their socket checks (ticket and cookie
-    sockets are checked on the loop, editor/realtime/auth.py), so none outlives its test: PostgreSQL will
-    not drop the test database while a session is connected to it."""
+    sockets are checked on the loop, editor/realtime/auth.py), so none outlives its test:
+    PostgreSQL will not drop the test database while a session is connected to it."""
     yield
     from editor.realtime import auth
 
