@@ -323,3 +323,28 @@ async def test_a_sockets_query_string_is_parsed_once_for_its_ticket(
         "viewer",
     ]
     assert sorted(parsed) == sorted(scope["query_string"].decode() for scope in scopes)
+
+
+async def test_a_compile_that_failed_is_tried_again(document, viewer, trips, monkeypatch):
+    """A compile that fails (it may ask the database, which may be away) is not remembered as
+    "cannot be built": the next trip compiles, and the loop checks from then on."""
+    monkeypatch.setattr(auth._USER_AND_ROLE, "_compiled_many", {})
+    monkeypatch.setattr(auth._USER_AND_ROLE, "_compiled", {})
+    compile_once = auth._USER_AND_ROLE._compile
+    failures = []
+
+    def failing_once(alias):
+        if not failures:
+            failures.append(alias)
+            raise RuntimeError("the database went away while compiling")
+        return compile_once(alias)
+
+    monkeypatch.setattr(auth._USER_AND_ROLE, "_compile", failing_once)
+    doc = str(document.pk)
+
+    # The first trip's read-ahead meets the failure (a warning), and is answered all the same;
+    # the second trip, still on a thread, compiles; the third is checked on the loop.
+    for _ in range(3):
+        assert (await authorize(ticket_scope(viewer.pk, doc), doc)).role == "viewer"
+    assert failures == ["default"]
+    assert trips == {"threads": 2, "loop": 1}
