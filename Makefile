@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# pytest-xdist workers for `make test`, each test file on one of them (0: in this process).
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test install lint format clean bench assets chromium nginx promtool
 
@@ -53,7 +55,7 @@ test: install chromium nginx promtool $(MYPY_CACHE_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # collab and the reference y-websocket server under the same loads, side by side
 # (docs/BENCHMARKS.md), three rounds each. Loopback only, bounded;

@@ -1,7 +1,10 @@
 """Shared fixtures: one document and the four kinds of people who may knock on it."""
 
 import asyncio
+import collections
 import contextlib
+import fcntl
+import os
 import sys
 import threading
 import uuid
@@ -15,15 +18,65 @@ from editor.models import Document, Membership, Role
 PASSWORD = "correct horse battery staple"
 
 
+def pytest_collection_modifyitems(items):
+    """Gives each API operation's fuzz test (tests/api/test_fuzz.py) an id of its own. Under
+    pytest 9 schemathesis's items all get their function's bare id (pytest builds it from the
+    original name and the parametrization, and schemathesis passes neither the operation), and
+    pytest-xdist, which hands tests to its workers by id, then runs one of them and drops the
+    rest without a word."""
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        node_id = getattr(item, "_id", None)  # pytest 9's structured id; pytest 8 names it whole
+        if label and node_id is not None and node_id.params is None:
+            item._id = node_id.with_params(label)
+
+
 def pytest_collection_finish(session):
-    """When the container tests are to run, their slowest set-up on a fresh machine (podman's
+    """Refuses to run two tests under one id (see above: a worker would run one of them).
+    When the container tests are to run, their slowest set-up on a fresh machine (podman's
     packages, the debootstrap base) starts now, beside the tests before them."""
+    ids = collections.Counter(item.nodeid for item in session.items)
+    if twice := sorted(node_id for node_id, count in ids.items() if count > 1):
+        raise pytest.UsageError(f"tests collected twice under one id: {', '.join(twice[:5])}")
     if session.config.option.collectonly:
         return
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        return  # the first worker starts it; the steps take a lock, wherever the tests run
     if any(item.nodeid.startswith("tests/deploy/test_container.py") for item in session.items):
         from tests.deploy import podman
 
         podman.prepare_in_background()
+
+
+@pytest.fixture(autouse=True)
+def _turns(request, tmp_path_factory):
+    """Under pytest-xdist (``make test`` runs two workers), a test marked ``alone`` runs while no
+    other worker runs one: every other test holds a shared lock on a file of this run's, an
+    ``alone`` test holds it exclusively. Each first passes through a second lock, the
+    turnstile, so that a waiting ``alone`` test is not starved by the other worker's next
+    tests. For tests whose assertion is about how their own thread spent the machine's time
+    (a stall's share of kernel time), which another worker's load would change."""
+    worker = getattr(request.config, "workerinput", None)
+    if worker is None:
+        yield
+        return
+    # The run's temporary folder, above each worker's own (popen-gw0, ...): pytest keeps the
+    # last few runs' and deletes older ones.
+    run = tmp_path_factory.getbasetemp().parent
+    alone = request.node.get_closest_marker("alone") is not None
+    with (run / "turnstile.lock").open("a") as turnstile, (run / "tests.lock").open("a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

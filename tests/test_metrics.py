@@ -138,6 +138,7 @@ async def test_a_stall_mostly_spent_collecting_garbage_says_so(settings, caplog)
     assert f"cause=gc gc_ms={stalls[0].gc_ms} faults=" in stalls[0].getMessage()
 
 
+@pytest.mark.alone  # the kernel's share of the stall: another worker's load would take it
 @pytest.mark.asyncio
 async def test_a_stall_spent_faulting_in_new_memory_says_so(settings, caplog):
     # A big update's copies touch memory the process never had, a page at a time: the kernel's
