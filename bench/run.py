@@ -386,7 +386,8 @@ STALL_LINE = re.compile(
 def server_stalls(logs: list[Path], windows: dict) -> dict:
     """The longest stall the collab processes logged within each of the run's windows (wall
     clock), with its cause (loop; gc: a stall mostly spent collecting; kernel: mostly in the
-    kernel, page faults or system calls; gc0, gc1, gc2: one collection's own line), across all
+    kernel, page faults or system calls; waiting: mostly ready to run and waiting for a core;
+    gc0, gc1, gc2: one collection's own line), across all
     processes. A line is stamped when the stall ended, and
     says how long it lasted: it counts in a window if it overlapped it. (Counting every line
     stamped up to 0.2 s after a window, as the bench did before, put the first stalls of the

@@ -67,6 +67,7 @@ import asyncio
 import gc
 import inspect
 import logging
+import os
 import resource
 import sys
 import time
@@ -276,9 +277,11 @@ async def watch_event_loop(
     its length (``stall_ms``), for whoever reads the logs rather than the graphs (the bench
     does), with how much of it garbage collection took (``gc_ms``, from ``gc_timer``), and how
     many page faults the loop's thread took and how long it spent in the kernel meanwhile
-    (``faults``, ``sys_ms``): the cause is ``gc`` when collections took half of it or more,
-    ``kernel`` when the kernel did, else ``loop``. Runs until cancelled; one per serving
-    process (``when_serving``)."""
+    (``faults``, ``sys_ms``), and how long it was ready to run but waited for a core
+    (``wait_ms``, where Linux counts it): the cause is ``gc`` when collections took half of it
+    or more, ``kernel`` when the kernel did, ``waiting`` when the wait for a core did (the
+    machine is short of CPU: more busy processes and threads than cores), else ``loop``. Runs
+    until cancelled; one per serving process (``when_serving``)."""
     if interval is None:
         from django.conf import settings
 
@@ -287,38 +290,90 @@ async def watch_event_loop(
         gc_timer = _gc_timer
     warn_at = _warn_at()
     loop = asyncio.get_running_loop()
-    while True:
-        started, collected, used = loop.time(), gc_timer.total, _thread_usage()
-        await asyncio.sleep(interval)
-        late = max(0.0, loop.time() - started - interval)
-        histogram.observe(late)
-        if late >= warn_at:
-            stall_ms = round(late * 1000, 1)
-            gc_ms = round(min(late, gc_timer.total - collected) * 1000, 1)
-            faults, sys_ms = _usage_since(used)
-            if gc_ms >= stall_ms / 2:
-                cause = "gc"
-            elif sys_ms >= stall_ms / 2:
-                cause = "kernel"
-            else:
-                cause = "loop"
-            extra = {
-                "event": "stall",
-                "stall_ms": stall_ms,
-                "cause": cause,
-                "gc_ms": gc_ms,
-                "faults": faults,
-                "sys_ms": sys_ms,
-            }
-            logger.warning(
-                "event loop stalled stall_ms=%s cause=%s gc_ms=%s faults=%s sys_ms=%s",
-                stall_ms,
-                cause,
-                gc_ms,
-                faults,
-                sys_ms,
-                extra=extra,
-            )
+    waited = _RunQueueWait()  # opened here, on the loop's thread: that thread's wait
+    try:
+        while True:
+            started, collected, used = loop.time(), gc_timer.total, _thread_usage()
+            waited_before = waited.ns()
+            await asyncio.sleep(interval)
+            late = max(0.0, loop.time() - started - interval)
+            histogram.observe(late)
+            if late >= warn_at:
+                _log_stall(late, gc_timer.total - collected, used, waited.ms_since(waited_before))
+    finally:
+        waited.close()
+
+
+def _log_stall(
+    late: float, collecting: float, used: resource.struct_rusage, wait_ms: float
+) -> None:
+    stall_ms = round(late * 1000, 1)
+    gc_ms = round(min(late, collecting) * 1000, 1)
+    faults, sys_ms = _usage_since(used)
+    wait_ms = min(wait_ms, stall_ms)
+    if gc_ms >= stall_ms / 2:
+        cause = "gc"
+    elif sys_ms >= stall_ms / 2:
+        cause = "kernel"
+    elif wait_ms >= stall_ms / 2:
+        cause = "waiting"
+    else:
+        cause = "loop"
+    extra = {
+        "event": "stall",
+        "stall_ms": stall_ms,
+        "cause": cause,
+        "gc_ms": gc_ms,
+        "faults": faults,
+        "sys_ms": sys_ms,
+        "wait_ms": wait_ms,
+    }
+    logger.warning(
+        "event loop stalled stall_ms=%s cause=%s gc_ms=%s faults=%s sys_ms=%s wait_ms=%s",
+        stall_ms,
+        cause,
+        gc_ms,
+        faults,
+        sys_ms,
+        wait_ms,
+        extra=extra,
+    )
+
+
+class _RunQueueWait:
+    """How long the thread that made it has been ready to run but not running, waiting in the
+    kernel's run queue for a core: the second figure of Linux's ``/proc/thread-self/schedstat``
+    (nanoseconds), read with one ``pread`` of a descriptor kept open. Elsewhere, or where the
+    kernel does not keep it, nothing is read and every wait is 0."""
+
+    PATH = "/proc/thread-self/schedstat"
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open(self.PATH, os.O_RDONLY)
+        except OSError:
+            self._fd = None
+        if self.ns() is None:
+            self.close()
+
+    def ns(self) -> int | None:
+        if self._fd is None:
+            return None
+        try:
+            return int(os.pread(self._fd, 128, 0).split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def ms_since(self, before: int | None) -> float:
+        now = self.ns()
+        if before is None or now is None:
+            return 0.0
+        return round((now - before) / 1e6, 1)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 # The event loop's own thread where the system counts per thread (Linux), else the process.

@@ -6,6 +6,9 @@ import asyncio
 import gc
 import logging
 import mmap
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -163,6 +166,67 @@ async def test_a_stall_spent_faulting_in_new_memory_says_so(settings, caplog):
     assert longest.cause == "kernel"
     assert longest.sys_ms >= longest.stall_ms / 2
     assert f"faults={longest.faults} sys_ms={longest.sys_ms}" in longest.getMessage()
+
+
+@pytest.mark.asyncio
+async def test_a_stall_spent_waiting_for_a_core_says_so(settings, caplog):
+    # The loop's thread has work to do while two other processes want its one core: most of
+    # the stall is the kernel's run queue (a machine short of CPU), not the loop's own work.
+    settings.STALL_WARNING_MS = 5
+    kept = os.sched_getaffinity(0)
+    core = min(kept)
+    hog = (
+        f"import os, sys; os.sched_setaffinity(0, {{{core}}}); print(flush=True)\nwhile True: pass"
+    )
+    hogs = [subprocess.Popen([sys.executable, "-c", hog], stdout=subprocess.PIPE) for _ in (1, 2)]
+    try:
+        for process in hogs:
+            assert process.stdout is not None
+            process.stdout.readline()  # on the core, and spinning
+        os.sched_setaffinity(0, {core})  # this thread, the event loop's
+        probe = asyncio.ensure_future(
+            metrics.watch_event_loop(interval=0.01, histogram=private_histogram())
+        )
+        with caplog.at_level(logging.WARNING, logger="collab.metrics"):
+            await asyncio.sleep(0.05)
+            spent = time.thread_time()
+            while time.thread_time() - spent < 0.06:  # 60 ms of the thread's own work
+                pass
+            await asyncio.sleep(0.05)
+        probe.cancel()
+    finally:
+        os.sched_setaffinity(0, kept)
+        for process in hogs:
+            process.kill()
+            process.wait()
+
+    stalls = [r for r in caplog.records if r.getMessage().startswith("event loop stalled")]
+    longest = max(stalls, key=lambda record: record.stall_ms)
+    assert longest.stall_ms >= 100  # 60 ms of work on a third of a core
+    assert longest.cause == "waiting"
+    assert longest.stall_ms / 2 <= longest.wait_ms <= longest.stall_ms
+    assert longest.getMessage().endswith(f"wait_ms={longest.wait_ms}")
+
+
+@pytest.mark.asyncio
+async def test_a_stall_is_logged_where_the_kernel_keeps_no_run_queue_figure(
+    settings, caplog, monkeypatch
+):
+    monkeypatch.setattr(metrics._RunQueueWait, "PATH", "/proc/thread-self/no-such-figure")
+    settings.STALL_WARNING_MS = 200
+    probe = asyncio.ensure_future(
+        metrics.watch_event_loop(interval=0.01, histogram=private_histogram())
+    )
+    with caplog.at_level(logging.WARNING, logger="collab.metrics"):
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)
+        await asyncio.sleep(0.05)
+    probe.cancel()
+
+    stalls = [r for r in caplog.records if r.getMessage().startswith("event loop stalled")]
+    assert len(stalls) == 1
+    assert stalls[0].cause == "loop"
+    assert stalls[0].wait_ms == 0.0
 
 
 def test_a_long_collection_is_logged_with_its_generation(caplog):

@@ -30,6 +30,18 @@ def test_the_bench_reads_the_longest_stall_of_each_window_from_the_server_logs(t
     assert found["quiet"] == {"max_ms": 0.0, "cause": None, "over_50_ms": 0}
 
 
+def test_the_bench_reads_a_stall_line_as_collab_writes_it_today(tmp_path):
+    log = tmp_path / "collab-1.log"
+    log.write_text(
+        "2026-12-03 06:00:01,250 WARNING collab.metrics event loop stalled stall_ms=41.5"
+        " cause=waiting gc_ms=0.0 faults=12 sys_ms=0.4 wait_ms=30.2\n"
+    )
+    base = time.mktime(time.strptime("2026-12-03 06:00:00", "%Y-%m-%d %H:%M:%S"))
+    found = run.server_stalls([log], {"connect": [base, base + 3]})
+
+    assert found["connect"] == {"max_ms": 41.5, "cause": "waiting", "over_50_ms": 0}
+
+
 def test_a_stall_counts_in_the_window_it_overlapped_and_not_in_one_that_ended_before_it(tmp_path):
     log = tmp_path / "collab-1.log"
     log.write_text(
