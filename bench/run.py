@@ -690,8 +690,19 @@ def table(results: dict, modes) -> str:
         elif _number(ours) and _number(ref) and ref:
             ratio = f"{ours / ref:.2f}"
         label = f"{label} ({unit})" if unit else label
-        lines.append(f"| {label} | {_fmt(ours)} | {_fmt(ref)} | {ratio} |")
+        lines.append(f"| {label} | {_with_cause(mine, path)} | {_fmt(ref)} | {ratio} |")
     return "\n".join(lines)
+
+
+def _with_cause(result: dict, path: str) -> str:
+    """A figure as the table prints it; a longest stall with its cause beside it (``35.0
+    (waiting)``), as the collab process's stall line named it (editor/metrics.py)."""
+    shown = _fmt(_get(result, path))
+    if path.startswith("server_stalls.") and path.endswith(".max_ms"):
+        cause = _get(result, path.removesuffix("max_ms") + "cause")
+        if cause:
+            shown = f"{shown} ({cause})"
+    return shown
 
 
 def _ratios(ours: list[dict], theirs: list[dict], path: str) -> list[float]:

@@ -95,6 +95,21 @@ def test_the_table_prints_no_ratio_for_the_database_the_reference_does_not_have(
     assert rows["database CPU per connect (ms)"][2] == "— |"
 
 
+def test_the_table_names_each_longest_stall_s_cause():
+    stalls = {
+        "connect": {"max_ms": 35.0, "cause": "waiting", "over_50_ms": 0},
+        "hold": {"max_ms": 0.0, "cause": None, "over_50_ms": 0},
+    }
+    results = {"collab": {"idle": {"server_stalls": stalls}}, "reference": {"idle": {}}}
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
+        for line in run.table(results, ["idle"]).splitlines()
+    }
+
+    assert rows["idle: longest server stall while connecting (ms)"][0] == "35.0 (waiting)"
+    assert rows["idle: longest server stall while held (ms)"][0] == "0.00"
+
+
 def test_each_mode_runs_its_rounds_and_each_fresh_round_gets_servers_of_its_own():
     phases = run.schedule(["fanout", "idle", "bigupdate", "joinstorm", "idle_session"], rounds=3)
 
