@@ -32,6 +32,9 @@ Counters
 - ``collab_catchup_recovered_total{source}``: what catch-up recovered that the layer lost:
   ``log`` rows never seen, ``parked`` rows applied again (pycrdt left them pending),
   ``snapshot`` compacted snapshots that held something new.
+- ``collab_event_loop_waiting_seconds_total``: time the event loop's thread was ready to run
+  and waited for a core (Linux's run queue, read by the stall probe; stays 0 elsewhere): its
+  rate is the share of the time the process had work and no core to do it on.
 - ``collab_limit_closes_total{limit}``: sockets closed by a limit: ``frame_size`` (4413),
   ``awareness_size`` (4413), ``awareness_clients`` (4400), ``rate`` (4429), ``slow_reader``
   (4408), ``connections`` and ``connections_per_user`` (1013).
@@ -184,6 +187,10 @@ EVENT_LOOP_LAG = Histogram(
     "How late a 50 ms sleep on the event loop woke.",
     buckets=_PAUSES,
 )
+EVENT_LOOP_WAITING = Counter(
+    "collab_event_loop_waiting_seconds_total",
+    "Time the event loop's thread was ready to run and waited for a core (Linux).",
+)
 GC_PAUSE = Histogram(
     "collab_gc_pause_seconds",
     "Garbage-collector pauses.",
@@ -270,6 +277,7 @@ async def watch_event_loop(
     interval: float | None = None,
     histogram: Histogram = EVENT_LOOP_LAG,
     gc_timer: GcTimer | None = None,
+    waiting: Counter = EVENT_LOOP_WAITING,
 ) -> None:
     """Sleeps ``interval`` (settings.STALL_PROBE_INTERVAL_MS) again and again and observes how
     late each sleep woke: whatever held the loop (a long CRDT merge, a big JSON dump, a GC
@@ -280,8 +288,10 @@ async def watch_event_loop(
     (``faults``, ``sys_ms``), and how long it was ready to run but waited for a core
     (``wait_ms``, where Linux counts it): the cause is ``gc`` when collections took half of it
     or more, ``kernel`` when the kernel did, ``waiting`` when the wait for a core did (the
-    machine is short of CPU: more busy processes and threads than cores), else ``loop``. Runs
-    until cancelled; one per serving process (``when_serving``)."""
+    machine is short of CPU: more busy processes and threads than cores), else ``loop``. That
+    wait is also counted at every wake, stall or not (``waiting``): its rate is the share of
+    the time the loop had work and no core. Runs until cancelled; one per serving process
+    (``when_serving``)."""
     if interval is None:
         from django.conf import settings
 
@@ -290,18 +300,22 @@ async def watch_event_loop(
         gc_timer = _gc_timer
     warn_at = _warn_at()
     loop = asyncio.get_running_loop()
-    waited = _RunQueueWait()  # opened here, on the loop's thread: that thread's wait
+    queue = _RunQueueWait()  # opened here, on the loop's thread: that thread's wait
+    waited = queue.ns()
     try:
         while True:
             started, collected, used = loop.time(), gc_timer.total, _thread_usage()
-            waited_before = waited.ns()
             await asyncio.sleep(interval)
             late = max(0.0, loop.time() - started - interval)
             histogram.observe(late)
+            before, waited = waited, queue.ns()
+            wait = (waited - before) / 1e9 if waited is not None and before is not None else 0.0
+            if wait > 0:
+                waiting.inc(wait)
             if late >= warn_at:
-                _log_stall(late, gc_timer.total - collected, used, waited.ms_since(waited_before))
+                _log_stall(late, gc_timer.total - collected, used, round(wait * 1000, 1))
     finally:
-        waited.close()
+        queue.close()
 
 
 def _log_stall(
@@ -363,12 +377,6 @@ class _RunQueueWait:
             return int(os.pread(self._fd, 128, 0).split()[1])
         except (OSError, ValueError, IndexError):
             return None
-
-    def ms_since(self, before: int | None) -> float:
-        now = self.ns()
-        if before is None or now is None:
-            return 0.0
-        return round((now - before) / 1e6, 1)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None

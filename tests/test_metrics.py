@@ -13,7 +13,7 @@ import time
 
 import pytest
 from daphne.ws_protocol import WebSocketProtocol
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from pycrdt import Doc
 
 from editor import metrics
@@ -33,6 +33,15 @@ def samples(histogram: Histogram, **labels: str) -> dict[str, float]:
                 key = f"le={sample.labels['le']}"
             found[key] = sample.value
     return found
+
+
+def private_counter() -> Counter:
+    return Counter("collab_test", "A counter of the test's own.", registry=None)
+
+
+def counted(counter: Counter) -> float:
+    [family] = counter.collect()
+    return next(sample.value for sample in family.samples if sample.name.endswith("_total"))
 
 
 def private_histogram(*labels: str) -> Histogram:
@@ -184,8 +193,9 @@ async def test_a_stall_spent_waiting_for_a_core_says_so(settings, caplog):
             assert process.stdout is not None
             process.stdout.readline()  # on the core, and spinning
         os.sched_setaffinity(0, {core})  # this thread, the event loop's
+        waiting = private_counter()
         probe = asyncio.ensure_future(
-            metrics.watch_event_loop(interval=0.01, histogram=private_histogram())
+            metrics.watch_event_loop(interval=0.01, histogram=private_histogram(), waiting=waiting)
         )
         with caplog.at_level(logging.WARNING, logger="collab.metrics"):
             await asyncio.sleep(0.05)
@@ -206,6 +216,8 @@ async def test_a_stall_spent_waiting_for_a_core_says_so(settings, caplog):
     assert longest.cause == "waiting"
     assert longest.stall_ms / 2 <= longest.wait_ms <= longest.stall_ms
     assert longest.getMessage().endswith(f"wait_ms={longest.wait_ms}")
+    # Counted too, for the graphs: the stall's wait and whatever the other wakes waited.
+    assert counted(waiting) >= (longest.wait_ms - 0.05) / 1000
 
 
 @pytest.mark.asyncio
@@ -214,8 +226,9 @@ async def test_a_stall_is_logged_where_the_kernel_keeps_no_run_queue_figure(
 ):
     monkeypatch.setattr(metrics._RunQueueWait, "PATH", "/proc/thread-self/no-such-figure")
     settings.STALL_WARNING_MS = 200
+    waiting = private_counter()
     probe = asyncio.ensure_future(
-        metrics.watch_event_loop(interval=0.01, histogram=private_histogram())
+        metrics.watch_event_loop(interval=0.01, histogram=private_histogram(), waiting=waiting)
     )
     with caplog.at_level(logging.WARNING, logger="collab.metrics"):
         await asyncio.sleep(0.05)
@@ -227,6 +240,7 @@ async def test_a_stall_is_logged_where_the_kernel_keeps_no_run_queue_figure(
     assert len(stalls) == 1
     assert stalls[0].cause == "loop"
     assert stalls[0].wait_ms == 0.0
+    assert counted(waiting) == 0.0
 
 
 def test_a_long_collection_is_logged_with_its_generation(caplog):

@@ -28,6 +28,7 @@ def test_it_answers_loopback_in_prometheus_text_format(client):
         "collab_websocket_refusals",
         "collab_updates_applied",
         "collab_event_loop_lag_seconds",
+        "collab_event_loop_waiting_seconds",
         "collab_gc_pause_seconds",
         "process_resident_memory_bytes",
         "python_gc_collections",
