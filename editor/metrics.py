@@ -321,6 +321,8 @@ async def watch_event_loop(
 def _log_stall(
     late: float, collecting: float, used: resource.struct_rusage, wait_ms: float
 ) -> None:
+    """One stall's warning line (``watch_event_loop`` says what each figure is), with the
+    collector's time, the thread's resource use since ``used`` and its wait for a core."""
     stall_ms = round(late * 1000, 1)
     gc_ms = round(min(late, collecting) * 1000, 1)
     faults, sys_ms = _usage_since(used)
