@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 from daphne.ws_protocol import WebSocketProtocol
@@ -106,21 +107,26 @@ async def test_it_observes_how_late_the_event_loop_woke():
     assert 0.28 <= observed["sum"] < 1.0
 
 
-@pytest.mark.asyncio
-async def test_a_long_stall_is_logged_with_its_length(settings, caplog):
-    settings.STALL_WARNING_MS = 200
-    probe = asyncio.ensure_future(
-        metrics.watch_event_loop(interval=0.01, histogram=private_histogram())
+async def stalls_while_held(caplog, *holds: float, **probe: Any) -> list[logging.LogRecord]:
+    """The stall lines a probe (every 10 ms) logs while the loop is held by a blocking call of
+    each of ``holds`` seconds in turn."""
+    watching = asyncio.ensure_future(
+        metrics.watch_event_loop(interval=0.01, histogram=private_histogram(), **probe)
     )
     with caplog.at_level(logging.WARNING, logger="collab.metrics"):
         await asyncio.sleep(0.05)
-        time.sleep(0.1)  # shorter than the threshold: not logged
-        await asyncio.sleep(0.05)
-        time.sleep(0.3)
-        await asyncio.sleep(0.05)
-    probe.cancel()
+        for hold in holds:
+            time.sleep(hold)
+            await asyncio.sleep(0.05)
+    watching.cancel()
+    return [r for r in caplog.records if r.getMessage().startswith("event loop stalled")]
 
-    stalls = [r for r in caplog.records if r.getMessage().startswith("event loop stalled")]
+
+@pytest.mark.asyncio
+async def test_a_long_stall_is_logged_with_its_length(settings, caplog):
+    settings.STALL_WARNING_MS = 200
+    stalls = await stalls_while_held(caplog, 0.1, 0.3)  # 0.1 s: under the threshold, not logged
+
     assert len(stalls) == 1
     assert 290 <= stalls[0].stall_ms < 1000
     assert stalls[0].cause == "loop"
@@ -227,16 +233,8 @@ async def test_a_stall_is_logged_where_the_kernel_keeps_no_run_queue_figure(
     monkeypatch.setattr(metrics._RunQueueWait, "PATH", "/proc/thread-self/no-such-figure")
     settings.STALL_WARNING_MS = 200
     waiting = private_counter()
-    probe = asyncio.ensure_future(
-        metrics.watch_event_loop(interval=0.01, histogram=private_histogram(), waiting=waiting)
-    )
-    with caplog.at_level(logging.WARNING, logger="collab.metrics"):
-        await asyncio.sleep(0.05)
-        time.sleep(0.3)
-        await asyncio.sleep(0.05)
-    probe.cancel()
+    stalls = await stalls_while_held(caplog, 0.3, waiting=waiting)
 
-    stalls = [r for r in caplog.records if r.getMessage().startswith("event loop stalled")]
     assert len(stalls) == 1
     assert stalls[0].cause == "loop"
     assert stalls[0].wait_ms == 0.0
