@@ -147,9 +147,11 @@ class Servers:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.logs: list[Path] = []
 
     def spawn(self, what: str, command: list[str], env: dict, cwd: Path = ROOT):
-        log = open(self.folder / f"{what.replace(' ', '-')}.log", "wb")  # noqa: SIM115
+        self.logs.append(self.folder / f"{what.replace(' ', '-')}.log")
+        log = open(self.logs[-1], "wb")  # noqa: SIM115
         process = subprocess.Popen(
             command,
             cwd=cwd,
@@ -173,6 +175,19 @@ class Servers:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+
+
+def keep_logs(servers: Servers, into: Path | None, phase: int) -> None:
+    """``--keep-logs``: the logs of the servers one phase started, copied into
+    ``into/phase-N`` before the bench removes its scratch folder (docs/BENCHMARKS.md read the
+    stalls' causes this way, change 81)."""
+    if into is None:
+        return
+    kept = into / f"phase-{phase}"
+    kept.mkdir(parents=True, exist_ok=True)
+    for log in servers.logs:
+        if log.exists():
+            shutil.copy2(log, kept / log.name)
 
 
 def split_cores(available: set[int]) -> tuple[set[int], set[int]]:
@@ -816,6 +831,12 @@ def main(argv=None) -> int:
         " servers and the load client sharing cores. A diagnostic, not the target rows' setup",
     )
     parser.add_argument(
+        "--keep-logs",
+        type=Path,
+        help="a folder: every phase's server logs (collab's stall, ws and access lines; the"
+        " reference's output) copied into FOLDER/phase-N before they are removed",
+    )
+    parser.add_argument(
         "--out", default=str(ROOT / "var" / "bench" / "latest.json"), help="all results, JSON"
     )
     args = parser.parse_args(argv)
@@ -830,6 +851,7 @@ def main(argv=None) -> int:
     database = Database(folder, args.database_url)
     say(f"scratch folder {folder}; database {database.url}; open files limit {nofile}")
     results: dict = {"collab": {}, "reference": {}}
+    phase_number = 0
     try:
         from collab.embedded import EmbeddedRedis
 
@@ -875,7 +897,8 @@ def main(argv=None) -> int:
         # by its connections and hide their cost (the reference's figure halved that way),
         # and closing its 5,000 sockets leaves garbage whose collection stalled the next load.
         rounds: dict = {"collab": {}, "reference": {}}
-        for phase in schedule(modes, args.rounds):
+        for number, phase in enumerate(schedule(modes, args.rounds), 1):
+            phase_number = number
             targets = start_targets(phase)
             for mode, round_ in phase:
                 for target in turns(targets, mode, round_):
@@ -887,12 +910,14 @@ def main(argv=None) -> int:
                     time.sleep(2)  # let the last sockets close before the next load
             say("stopping servers")
             servers.stop()
+            keep_logs(servers, args.keep_logs, phase_number)
             servers = Servers(folder)
         for name, by_mode in rounds.items():
             results[name] = {mode: combine(each) for mode, each in by_mode.items()}
     finally:
         say("stopping servers")
         servers.stop()
+        keep_logs(servers, args.keep_logs, phase_number)  # a phase cut short keeps its own
         with contextlib.suppress(Exception):
             redis.stop()
         database.drop()

@@ -42,6 +42,24 @@ def test_the_bench_reads_a_stall_line_as_collab_writes_it_today(tmp_path):
     assert found["connect"] == {"max_ms": 41.5, "cause": "waiting", "over_50_ms": 0}
 
 
+def test_keep_logs_copies_the_logs_of_the_servers_a_phase_started_and_no_others(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "collab-8001.log").write_text("an earlier phase's server\n")
+    servers = run.Servers(scratch)
+    server = servers.spawn("collab 9001", [sys.executable, "-c", "print('a stall line')"], {})
+    server.wait(timeout=30)
+    servers.stop()
+
+    run.keep_logs(servers, tmp_path / "kept", 2)
+    run.keep_logs(servers, None, 3)  # no --keep-logs: nothing
+
+    kept = tmp_path / "kept"
+    assert sorted(p.name for p in kept.iterdir()) == ["phase-2"]
+    assert [p.name for p in (kept / "phase-2").iterdir()] == ["collab-9001.log"]
+    assert (kept / "phase-2" / "collab-9001.log").read_text() == "a stall line\n"
+
+
 def test_a_stall_counts_in_the_window_it_overlapped_and_not_in_one_that_ended_before_it(tmp_path):
     log = tmp_path / "collab-1.log"
     log.write_text(
