@@ -181,7 +181,7 @@ def keep_logs(servers: Servers, into: Path | None, phase: int) -> None:
     """``--keep-logs``: the logs of the servers one phase started, copied into
     ``into/phase-N`` before the bench removes its scratch folder (docs/BENCHMARKS.md read the
     stalls' causes this way, change 81)."""
-    if into is None:
+    if into is None or not servers.logs:
         return
     kept = into / f"phase-{phase}"
     kept.mkdir(parents=True, exist_ok=True)
@@ -402,11 +402,11 @@ def server_stalls(logs: list[Path], windows: dict) -> dict:
     """The longest stall the collab processes logged within each of the run's windows (wall
     clock), with its cause (loop; gc: a stall mostly spent collecting; kernel: mostly in the
     kernel, page faults or system calls; waiting: mostly ready to run and waiting for a core;
-    gc0, gc1, gc2: one collection's own line), across all
-    processes. A line is stamped when the stall ended, and
-    says how long it lasted: it counts in a window if it overlapped it. (Counting every line
-    stamped up to 0.2 s after a window, as the bench did before, put the first stalls of the
-    idle mode's 5,000 closes, which start as the hold ends, in the "while held" row.)"""
+    gc0, gc1, gc2: one collection's own line), across all processes. A line is stamped when
+    the stall ended, and says how long it lasted: it counts in a window if it overlapped it.
+    (Counting every line stamped up to 0.2 s after a window, as the bench did before, put the
+    first stalls of the idle mode's 5,000 closes, which start as the hold ends, in the "while
+    held" row.)"""
     stalls = [(at, float(match[3]), match[4]) for at, match in _logged(logs, STALL_LINE)]
     found = {}
     for name, (start, end) in windows.items():
