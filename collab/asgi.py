@@ -11,6 +11,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.urls import reverse  # noqa: E402
 
 from collab import eventloop, logs, transport  # noqa: E402
 from collab.middleware import SessionUnlessTicket  # noqa: E402
@@ -60,6 +61,13 @@ application = ProtocolTypeRouter(
         "websocket": SessionUnlessTicket(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# The URL conf, and with it every view module it names (the REST API, its schema, the admin),
+# is loaded now rather than by the process's first HTTP request, which resolved it on the event
+# loop: a stall of 170-250 ms for every socket the process held, once per process
+# (docs/BENCHMARKS.md, change 83). Loaded before the collector's freeze below, it is frozen
+# with the rest of what lives as long as the process.
+reverse("healthz")
 
 if settings.SERVE["GC_FREEZE"]:
     # Everything loaded so far (Django, the URL conf, the apps) lives as long as the process:

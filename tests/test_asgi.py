@@ -98,6 +98,51 @@ def test_the_turn_budget_can_be_set_and_a_negative_one_is_refused():
     assert "WS_TURN_BUDGET_MS must be 0 (no cap) or more milliseconds, not -5" in result.stderr
 
 
+# The process's first HTTP request, served by the application as daphne serves it: which of the
+# URL conf's modules it had to load, and whether the URL conf was loaded before the freeze.
+FIRST_REQUEST = """
+import asyncio, gc, json, sys
+import collab.asgi
+from asgiref.testing import ApplicationCommunicator
+url_conf = sys.modules.get("collab.urls")
+frozen = url_conf is not None and not any(o is vars(url_conf) for o in gc.get_objects())
+loaded = set(sys.modules)
+async def first_request():
+    scope = {
+        "type": "http", "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": "/no-such-page/", "raw_path": b"/no-such-page/", "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"127.0.0.1")],
+        "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 40000),
+    }
+    application = ApplicationCommunicator(collab.asgi.application, scope)
+    await application.send_input({"type": "http.request", "body": b""})
+    start = await application.receive_output(30)
+    while (await application.receive_output(30)).get("more_body"):
+        pass
+    return start["status"]
+status = asyncio.run(first_request())
+print(json.dumps({
+    "status": status,
+    "frozen": frozen,
+    "loaded_by_request": sorted(set(sys.modules) - loaded),
+}))
+"""
+
+
+def test_the_first_request_finds_the_url_conf_loaded_and_frozen():
+    """Django loads the URL conf on the first request that resolves a path, on the event loop
+    under daphne: with the REST API, its schema and the admin behind it, a stall of 170-290 ms
+    for every socket of the process (change 83). Loaded with the application instead, before
+    the collector's freeze, it costs no request anything, and full collections skip it."""
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "collab.settings"}
+    first = json.loads(run_python(FIRST_REQUEST, environment).strip().splitlines()[-1])
+
+    assert first["status"] == 404
+    url_conf_modules = ("collab.urls", "editor.", "rest_framework", "drf_spectacular")
+    assert [m for m in first["loaded_by_request"] if m.startswith(url_conf_modules)] == []
+    assert first["frozen"] is True
+
+
 # What a connect burst leaves with the collector: 8,000 sockets, each keeping 70 small
 # containers alive (about what a socket keeps, docs/BENCHMARKS.md change 45) and dropping 200.
 # Every collection's size (objects examined) is counted, by generation.
