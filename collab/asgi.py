@@ -64,7 +64,7 @@ application = ProtocolTypeRouter(
 
 # The URL conf, and with it every view module it names (the REST API, its schema, the admin),
 # is loaded now rather than by the process's first HTTP request, which resolved it on the event
-# loop: a stall of 170-250 ms for every socket the process held, once per process
+# loop: a stall of 170-290 ms for every socket the process held, once per process
 # (docs/BENCHMARKS.md, change 83). Loaded before the collector's freeze below, it is frozen
 # with the rest of what lives as long as the process.
 reverse("healthz")
